@@ -1,0 +1,288 @@
+//! The cross-thread half of fan-out: a connection's bounded event queue
+//! (`SubscriberQueue`) and its worker's list of connections to flush
+//! (`WorkerMailbox`).
+//!
+//! Any worker may push into any connection's queue; only the owning worker
+//! pops. After a push the publisher makes sure the owner will look at the
+//! connection: the queue's `scheduled` flag lets one publisher, not every
+//! one, put the connection on the owner's mailbox, and the mailbox's
+//! `wake_pending` flag lets one publisher, not every one, wake the owner's
+//! poll. Both flags are cleared by the owner with a swap (an atomic
+//! read-modify-write) before it looks at what they guard; the publisher sets
+//! them with a swap after its push. Read-modify-writes of one flag are
+//! totally ordered, so either the owner's swap reads the publisher's `true`
+//! (and, acquiring it, sees the push) or the publisher's swap reads the
+//! owner's `false` (and schedules again). No push is ever left unseen.
+//!
+//! Nothing here blocks, allocates per event or touches a socket.
+
+use crate::protocol::SharedFrame;
+use crossbeam_queue::{ArrayQueue, SegQueue};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// Names a connection across threads: its slab slot on its worker, and the
+/// generation that slot had when the connection was opened (slots are
+/// reused, generations are not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionKey {
+    pub slot: usize,
+    pub generation: u64,
+}
+
+/// One worker's list of connections that have events to write, and the
+/// means to wake it.
+pub struct WorkerMailbox {
+    worker: usize,
+    ready: SegQueue<ConnectionKey>,
+    wake_pending: AtomicBool,
+    waker: Option<mio::Waker>,
+}
+
+impl WorkerMailbox {
+    /// `waker` is `None` only in tests that drain the mailbox by hand.
+    pub fn new(worker: usize, waker: Option<mio::Waker>) -> Self {
+        WorkerMailbox {
+            worker,
+            ready: SegQueue::new(),
+            wake_pending: AtomicBool::new(false),
+            waker,
+        }
+    }
+
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Asks the worker to flush `key`. `origin` is the worker doing the
+    /// asking: a worker never wakes itself, since it drains its own mailbox
+    /// before it polls again.
+    fn post(&self, key: ConnectionKey, origin: Option<usize>) {
+        self.ready.push(key);
+        if origin != Some(self.worker) && !self.wake_pending.swap(true, Ordering::AcqRel) {
+            if let Some(waker) = &self.waker {
+                if let Err(e) = waker.wake() {
+                    log::error!("cannot wake worker {}: {e}", self.worker);
+                }
+            }
+        }
+    }
+
+    /// Wakes the worker for a reason of its own (shutdown).
+    pub fn wake(&self) {
+        self.wake_pending.store(true, Ordering::Release);
+        if let Some(waker) = &self.waker {
+            let _ = waker.wake();
+        }
+    }
+
+    /// Called by the owner: every connection posted so far, in order.
+    pub fn drain(&self, into: &mut Vec<ConnectionKey>) {
+        self.wake_pending.swap(false, Ordering::AcqRel);
+        while let Some(key) = self.ready.pop() {
+            into.push(key);
+        }
+    }
+
+    /// True if something was posted since the last `drain`; the owner then
+    /// must not block in `poll`.
+    pub fn has_posts(&self) -> bool {
+        !self.ready.is_empty()
+    }
+}
+
+const OPEN: u8 = 0;
+const SLOW: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// A connection's bounded queue of event frames, shared by all of its
+/// subscriptions. Overflow makes the connection a slow consumer.
+pub struct SubscriberQueue {
+    events: ArrayQueue<SharedFrame>,
+    scheduled: AtomicBool,
+    state: AtomicU8,
+    key: ConnectionKey,
+    mailbox: Arc<WorkerMailbox>,
+}
+
+impl SubscriberQueue {
+    pub fn new(capacity: usize, key: ConnectionKey, mailbox: Arc<WorkerMailbox>) -> Self {
+        SubscriberQueue {
+            events: ArrayQueue::new(capacity),
+            scheduled: AtomicBool::new(false),
+            state: AtomicU8::new(OPEN),
+            key,
+            mailbox,
+        }
+    }
+
+    /// Queues `frame` and schedules the owner. Returns false when the
+    /// connection should leave the topic: it was closed, or this push
+    /// overflowed its queue (it is now a slow consumer). Never blocks.
+    pub fn deliver(&self, frame: &SharedFrame, origin: Option<usize>) -> bool {
+        if self.state.load(Ordering::Acquire) != OPEN {
+            return false;
+        }
+        if self.events.push(Arc::clone(frame)).is_err() {
+            if self
+                .state
+                .compare_exchange(OPEN, SLOW, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.schedule(origin);
+            }
+            return false;
+        }
+        self.schedule(origin);
+        true
+    }
+
+    fn schedule(&self, origin: Option<usize>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.mailbox.post(self.key, origin);
+        }
+    }
+
+    /// Called by the owner when it takes the connection off its mailbox,
+    /// before it pops: a push after this schedules the connection again.
+    pub fn unschedule(&self) {
+        self.scheduled.swap(false, Ordering::AcqRel);
+    }
+
+    pub fn pop(&self) -> Option<SharedFrame> {
+        self.events.pop()
+    }
+
+    /// Drops every queued event.
+    pub fn clear(&self) {
+        while self.events.pop().is_some() {}
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn is_slow(&self) -> bool {
+        self.state.load(Ordering::Acquire) == SLOW
+    }
+
+    /// No more deliveries: topics drop this queue the next time they see it.
+    pub fn close(&self) {
+        self.state.store(CLOSED, Ordering::Release);
+    }
+
+    pub fn key(&self) -> ConnectionKey {
+        self.key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(capacity: usize, mailbox: &Arc<WorkerMailbox>) -> SubscriberQueue {
+        SubscriberQueue::new(
+            capacity,
+            ConnectionKey {
+                slot: 7,
+                generation: 3,
+            },
+            Arc::clone(mailbox),
+        )
+    }
+
+    #[test]
+    fn one_post_per_connection_until_the_owner_unschedules() {
+        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let q = queue(10, &mailbox);
+        let frame: SharedFrame = Arc::new(b"e".to_vec());
+        for _ in 0..5 {
+            assert!(q.deliver(&frame, Some(1)));
+        }
+        let mut posted = Vec::new();
+        mailbox.drain(&mut posted);
+        assert_eq!(
+            posted,
+            vec![ConnectionKey {
+                slot: 7,
+                generation: 3
+            }]
+        );
+        assert_eq!(q.len(), 5);
+        q.unschedule();
+        assert!(q.deliver(&frame, Some(1)));
+        posted.clear();
+        mailbox.drain(&mut posted);
+        assert_eq!(posted.len(), 1);
+    }
+
+    #[test]
+    fn overflow_marks_a_slow_consumer_and_refuses_more() {
+        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let q = queue(2, &mailbox);
+        let frame: SharedFrame = Arc::new(b"e".to_vec());
+        assert!(q.deliver(&frame, None));
+        assert!(q.deliver(&frame, None));
+        assert!(!q.is_slow());
+        assert!(!q.deliver(&frame, None));
+        assert!(q.is_slow());
+        assert_eq!(q.len(), 2, "the overflowing event is not queued");
+        q.clear();
+        assert!(
+            !q.deliver(&frame, None),
+            "a slow consumer takes nothing more"
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_closed_queue_takes_nothing() {
+        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let q = queue(2, &mailbox);
+        q.close();
+        assert!(!q.deliver(&Arc::new(vec![1]), None));
+        assert!(q.is_empty());
+        assert!(!mailbox.has_posts());
+    }
+
+    #[test]
+    fn concurrent_publishers_never_lose_a_post() {
+        // Many threads push while the owner keeps draining; every pushed
+        // frame must be popped, and the owner must always have been told.
+        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let q = Arc::new(queue(1 << 16, &mailbox));
+        let per_thread = 20_000;
+        let publishers: Vec<_> = (0..3)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                std::thread::spawn(move || {
+                    let frame: SharedFrame = Arc::new(vec![0]);
+                    for _ in 0..per_thread {
+                        assert!(q.deliver(&frame, Some(1)));
+                    }
+                })
+            })
+            .collect();
+        let mut popped = 0;
+        let mut posts = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while popped < 3 * per_thread && std::time::Instant::now() < deadline {
+            posts.clear();
+            mailbox.drain(&mut posts);
+            for _ in &posts {
+                q.unschedule();
+                while q.pop().is_some() {
+                    popped += 1;
+                }
+            }
+        }
+        for p in publishers {
+            p.join().unwrap();
+        }
+        assert_eq!(popped, 3 * per_thread);
+    }
+}

@@ -1,0 +1,418 @@
+//! Topics and fan-out: the shared state every worker publishes into.
+//!
+//! A [`Topic`] holds its next `seq`, its replay ring and its subscribers
+//! behind one lock. Publishing takes it just long enough to assign `seq`,
+//! keep the frame in the ring and push it into each subscriber's queue;
+//! subscribing takes it to join the list and copy the ring for replay. That
+//! one lock is what makes "replay, then live, no gap, no duplicate" true.
+//!
+//! The [`Broker`] maps names to topics. It never touches a socket and never
+//! waits for a subscriber: a full queue is a slow consumer, not a reason to
+//! block.
+
+pub mod delivery;
+pub mod ring;
+
+use crate::protocol::{
+    encode_event, encode_info, shared_text_frame, validate_topic_name, SharedFrame,
+};
+use delivery::SubscriberQueue;
+use ring::ReplayRing;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::SystemTime;
+
+/// The topic was deleted (or never existed).
+#[derive(Debug, PartialEq, Eq)]
+pub struct TopicGone;
+
+pub struct Topic {
+    name: String,
+    deleted: AtomicBool,
+    state: Mutex<TopicState>,
+}
+
+struct TopicState {
+    next_seq: u64,
+    ring: ReplayRing,
+    subscribers: Vec<Arc<SubscriberQueue>>,
+}
+
+/// A topic's figures for `/topics`, `/health` and `/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSummary {
+    pub name: String,
+    pub subscribers: usize,
+    pub messages: u64,
+}
+
+impl Topic {
+    fn new(name: String, ring_capacity: usize) -> Self {
+        Topic {
+            name,
+            deleted: AtomicBool::new(false),
+            state: Mutex::new(TopicState {
+                next_seq: 1,
+                ring: ReplayRing::new(ring_capacity),
+                subscribers: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True once the topic was deleted; a connection that still lists it
+    /// can forget it.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// The lock is never held across anything that can panic on client
+    /// input, but a poisoned lock must not take the broker down with it.
+    fn lock(&self) -> MutexGuard<'_, TopicState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Assigns the next `seq`, keeps the event for replay and queues it to
+    /// every subscriber. Returns the `seq`. Subscribers whose queue
+    /// overflows are marked slow and leave the topic.
+    pub fn publish(&self, message: &RawValue, origin: Option<usize>) -> Result<u64, TopicGone> {
+        let mut state = self.lock();
+        if self.is_deleted() {
+            return Err(TopicGone);
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let frame = shared_text_frame(&encode_event(&self.name, message, seq, SystemTime::now()));
+        state
+            .subscribers
+            .retain(|subscriber| subscriber.deliver(&frame, origin));
+        state.ring.push(frame);
+        Ok(seq)
+    }
+
+    /// Adds `subscriber` (once, however often it subscribes) and returns the
+    /// `last_n` most recent events for replay, oldest first. Every event
+    /// published after this call goes to the subscriber's queue.
+    pub fn subscribe(
+        &self,
+        subscriber: &Arc<SubscriberQueue>,
+        last_n: usize,
+    ) -> Result<Vec<SharedFrame>, TopicGone> {
+        let mut state = self.lock();
+        if self.is_deleted() {
+            return Err(TopicGone);
+        }
+        if !state.subscribers.iter().any(|s| Arc::ptr_eq(s, subscriber)) {
+            state.subscribers.push(Arc::clone(subscriber));
+        }
+        Ok(if last_n == 0 {
+            Vec::new()
+        } else {
+            state.ring.last(last_n)
+        })
+    }
+
+    /// Removes `subscriber`; a no-op when it is not subscribed.
+    pub fn unsubscribe(&self, subscriber: &Arc<SubscriberQueue>) {
+        self.lock()
+            .subscribers
+            .retain(|s| !Arc::ptr_eq(s, subscriber));
+    }
+
+    /// Marks the topic deleted and queues `info topic_deleted` to every
+    /// subscriber, behind the events already queued to it.
+    fn delete(&self, origin: Option<usize>) {
+        let mut state = self.lock();
+        self.deleted.store(true, Ordering::Release);
+        let notice = shared_text_frame(&encode_info(
+            "topic_deleted",
+            Some(&self.name),
+            SystemTime::now(),
+        ));
+        for subscriber in state.subscribers.drain(..) {
+            subscriber.deliver(&notice, origin);
+        }
+        state.ring.clear();
+    }
+
+    pub fn summary(&self) -> TopicSummary {
+        let state = self.lock();
+        TopicSummary {
+            name: self.name.clone(),
+            subscribers: state.subscribers.len(),
+            messages: state.next_seq - 1,
+        }
+    }
+}
+
+/// Why a topic could not be created.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateError {
+    InvalidName(String),
+    Exists,
+}
+
+/// All topics, by name.
+pub struct Broker {
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    ring_capacity: usize,
+}
+
+impl Broker {
+    pub fn new(ring_capacity: usize) -> Self {
+        Broker {
+            topics: RwLock::new(HashMap::new()),
+            ring_capacity,
+        }
+    }
+
+    pub fn create_topic(&self, name: &str) -> Result<Arc<Topic>, CreateError> {
+        validate_topic_name(name).map_err(CreateError::InvalidName)?;
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        if topics.contains_key(name) {
+            return Err(CreateError::Exists);
+        }
+        let topic = Arc::new(Topic::new(name.to_string(), self.ring_capacity));
+        topics.insert(name.to_string(), Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Deletes the topic and notifies its subscribers. False if there was
+    /// no such topic.
+    pub fn delete_topic(&self, name: &str, origin: Option<usize>) -> bool {
+        let removed = self
+            .topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        match removed {
+            Some(topic) => {
+                topic.delete(origin);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every topic's figures, sorted by name.
+    pub fn summaries(&self) -> Vec<TopicSummary> {
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut summaries: Vec<TopicSummary> = topics.iter().map(|t| t.summary()).collect();
+        summaries.sort_by(|a, b| a.name.cmp(&b.name));
+        summaries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delivery::{ConnectionKey, WorkerMailbox};
+    use super::*;
+    use serde_json::Value;
+
+    fn subscriber(slot: usize, capacity: usize) -> Arc<SubscriberQueue> {
+        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        Arc::new(SubscriberQueue::new(
+            capacity,
+            ConnectionKey {
+                slot,
+                generation: 0,
+            },
+            mailbox,
+        ))
+    }
+
+    fn message(id: &str) -> Box<RawValue> {
+        RawValue::from_string(format!(r#"{{"id":"{id}","payload":{{"n":1}}}}"#)).unwrap()
+    }
+
+    fn decode(frame: &SharedFrame) -> Value {
+        // Server frames with a short payload: two header bytes.
+        let offset = match frame[1] {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        serde_json::from_slice(&frame[offset..]).unwrap()
+    }
+
+    fn drain(q: &SubscriberQueue) -> Vec<Value> {
+        std::iter::from_fn(|| q.pop()).map(|f| decode(&f)).collect()
+    }
+
+    #[test]
+    fn publish_fans_out_in_order_with_consecutive_seq() {
+        let broker = Broker::new(10);
+        let topic = broker.create_topic("orders").unwrap();
+        let (a, b) = (subscriber(1, 10), subscriber(2, 10));
+        topic.subscribe(&a, 0).unwrap();
+        topic.subscribe(&b, 0).unwrap();
+        topic.subscribe(&b, 0).unwrap();
+        for id in ["m1", "m2", "m3"] {
+            topic.publish(&message(id), None).unwrap();
+        }
+        for q in [&a, &b] {
+            let events = drain(q);
+            assert_eq!(events.len(), 3, "subscribing twice must not duplicate");
+            let seqs: Vec<_> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+            assert_eq!(seqs, vec![1, 2, 3]);
+            assert_eq!(events[0]["message"]["id"], "m1");
+            assert_eq!(events[0]["topic"], "orders");
+        }
+        assert_eq!(
+            topic.summary(),
+            TopicSummary {
+                name: "orders".into(),
+                subscribers: 2,
+                messages: 3
+            }
+        );
+    }
+
+    #[test]
+    fn events_stay_in_their_topic() {
+        let broker = Broker::new(10);
+        let (t1, t2) = (
+            broker.create_topic("a").unwrap(),
+            broker.create_topic("b").unwrap(),
+        );
+        let q = subscriber(1, 10);
+        t1.subscribe(&q, 0).unwrap();
+        t2.publish(&message("x"), None).unwrap();
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn replay_then_live_has_no_gap_and_no_duplicate() {
+        let broker = Broker::new(5);
+        let topic = broker.create_topic("t").unwrap();
+        for i in 0..8 {
+            topic.publish(&message(&format!("m{i}")), None).unwrap();
+        }
+        let q = subscriber(1, 100);
+        let replay: Vec<Value> = topic.subscribe(&q, 3).unwrap().iter().map(decode).collect();
+        topic.publish(&message("live"), None).unwrap();
+        let live = drain(&q);
+        let seqs: Vec<u64> = replay
+            .iter()
+            .chain(live.iter())
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, vec![6, 7, 8, 9]);
+        assert_eq!(
+            topic.subscribe(&subscriber(2, 1), 1000).unwrap().len(),
+            5,
+            "replay is capped by the ring"
+        );
+    }
+
+    #[test]
+    fn replay_is_atomic_with_concurrent_publishers() {
+        // Subscribers join while another thread publishes; each must see a
+        // consecutive run of seq numbers from its replay into its live events.
+        let broker = Arc::new(Broker::new(50));
+        let topic = broker.create_topic("t").unwrap();
+        let publisher = {
+            let topic = Arc::clone(&topic);
+            std::thread::spawn(move || {
+                for i in 0..5_000 {
+                    topic.publish(&message(&i.to_string()), None).unwrap();
+                }
+            })
+        };
+        let mut checked = 0;
+        for slot in 0..200 {
+            let q = subscriber(slot, 10_000);
+            let replay = topic.subscribe(&q, 20).unwrap();
+            let seqs: Vec<u64> = replay
+                .iter()
+                .map(decode)
+                .chain(drain(&q))
+                .map(|e| e["seq"].as_u64().unwrap())
+                .collect();
+            for pair in seqs.windows(2) {
+                assert_eq!(pair[1], pair[0] + 1, "gap or duplicate in {seqs:?}");
+            }
+            checked += seqs.len();
+            topic.unsubscribe(&q);
+        }
+        publisher.join().unwrap();
+        assert!(checked > 0);
+    }
+
+    #[test]
+    fn overflow_drops_the_slow_subscriber_only() {
+        let broker = Broker::new(10);
+        let topic = broker.create_topic("t").unwrap();
+        let (slow, healthy) = (subscriber(1, 2), subscriber(2, 10));
+        topic.subscribe(&slow, 0).unwrap();
+        topic.subscribe(&healthy, 0).unwrap();
+        for i in 0..3 {
+            topic.publish(&message(&i.to_string()), None).unwrap();
+        }
+        assert!(slow.is_slow());
+        assert!(!healthy.is_slow());
+        assert_eq!(healthy.len(), 3);
+        assert_eq!(topic.summary().subscribers, 1);
+    }
+
+    #[test]
+    fn deletion_notifies_after_queued_events_and_refuses_more() {
+        let broker = Broker::new(10);
+        let topic = broker.create_topic("t").unwrap();
+        let q = subscriber(1, 10);
+        topic.subscribe(&q, 0).unwrap();
+        topic.publish(&message("m"), None).unwrap();
+        assert!(broker.delete_topic("t", None));
+        assert!(!broker.delete_topic("t", None));
+        let got = drain(&q);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0]["type"], "event");
+        assert_eq!(
+            got[1],
+            serde_json::json!({"type":"info","topic":"t","msg":"topic_deleted","ts":got[1]["ts"]})
+        );
+        assert!(topic.is_deleted());
+        assert_eq!(topic.publish(&message("late"), None), Err(TopicGone));
+        assert_eq!(topic.subscribe(&q, 0), Err(TopicGone));
+        assert!(broker.topic("t").is_none());
+        let again = broker.create_topic("t").unwrap();
+        assert_eq!(
+            again.publish(&message("new"), None),
+            Ok(1),
+            "a new topic starts at seq 1"
+        );
+    }
+
+    #[test]
+    fn creation_validates_and_refuses_duplicates() {
+        let broker = Broker::new(10);
+        broker.create_topic("b").unwrap();
+        broker.create_topic("a").unwrap();
+        assert_eq!(broker.create_topic("a").err(), Some(CreateError::Exists));
+        assert!(matches!(
+            broker.create_topic("x/y"),
+            Err(CreateError::InvalidName(_))
+        ));
+        let names: Vec<_> = broker.summaries().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,538 @@
+//! The REST routes and their handlers, and the gate in front of `/ws`:
+//! authentication, routing, 404 and 405. Takes a parsed request and the
+//! shared broker; returns a response or the decision to upgrade. No sockets.
+
+use super::{Request, Response};
+use crate::broker::{Broker, CreateError};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// What a handler needs of the world.
+pub struct RestContext<'a> {
+    pub broker: &'a Broker,
+    pub api_key: Option<&'a str>,
+    /// True once shutdown has begun.
+    pub draining: bool,
+    pub uptime: Duration,
+    pub connections: usize,
+    /// The worker serving the request, for the broker's wake-ups.
+    pub worker: Option<usize>,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Action {
+    Respond(Response),
+    /// Switch to WebSocket: write this `101` response, then frames.
+    Upgrade(Vec<u8>),
+}
+
+/// Routes one request.
+pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
+    let route = Route::of(req.path);
+    if route != Route::Health && !authorized(req, route, ctx.api_key) {
+        return Action::Respond(Response::error(
+            401,
+            "UNAUTHORIZED",
+            "missing or wrong API key",
+        ));
+    }
+    let allowed = route.allowed_methods();
+    if allowed.is_empty() {
+        return Action::Respond(Response::error(
+            404,
+            "NOT_FOUND",
+            &format!("no such path: {}", req.path),
+        ));
+    }
+    if !allowed.contains(&req.method) {
+        return Action::Respond(
+            Response::error(
+                405,
+                "METHOD_NOT_ALLOWED",
+                &format!("{} is not allowed on {}", req.method, req.path),
+            )
+            .with_header("Allow", allowed.join(", ")),
+        );
+    }
+    if ctx.draining && route != Route::Health {
+        return Action::Respond(
+            Response::error(503, "SHUTTING_DOWN", "the server is shutting down").closing(),
+        );
+    }
+    let response = match route {
+        Route::WebSocket => match crate::ws::accept_upgrade(req) {
+            Ok(switching) => return Action::Upgrade(switching),
+            Err(response) => response,
+        },
+        Route::Topics if req.method == "POST" => create_topic(req.body, ctx),
+        Route::Topics => list_topics(ctx),
+        Route::Topic(encoded) => delete_topic(encoded, ctx),
+        Route::Health => health(ctx),
+        Route::Stats => stats(ctx),
+        Route::Unknown => unreachable!("unknown routes allow no method"),
+    };
+    Action::Respond(response)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    WebSocket,
+    Topics,
+    /// `/topics/{name}`, the name still percent-encoded.
+    Topic(&'a str),
+    Health,
+    Stats,
+    Unknown,
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Route<'a> {
+        match path {
+            "/ws" => Route::WebSocket,
+            "/topics" => Route::Topics,
+            "/health" => Route::Health,
+            "/stats" => Route::Stats,
+            _ => match path.strip_prefix("/topics/") {
+                Some(name) if !name.is_empty() && !name.contains('/') => Route::Topic(name),
+                _ => Route::Unknown,
+            },
+        }
+    }
+
+    fn allowed_methods(self) -> &'static [&'static str] {
+        match self {
+            Route::WebSocket | Route::Health | Route::Stats => &["GET"],
+            Route::Topics => &["GET", "POST"],
+            Route::Topic(_) => &["DELETE"],
+            Route::Unknown => &[],
+        }
+    }
+}
+
+/// `X-API-Key`, or for the WebSocket upgrade the `api_key` query parameter,
+/// compared in constant time.
+fn authorized(req: &Request<'_>, route: Route<'_>, api_key: Option<&str>) -> bool {
+    let Some(expected) = api_key else { return true };
+    let matches = |given: &[u8]| bool::from(given.ct_eq(expected.as_bytes()));
+    if req.header("X-API-Key").is_some_and(matches) {
+        return true;
+    }
+    route == Route::WebSocket
+        && req
+            .query_param("api_key")
+            .is_some_and(|k| matches(k.as_bytes()))
+}
+
+#[derive(Deserialize)]
+struct CreateTopicBody<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct TopicStatus<'a> {
+    status: &'static str,
+    topic: &'a str,
+}
+
+fn create_topic(body: &[u8], ctx: &RestContext<'_>) -> Response {
+    let bad = |message: &str| Response::error(400, "BAD_REQUEST", message);
+    let parsed: CreateTopicBody<'_> = match serde_json::from_slice(body) {
+        Ok(parsed) => parsed,
+        Err(e) if e.is_syntax() || e.is_eof() => return bad(&format!("invalid JSON: {e}")),
+        Err(_) => return bad("the body must be a JSON object such as {\"name\":\"orders\"}"),
+    };
+    let Some(raw_name) = parsed.name.filter(|raw| raw.get() != "null") else {
+        return bad("missing field 'name'");
+    };
+    let Ok(name) = serde_json::from_str::<String>(raw_name.get()) else {
+        return bad("field 'name' must be a string");
+    };
+    match ctx.broker.create_topic(&name) {
+        Ok(_) => {
+            log::info!("topic created: {name:?}");
+            Response::json(
+                201,
+                &TopicStatus {
+                    status: "created",
+                    topic: &name,
+                },
+            )
+        }
+        Err(CreateError::Exists) => {
+            Response::error(409, "CONFLICT", &format!("topic '{name}' already exists"))
+        }
+        Err(CreateError::InvalidName(why)) => bad(&format!("invalid field 'name': {why}")),
+    }
+}
+
+fn delete_topic(encoded: &str, ctx: &RestContext<'_>) -> Response {
+    let Ok(name) = percent_encoding::percent_decode_str(encoded).decode_utf8() else {
+        return Response::error(
+            400,
+            "BAD_REQUEST",
+            "the topic name in the path is not valid UTF-8",
+        );
+    };
+    if ctx.broker.delete_topic(&name, ctx.worker) {
+        log::info!("topic deleted: {name:?}");
+        Response::json(
+            200,
+            &TopicStatus {
+                status: "deleted",
+                topic: &name,
+            },
+        )
+    } else {
+        Response::error(
+            404,
+            "TOPIC_NOT_FOUND",
+            &format!("topic '{name}' does not exist"),
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct TopicListEntry {
+    name: String,
+    subscribers: usize,
+}
+
+#[derive(Serialize)]
+struct TopicList {
+    topics: Vec<TopicListEntry>,
+}
+
+fn list_topics(ctx: &RestContext<'_>) -> Response {
+    let topics = ctx
+        .broker
+        .summaries()
+        .into_iter()
+        .map(|s| TopicListEntry {
+            name: s.name,
+            subscribers: s.subscribers,
+        })
+        .collect();
+    Response::json(200, &TopicList { topics })
+}
+
+#[derive(Serialize)]
+struct Health {
+    uptime_sec: u64,
+    topics: usize,
+    subscribers: usize,
+    connections: usize,
+    status: &'static str,
+}
+
+fn health(ctx: &RestContext<'_>) -> Response {
+    let summaries = ctx.broker.summaries();
+    Response::json(
+        200,
+        &Health {
+            uptime_sec: ctx.uptime.as_secs(),
+            topics: summaries.len(),
+            subscribers: summaries.iter().map(|s| s.subscribers).sum(),
+            connections: ctx.connections,
+            status: if ctx.draining { "draining" } else { "ok" },
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct TopicStats {
+    messages: u64,
+    subscribers: usize,
+}
+
+#[derive(Serialize)]
+struct Stats {
+    topics: BTreeMap<String, TopicStats>,
+    uptime_sec: u64,
+    connections: usize,
+}
+
+fn stats(ctx: &RestContext<'_>) -> Response {
+    let topics = ctx
+        .broker
+        .summaries()
+        .into_iter()
+        .map(|s| {
+            (
+                s.name,
+                TopicStats {
+                    messages: s.messages,
+                    subscribers: s.subscribers,
+                },
+            )
+        })
+        .collect();
+    Response::json(
+        200,
+        &Stats {
+            topics,
+            uptime_sec: ctx.uptime.as_secs(),
+            connections: ctx.connections,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
+    use crate::http::{parse_request, Parsed};
+    use serde_json::{json, Value};
+    use std::sync::Arc;
+
+    struct World {
+        broker: Broker,
+        api_key: Option<&'static str>,
+        draining: bool,
+    }
+
+    impl World {
+        fn new() -> World {
+            World {
+                broker: Broker::new(10),
+                api_key: None,
+                draining: false,
+            }
+        }
+
+        fn send(&self, raw: &str) -> Action {
+            let ctx = RestContext {
+                broker: &self.broker,
+                api_key: self.api_key,
+                draining: self.draining,
+                uptime: Duration::from_secs(7),
+                connections: 1,
+                worker: None,
+            };
+            match parse_request(raw.as_bytes()) {
+                Parsed::Complete(req, _) => handle(&req, &ctx),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn call(
+            &self,
+            method: &str,
+            path: &str,
+            body: Option<&str>,
+            headers: &str,
+        ) -> (u16, Value, Response) {
+            let raw = match body {
+                Some(body) => format!(
+                    "{method} {path} HTTP/1.1\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+                None => format!("{method} {path} HTTP/1.1\r\n{headers}\r\n"),
+            };
+            match self.send(&raw) {
+                Action::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap(), r),
+                Action::Upgrade(_) => panic!("unexpected upgrade"),
+            }
+        }
+
+        fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+            let (status, body, _) = self.call(method, path, body, "");
+            (status, body)
+        }
+    }
+
+    fn code(body: &Value) -> &str {
+        body["error"]["code"].as_str().unwrap()
+    }
+
+    #[test]
+    fn topic_lifecycle() {
+        let w = World::new();
+        assert_eq!(
+            w.request("POST", "/topics", Some(r#"{"name":"orders"}"#)),
+            (201, json!({"status":"created","topic":"orders"}))
+        );
+        let (status, body) = w.request("POST", "/topics", Some(r#"{"name":"orders"}"#));
+        assert_eq!((status, code(&body)), (409, "CONFLICT"));
+        w.request("POST", "/topics", Some(r#"{"name":"first topic"}"#));
+        assert_eq!(
+            w.request("GET", "/topics", None),
+            (
+                200,
+                json!({"topics":[{"name":"first topic","subscribers":0},{"name":"orders","subscribers":0}]})
+            )
+        );
+        assert_eq!(
+            w.request("DELETE", "/topics/first%20topic", None),
+            (200, json!({"status":"deleted","topic":"first topic"}))
+        );
+        let (status, body) = w.request("DELETE", "/topics/first%20topic", None);
+        assert_eq!((status, code(&body)), (404, "TOPIC_NOT_FOUND"));
+        assert_eq!(
+            w.request("GET", "/topics", None).1["topics"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn create_validates_the_body() {
+        let w = World::new();
+        for (body, needle) in [
+            ("{", "invalid JSON"),
+            ("[]", "JSON object"),
+            ("{}", "missing field 'name'"),
+            (r#"{"name":null}"#, "missing field 'name'"),
+            (r#"{"name":5}"#, "'name' must be a string"),
+            (r#"{"name":""}"#, "empty"),
+            (r#"{"name":"a/b"}"#, "'/'"),
+            (r#"{"name":"a\u0001"}"#, "control"),
+        ] {
+            let (status, v) = w.request("POST", "/topics", Some(body));
+            assert_eq!((status, code(&v)), (400, "BAD_REQUEST"), "{body}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains(needle),
+                "{body}: {v}"
+            );
+        }
+        let long = "x".repeat(256);
+        assert_eq!(
+            w.request("POST", "/topics", Some(&format!(r#"{{"name":"{long}"}}"#)))
+                .0,
+            400
+        );
+        assert_eq!(
+            w.request(
+                "POST",
+                "/topics",
+                Some(&format!(r#"{{"name":"{}"}}"#, &long[..255]))
+            )
+            .0,
+            201
+        );
+    }
+
+    #[test]
+    fn health_and_stats_count_subscriptions_and_messages() {
+        let w = World::new();
+        let topic = w.broker.create_topic("orders").unwrap();
+        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let q = Arc::new(SubscriberQueue::new(
+            10,
+            ConnectionKey {
+                slot: 0,
+                generation: 0,
+            },
+            mailbox,
+        ));
+        topic.subscribe(&q, 0).unwrap();
+        for _ in 0..3 {
+            topic
+                .publish(
+                    &RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap(),
+                    None,
+                )
+                .unwrap();
+        }
+        let (status, health) = w.request("GET", "/health", None);
+        assert_eq!(status, 200);
+        assert_eq!(
+            (
+                health["uptime_sec"].as_u64(),
+                health["topics"].as_u64(),
+                health["subscribers"].as_u64()
+            ),
+            (Some(7), Some(1), Some(1))
+        );
+        let (status, stats) = w.request("GET", "/stats", None);
+        assert_eq!(status, 200);
+        assert_eq!(
+            stats["topics"]["orders"],
+            json!({"messages":3,"subscribers":1})
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods() {
+        let w = World::new();
+        for path in ["/", "/nope", "/topics/", "/topics/a/b", "/health/x"] {
+            let (status, body) = w.request("GET", path, None);
+            assert_eq!((status, code(&body)), (404, "NOT_FOUND"), "{path}");
+        }
+        for (method, path, allow) in [
+            ("DELETE", "/topics", "GET, POST"),
+            ("GET", "/topics/x", "DELETE"),
+            ("POST", "/health", "GET"),
+            ("PUT", "/stats", "GET"),
+            ("POST", "/ws", "GET"),
+        ] {
+            let (status, body, r) = w.call(
+                method,
+                path,
+                if method == "GET" { None } else { Some("{}") },
+                "",
+            );
+            assert_eq!(
+                (status, code(&body)),
+                (405, "METHOD_NOT_ALLOWED"),
+                "{method} {path}"
+            );
+            assert!(
+                r.headers.contains(&("Allow", allow.to_string())),
+                "{method} {path}: {:?}",
+                r.headers
+            );
+        }
+    }
+
+    #[test]
+    fn api_key_guards_everything_but_health() {
+        let mut w = World::new();
+        w.api_key = Some("s3cret");
+        let (status, body, _) = w.call("GET", "/topics", None, "");
+        assert_eq!((status, code(&body)), (401, "UNAUTHORIZED"));
+        assert_eq!(
+            w.call("GET", "/topics", None, "X-API-Key: wrong\r\n").0,
+            401
+        );
+        assert_eq!(
+            w.call("GET", "/topics", None, "x-api-key: s3cret\r\n").0,
+            200
+        );
+        assert_eq!(
+            w.call("GET", "/stats?api_key=s3cret", None, "").0,
+            401,
+            "the query key is for /ws only"
+        );
+        assert_eq!(w.call("GET", "/health", None, "").0, 200);
+        assert_eq!(w.call("GET", "/nope", None, "").0, 401);
+        let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        assert_eq!(w.call("GET", "/ws", None, upgrade).0, 401);
+        assert!(matches!(
+            w.send(&format!("GET /ws?api_key=s3cret HTTP/1.1\r\n{upgrade}\r\n")),
+            Action::Upgrade(_)
+        ));
+        assert!(matches!(
+            w.send(&format!(
+                "GET /ws HTTP/1.1\r\nX-API-Key: s3cret\r\n{upgrade}\r\n"
+            )),
+            Action::Upgrade(_)
+        ));
+    }
+
+    #[test]
+    fn draining_refuses_all_but_health() {
+        let mut w = World::new();
+        w.draining = true;
+        let (status, body, r) = w.call("GET", "/topics", None, "");
+        assert_eq!((status, code(&body), r.close), (503, "SHUTTING_DOWN", true));
+        let (status, body) = w.request("GET", "/health", None);
+        assert_eq!((status, body["status"].as_str()), (200, Some("draining")));
+    }
+}

@@ -1,0 +1,23 @@
+//! pubsub: an in-memory publish/subscribe broker. Clients subscribe to
+//! topics over WebSocket and get every message published to them; topics
+//! are managed over REST. The wire contract is `PROTOCOL.md`; the design is
+//! in the README.
+//!
+//! The module map, from the wire inwards:
+//! - [`server`]: the only code that touches sockets: one hand-written mio
+//!   event loop per worker thread, connections, timers, shutdown.
+//! - [`http`]: request parsing and the REST routes; [`ws`]: the WebSocket
+//!   opening handshake. Pure: bytes in, bytes or values out.
+//! - [`protocol`]: the JSON messages of `/ws`, decoded and encoded. Pure.
+//! - [`broker`]: topics, the replay ring, subscriber queues and fan-out.
+//! - [`config`]: every setting, from the environment.
+
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod protocol;
+pub mod server;
+pub mod ws;
+
+pub use config::Config;
+pub use server::{Server, ShutdownHandle};

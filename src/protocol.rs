@@ -1,0 +1,627 @@
+//! The JSON protocol spoken over `/ws`: decoding and validating client
+//! frames, and encoding every server message (ack, event, error, pong, info).
+//!
+//! Pure functions only: text in, values or bytes out. No sockets, no broker
+//! state. Server messages that go to many connections (events, deletion
+//! notices) are encoded here once, already framed as a WebSocket text frame,
+//! so that fan-out copies a pointer and never the message.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// A ready-to-write WebSocket frame shared by every connection it goes to.
+/// A thin pointer, so that a subscriber queue slot stays small.
+pub type SharedFrame = Arc<Vec<u8>>;
+
+/// The error codes of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    TopicNotFound,
+    SlowConsumer,
+    Unauthorized,
+    ShuttingDown,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::TopicNotFound => "TOPIC_NOT_FOUND",
+            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// A valid client frame.
+#[derive(Debug)]
+pub enum ClientRequest<'a> {
+    Subscribe {
+        topic: String,
+        client_id: String,
+        last_n: usize,
+        request_id: Option<String>,
+    },
+    Unsubscribe {
+        topic: String,
+        client_id: String,
+        request_id: Option<String>,
+    },
+    Publish {
+        topic: String,
+        message: &'a RawValue,
+        request_id: Option<String>,
+    },
+    Ping {
+        request_id: Option<String>,
+    },
+}
+
+impl ClientRequest<'_> {
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            ClientRequest::Subscribe { request_id, .. }
+            | ClientRequest::Unsubscribe { request_id, .. }
+            | ClientRequest::Publish { request_id, .. }
+            | ClientRequest::Ping { request_id } => request_id.as_deref(),
+        }
+    }
+}
+
+/// A frame that is not a valid request: answered with `BAD_REQUEST`, echoing
+/// whatever `request_id` and `topic` could be read from it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InvalidRequest {
+    pub request_id: Option<String>,
+    pub topic: Option<String>,
+    pub message: String,
+}
+
+/// Every field of a client frame, undecoded: each is checked and decoded on
+/// its own so that an error can name the field. A field given as `null` is
+/// `Some("null")` here, not `None`, so that a `null` payload stays a value.
+#[derive(Deserialize)]
+struct RawClientFrame<'a> {
+    #[serde(rename = "type", borrow, default, deserialize_with = "given")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "given")]
+    topic: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "given")]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "given")]
+    client_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "given")]
+    last_n: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "given")]
+    request_id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage<'a> {
+    #[serde(borrow, default, deserialize_with = "given")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "given")]
+    payload: Option<&'a RawValue>,
+}
+
+/// Called only for a field that is there, whatever its value.
+fn given<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(field).map(Some)
+}
+
+/// A JSON `null` counts as absent, like a missing field.
+fn present(field: Option<&RawValue>) -> Option<&RawValue> {
+    field.filter(|raw| raw.get() != "null")
+}
+
+fn optional_string(field: Option<&RawValue>, name: &str) -> Result<Option<String>, String> {
+    match present(field) {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str::<String>(raw.get())
+            .map(Some)
+            .map_err(|_| format!("field '{name}' must be a string")),
+    }
+}
+
+fn required_string(field: Option<&RawValue>, name: &str) -> Result<String, String> {
+    optional_string(field, name)?.ok_or_else(|| format!("missing field '{name}'"))
+}
+
+/// `last_n`: an integer >= 0. Integers too large for `usize` mean "everything
+/// held", since the ring never holds that many.
+fn parse_last_n(field: Option<&RawValue>) -> Result<usize, String> {
+    let Some(raw) = present(field) else {
+        return Ok(0);
+    };
+    let text = raw.get();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if negative && digits.bytes().any(|b| b != b'0') {
+            return Err("field 'last_n' must not be negative".into());
+        }
+        return Ok(digits.parse::<usize>().unwrap_or(usize::MAX));
+    }
+    match serde_json::from_str::<f64>(text) {
+        Ok(_) => Err("field 'last_n' must be an integer".into()),
+        Err(_) => Err("field 'last_n' must be a non-negative integer".into()),
+    }
+}
+
+/// Decodes and validates one client text frame.
+pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidRequest> {
+    let invalid = |message: String| InvalidRequest {
+        request_id: None,
+        topic: None,
+        message,
+    };
+    // serde would take an array for a struct: check the shape first.
+    let parsed = if text.trim_start().starts_with('{') {
+        serde_json::from_str::<RawClientFrame<'_>>(text)
+    } else {
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .and_then(|_| Err(serde::de::Error::custom("a frame must be a JSON object")))
+    };
+    let raw = match parsed {
+        Ok(raw) => raw,
+        Err(e) if e.is_syntax() || e.is_eof() => return Err(invalid(format!("invalid JSON: {e}"))),
+        Err(e) => {
+            return Err(invalid(
+                e.to_string()
+                    .split(" at line")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ))
+        }
+    };
+    // Read what can be echoed first, so that later errors carry it.
+    let request_id = optional_string(raw.request_id, "request_id").map_err(invalid)?;
+    let topic = optional_string(raw.topic, "topic");
+    let fail = |message: String| InvalidRequest {
+        request_id: request_id.clone(),
+        topic: topic.clone().ok().flatten(),
+        message,
+    };
+    let kind = required_string(raw.kind, "type").map_err(fail)?;
+    let need_topic = || {
+        topic
+            .clone()
+            .map_err(&fail)?
+            .ok_or_else(|| fail("missing field 'topic'".into()))
+    };
+    match kind.as_str() {
+        "subscribe" => Ok(ClientRequest::Subscribe {
+            topic: need_topic()?,
+            client_id: required_string(raw.client_id, "client_id").map_err(fail)?,
+            last_n: parse_last_n(raw.last_n).map_err(fail)?,
+            request_id,
+        }),
+        "unsubscribe" => Ok(ClientRequest::Unsubscribe {
+            topic: need_topic()?,
+            client_id: required_string(raw.client_id, "client_id").map_err(fail)?,
+            request_id,
+        }),
+        "publish" => {
+            let topic = need_topic()?;
+            let message =
+                present(raw.message).ok_or_else(|| fail("missing field 'message'".into()))?;
+            let inner: RawMessage<'_> = serde_json::from_str(message.get()).map_err(|_| {
+                fail("field 'message' must be an object with 'id' and 'payload'".into())
+            })?;
+            let id = required_string(inner.id, "message.id").map_err(fail)?;
+            if id.is_empty() {
+                return Err(fail("field 'message.id' must not be empty".into()));
+            }
+            if inner.payload.is_none() {
+                return Err(fail("missing field 'message.payload'".into()));
+            }
+            Ok(ClientRequest::Publish {
+                topic,
+                message,
+                request_id,
+            })
+        }
+        "ping" => Ok(ClientRequest::Ping { request_id }),
+        other => Err(fail(format!(
+            "unknown type '{other}'; expected subscribe, unsubscribe, publish or ping"
+        ))),
+    }
+}
+
+/// A topic name: 1 to 255 bytes of UTF-8, no ASCII control character, no `/`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name must not be empty".into());
+    }
+    if name.len() > 255 {
+        return Err(format!(
+            "topic name is {} bytes; at most 255 are allowed",
+            name.len()
+        ));
+    }
+    if name.bytes().any(|b| b.is_ascii_control()) {
+        return Err("topic name must not contain control characters".into());
+    }
+    if name.contains('/') {
+        return Err("topic name must not contain '/'".into());
+    }
+    Ok(())
+}
+
+/// RFC 3339 UTC with milliseconds: `2025-08-25T10:00:00.123Z`.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+/// Every server message but `event`, which [`encode_event`] writes by hand
+/// to pass the publisher's `message` through untouched.
+#[derive(Serialize)]
+struct ServerMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msg: Option<&'static str>,
+    ts: String,
+}
+
+impl<'a> ServerMessage<'a> {
+    fn new(kind: &'static str, at: SystemTime) -> Self {
+        ServerMessage {
+            kind,
+            request_id: None,
+            topic: None,
+            status: None,
+            error: None,
+            msg: None,
+            ts: timestamp(at),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialise")
+    }
+}
+
+pub fn encode_ack(request_id: Option<&str>, topic: &str, at: SystemTime) -> String {
+    ServerMessage {
+        request_id,
+        topic: Some(topic),
+        status: Some("ok"),
+        ..ServerMessage::new("ack", at)
+    }
+    .to_json()
+}
+
+pub fn encode_error(
+    code: ErrorCode,
+    message: &str,
+    request_id: Option<&str>,
+    topic: Option<&str>,
+    at: SystemTime,
+) -> String {
+    ServerMessage {
+        request_id,
+        topic,
+        error: Some(ErrorBody {
+            code: code.as_str(),
+            message,
+        }),
+        ..ServerMessage::new("error", at)
+    }
+    .to_json()
+}
+
+pub fn encode_pong(request_id: Option<&str>, at: SystemTime) -> String {
+    ServerMessage {
+        request_id,
+        ..ServerMessage::new("pong", at)
+    }
+    .to_json()
+}
+
+/// Server-initiated notices: `ping`, `topic_deleted` (with its topic),
+/// `server_shutdown`.
+pub fn encode_info(msg: &'static str, topic: Option<&str>, at: SystemTime) -> String {
+    ServerMessage {
+        topic,
+        msg: Some(msg),
+        ..ServerMessage::new("info", at)
+    }
+    .to_json()
+}
+
+/// The JSON text of an event. `message` is the publisher's raw JSON,
+/// copied byte for byte.
+pub fn encode_event(topic: &str, message: &RawValue, seq: u64, at: SystemTime) -> String {
+    let mut out = String::with_capacity(64 + topic.len() + message.get().len());
+    out.push_str(r#"{"type":"event","topic":"#);
+    out.push_str(&serde_json::to_string(topic).expect("strings always serialise"));
+    out.push_str(r#","message":"#);
+    out.push_str(message.get());
+    out.push_str(r#","seq":"#);
+    out.push_str(&seq.to_string());
+    out.push_str(r#","ts":""#);
+    out.push_str(&timestamp(at));
+    out.push_str("\"}");
+    out
+}
+
+/// Appends `text` as one unmasked, final WebSocket text frame.
+pub fn append_text_frame(out: &mut Vec<u8>, text: &str) {
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let len = text.len() as u64;
+    out.reserve(header.len(len) + text.len());
+    header
+        .format(len, out)
+        .expect("writing to a Vec cannot fail");
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// `text` framed once, to be shared by every connection it goes to.
+pub fn shared_text_frame(text: &str) -> SharedFrame {
+    let mut frame = Vec::new();
+    append_text_frame(&mut frame, text);
+    Arc::new(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn bad(text: &str) -> InvalidRequest {
+        parse_client_frame(text).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn parses_every_request_type() {
+        let r = parse_client_frame(r#"{"type":"subscribe","topic":"orders","client_id":"s1","last_n":5,"request_id":"r1"}"#).unwrap();
+        assert!(
+            matches!(&r, ClientRequest::Subscribe { topic, client_id, last_n: 5, request_id: Some(id) } if topic == "orders" && client_id == "s1" && id == "r1"),
+            "{r:?}"
+        );
+        let r = parse_client_frame(r#"{"type":"unsubscribe","topic":"orders","client_id":"s1"}"#)
+            .unwrap();
+        assert!(
+            matches!(&r, ClientRequest::Unsubscribe { topic, client_id, request_id: None } if topic == "orders" && client_id == "s1"),
+            "{r:?}"
+        );
+        let text = r#"{"type":"publish","topic":"o","message":{"id":"m1", "payload": {"a":[1, 2.50]}},"extra":true}"#;
+        match parse_client_frame(text).unwrap() {
+            ClientRequest::Publish {
+                topic,
+                message,
+                request_id,
+            } => {
+                assert_eq!(topic, "o");
+                assert_eq!(message.get(), r#"{"id":"m1", "payload": {"a":[1, 2.50]}}"#);
+                assert_eq!(request_id, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_client_frame(r#"{"type":"ping","request_id":"r9"}"#)
+                .unwrap()
+                .request_id(),
+            Some("r9")
+        );
+    }
+
+    #[test]
+    fn subscribe_defaults_and_limits_last_n() {
+        let n = |v: &str| match parse_client_frame(&format!(
+            r#"{{"type":"subscribe","topic":"t","client_id":"c","last_n":{v}}}"#
+        )) {
+            Ok(ClientRequest::Subscribe { last_n, .. }) => Ok(last_n),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.message),
+        };
+        assert_eq!(n("0"), Ok(0));
+        assert_eq!(n("null"), Ok(0));
+        assert_eq!(n("-0"), Ok(0));
+        assert_eq!(n("123456789012345678901234567890"), Ok(usize::MAX));
+        assert!(n("-1").unwrap_err().contains("negative"));
+        assert!(n("1.5").unwrap_err().contains("integer"));
+        assert!(n("1e2").unwrap_err().contains("integer"));
+        assert!(n(r#""3""#).unwrap_err().contains("last_n"));
+        assert!(matches!(
+            parse_client_frame(r#"{"type":"subscribe","topic":"t","client_id":"c"}"#),
+            Ok(ClientRequest::Subscribe { last_n: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_echo_what_they_can() {
+        assert!(bad("not json").message.starts_with("invalid JSON"));
+        assert_eq!(bad("[1,2]").message, "a frame must be a JSON object");
+        assert_eq!(bad("\"x\"").message, "a frame must be a JSON object");
+        assert_eq!(bad("{}").message, "missing field 'type'");
+        assert_eq!(
+            bad(r#"{"type":5}"#).message,
+            "field 'type' must be a string"
+        );
+        let e = bad(r#"{"type":"dance","request_id":"r1"}"#);
+        assert!(e.message.contains("unknown type 'dance'"));
+        assert_eq!(e.request_id.as_deref(), Some("r1"));
+        assert_eq!(
+            bad(r#"{"type":"ping","request_id":7}"#).message,
+            "field 'request_id' must be a string"
+        );
+        let e = bad(r#"{"type":"subscribe","topic":"t","request_id":"r2"}"#);
+        assert_eq!(e.message, "missing field 'client_id'");
+        assert_eq!(
+            (e.request_id.as_deref(), e.topic.as_deref()),
+            (Some("r2"), Some("t"))
+        );
+        assert_eq!(
+            bad(r#"{"type":"subscribe","client_id":"c"}"#).message,
+            "missing field 'topic'"
+        );
+        assert_eq!(
+            bad(r#"{"type":"subscribe","topic":1,"client_id":"c"}"#).message,
+            "field 'topic' must be a string"
+        );
+        assert_eq!(
+            bad(r#"{"type":"unsubscribe","topic":"t","client_id":[]}"#).message,
+            "field 'client_id' must be a string"
+        );
+        assert_eq!(
+            bad(r#"{"type":"publish","topic":"t"}"#).message,
+            "missing field 'message'"
+        );
+        assert!(bad(r#"{"type":"publish","topic":"t","message":"m"}"#)
+            .message
+            .contains("'message' must be an object"));
+        assert_eq!(
+            bad(r#"{"type":"publish","topic":"t","message":{"payload":1}}"#).message,
+            "missing field 'message.id'"
+        );
+        assert_eq!(
+            bad(r#"{"type":"publish","topic":"t","message":{"id":"","payload":1}}"#).message,
+            "field 'message.id' must not be empty"
+        );
+        assert_eq!(
+            bad(r#"{"type":"publish","topic":"t","message":{"id":3,"payload":1}}"#).message,
+            "field 'message.id' must be a string"
+        );
+        assert_eq!(
+            bad(r#"{"type":"publish","topic":"t","message":{"id":"m"}}"#).message,
+            "missing field 'message.payload'"
+        );
+    }
+
+    #[test]
+    fn payload_may_be_any_json_value_including_null() {
+        for payload in ["null", "1", "\"s\"", "[]", "{}", "true"] {
+            let text = format!(
+                r#"{{"type":"publish","topic":"t","message":{{"id":"m","payload":{payload}}}}}"#
+            );
+            assert!(parse_client_frame(&text).is_ok(), "{payload}");
+        }
+    }
+
+    #[test]
+    fn topic_names_follow_the_contract() {
+        assert!(validate_topic_name("orders").is_ok());
+        assert!(validate_topic_name("first topic").is_ok());
+        assert!(validate_topic_name("ünïcødé").is_ok());
+        assert!(validate_topic_name(&"a".repeat(255)).is_ok());
+        assert!(validate_topic_name(&"a".repeat(256)).is_err());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name("a\nb").is_err());
+        assert!(validate_topic_name("a\u{7f}b").is_err());
+    }
+
+    #[test]
+    fn timestamps_carry_milliseconds() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_756_116_000_123);
+        assert_eq!(timestamp(at), "2025-08-25T10:00:00.123Z");
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn server_messages_omit_absent_fields() {
+        let at = UNIX_EPOCH;
+        let v: Value = serde_json::from_str(&encode_ack(Some("r1"), "orders", at)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"ack","request_id":"r1","topic":"orders","status":"ok","ts":"1970-01-01T00:00:00.000Z"})
+        );
+        let v: Value = serde_json::from_str(&encode_ack(None, "o", at)).unwrap();
+        assert!(v.get("request_id").is_none());
+        let v: Value = serde_json::from_str(&encode_error(
+            ErrorCode::TopicNotFound,
+            "no",
+            Some("r"),
+            Some("t"),
+            at,
+        ))
+        .unwrap();
+        assert_eq!(
+            v["error"],
+            serde_json::json!({"code":"TOPIC_NOT_FOUND","message":"no"})
+        );
+        assert_eq!(
+            (
+                v["type"].as_str(),
+                v["topic"].as_str(),
+                v["request_id"].as_str()
+            ),
+            (Some("error"), Some("t"), Some("r"))
+        );
+        let v: Value =
+            serde_json::from_str(&encode_error(ErrorCode::SlowConsumer, "x", None, None, at))
+                .unwrap();
+        assert!(v.get("topic").is_none() && v.get("request_id").is_none());
+        let v: Value = serde_json::from_str(&encode_pong(None, at)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"pong","ts":"1970-01-01T00:00:00.000Z"})
+        );
+        let v: Value = serde_json::from_str(&encode_info("topic_deleted", Some("o"), at)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"info","topic":"o","msg":"topic_deleted","ts":"1970-01-01T00:00:00.000Z"})
+        );
+    }
+
+    #[test]
+    fn events_pass_the_message_through_byte_for_byte() {
+        let raw = RawValue::from_string(r#"{"id":"m1","payload":{"b":1.000,"a":"\u00e9"}}"#.into())
+            .unwrap();
+        let text = encode_event("ord\"ers", &raw, 42, UNIX_EPOCH);
+        assert!(
+            text.contains(r#""message":{"id":"m1","payload":{"b":1.000,"a":"\u00e9"}}"#),
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "event");
+        assert_eq!(v["topic"], "ord\"ers");
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["ts"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn text_frames_are_unmasked_and_final() {
+        let small = shared_text_frame("hi");
+        assert_eq!(small.as_slice(), &[0x81, 2, b'h', b'i']);
+        let medium = "x".repeat(300);
+        let f = shared_text_frame(&medium);
+        assert_eq!(&f[..4], &[0x81, 126, 1, 44]);
+        assert_eq!(f.len(), 4 + 300);
+        let large = "y".repeat(70_000);
+        let f = shared_text_frame(&large);
+        assert_eq!(f[1], 127);
+        assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
+    }
+}

@@ -1,0 +1,1019 @@
+//! One client connection and its state machine: HTTP (requests, possibly
+//! pipelined) -> WebSocket session -> closing. It owns the socket, the
+//! bytes waiting to be written, and, once upgraded, the tungstenite context
+//! and the connection's subscriptions.
+//!
+//! Everything here runs on the connection's own worker thread. The only
+//! state other threads touch is the `SubscriberQueue`, through the broker.
+//! A connection never frees itself: it records why it must close
+//! (`doom`) and the worker reaps it at the end of the loop turn.
+
+use super::worker::WorkerCtx;
+use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
+use crate::broker::Topic;
+use crate::http::routes::{self, Action, RestContext};
+use crate::http::{parse_request, Parsed};
+use crate::protocol::{self, append_text_frame, ClientRequest, ErrorCode};
+use mio::net::TcpStream;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::Message;
+
+/// How long a closing connection may take to get its last bytes out and
+/// hear the peer's close; after it, the socket is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// While more than this many bytes wait to be written, the connection's
+/// input is not read: a client that sends without reading cannot make the
+/// broker buffer without bound.
+const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// Queued events are gathered into writes of about this size.
+const GATHER_BYTES: usize = 64 * 1024;
+/// An output buffer larger than this is freed once empty, so that one burst
+/// does not pin memory for the connection's lifetime.
+const OUTPUT_KEEP_CAPACITY: usize = 16 * 1024;
+/// tungstenite's read buffer per connection (its default is 128 KiB).
+const WS_READ_BUFFER: usize = 4 * 1024;
+
+/// Why a connection ended, for the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Normal,
+    SlowConsumer,
+    DeadPeer,
+    ProtocolError,
+    Shutdown,
+    HandshakeTimeout,
+    ConnectionError,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "normal",
+            CloseReason::SlowConsumer => "slow consumer",
+            CloseReason::DeadPeer => "dead peer",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::HandshakeTimeout => "handshake timeout",
+            CloseReason::ConnectionError => "connection error",
+        }
+    }
+}
+
+/// What a closing connection still waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseWait {
+    /// We sent a WebSocket close frame and read on for the peer's reply.
+    PeerCloseFrame,
+    /// Input is read and dropped; once our output is out we shut down our
+    /// side and wait for the peer's end of stream.
+    Drain,
+}
+
+#[derive(Debug)]
+struct Closing {
+    reason: CloseReason,
+    wait: CloseWait,
+    deadline: Instant,
+    write_shut: bool,
+    peer_eof: bool,
+}
+
+enum Phase {
+    Http {
+        input: Vec<u8>,
+        request_started: Instant,
+    },
+    WebSocket(Box<Session>),
+}
+
+/// A WebSocket connection's protocol state.
+struct Session {
+    ws: WebSocketContext,
+    /// Created at the first subscribe, so that a connection that only
+    /// publishes costs no queue.
+    queue: Option<Arc<SubscriberQueue>>,
+    topics: Vec<Arc<Topic>>,
+    client_id: Option<String>,
+    next_ping: Instant,
+    shutdown_sent: bool,
+    messages_in: u64,
+    messages_out: u64,
+}
+
+pub struct Connection {
+    socket: TcpStream,
+    slot: usize,
+    generation: u64,
+    peer: SocketAddr,
+    opened: Instant,
+    phase: Phase,
+    /// Bytes to write before any queued event: HTTP responses, replies,
+    /// replay, control frames, and the rest of a partly written batch.
+    out: Vec<u8>,
+    out_pos: usize,
+    last_input: Instant,
+    read_paused: bool,
+    closing: Option<Closing>,
+    pub(super) doomed: Option<CloseReason>,
+    /// Already on this turn's flush list.
+    pub(super) touched: bool,
+    /// This connection's live deadline in the worker's timers.
+    pub(super) timer: Option<Instant>,
+}
+
+/// tungstenite's view of the connection: reads come from the socket,
+/// writes go to the output buffer (so frames are written by the worker,
+/// batched, in order).
+struct WsIo<'a> {
+    socket: &'a mut TcpStream,
+    out: &'a mut Vec<u8>,
+    got_input: bool,
+}
+
+impl Read for WsIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.got_input |= n > 0;
+        Ok(n)
+    }
+}
+
+impl Write for WsIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Connection {
+    pub fn new(
+        socket: TcpStream,
+        slot: usize,
+        generation: u64,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Connection {
+        Connection {
+            socket,
+            slot,
+            generation,
+            peer,
+            opened: now,
+            phase: Phase::Http {
+                input: Vec::new(),
+                request_started: now,
+            },
+            out: Vec::new(),
+            out_pos: 0,
+            last_input: now,
+            read_paused: false,
+            closing: None,
+            doomed: None,
+            touched: false,
+            timer: None,
+        }
+    }
+
+    pub fn socket_mut(&mut self) -> &mut TcpStream {
+        &mut self.socket
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.phase, Phase::WebSocket(_))
+    }
+
+    /// The connection's first deadline: the handshake timeout.
+    pub fn first_deadline(&self, ctx: &WorkerCtx) -> Instant {
+        self.opened + ctx.shared.config.handshake_timeout
+    }
+
+    fn key(&self) -> ConnectionKey {
+        ConnectionKey {
+            slot: self.slot,
+            generation: self.generation,
+        }
+    }
+
+    /// Marks the connection for reaping at the end of the turn.
+    pub fn doom(&mut self, ctx: &mut WorkerCtx, reason: CloseReason) {
+        if self.doomed.is_none() {
+            self.doomed = Some(reason);
+            ctx.doomed.push(self.slot);
+        }
+    }
+
+    fn pending_output(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Starts closing: the connection stops taking requests, gets its output
+    /// out, and is dropped by `deadline` at the latest.
+    fn begin_close(&mut self, ctx: &mut WorkerCtx, reason: CloseReason, wait: CloseWait) {
+        if self.closing.is_some() {
+            return;
+        }
+        let deadline = ctx.now + CLOSE_GRACE;
+        self.closing = Some(Closing {
+            reason,
+            wait,
+            deadline,
+            write_shut: false,
+            peer_eof: false,
+        });
+        ctx.timers
+            .arm(&mut self.timer, deadline, self.slot, self.generation);
+    }
+
+    // ---- reading ----------------------------------------------------------
+
+    /// The socket is readable (or closed): read until it would block.
+    pub fn on_readable(&mut self, ctx: &mut WorkerCtx) {
+        if self.doomed.is_some() {
+            return;
+        }
+        if self
+            .closing
+            .as_ref()
+            .is_some_and(|c| c.wait == CloseWait::Drain)
+        {
+            self.discard_input(ctx);
+        } else if self.is_websocket() {
+            self.read_websocket(ctx);
+        } else {
+            self.read_http(ctx);
+        }
+    }
+
+    fn discard_input(&mut self, ctx: &mut WorkerCtx) {
+        loop {
+            match self.socket.read(&mut ctx.scratch) {
+                Ok(0) => {
+                    if let Some(closing) = &mut self.closing {
+                        closing.peer_eof = true;
+                    }
+                    return;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    let reason = self
+                        .closing
+                        .as_ref()
+                        .map_or(CloseReason::ConnectionError, |c| c.reason);
+                    return self.doom(ctx, reason);
+                }
+            }
+        }
+    }
+
+    fn read_http(&mut self, ctx: &mut WorkerCtx) {
+        loop {
+            if self.pending_output() > OUTPUT_HIGH_WATER {
+                self.read_paused = true;
+                return;
+            }
+            let n = match self.socket.read(&mut ctx.scratch) {
+                Ok(0) => {
+                    // The peer is done sending; answer what it asked, then close.
+                    self.begin_close(ctx, CloseReason::Normal, CloseWait::Drain);
+                    if let Some(closing) = &mut self.closing {
+                        closing.peer_eof = true;
+                    }
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.doom(ctx, CloseReason::ConnectionError),
+            };
+            if let Phase::Http { input, .. } = &mut self.phase {
+                input.extend_from_slice(&ctx.scratch[..n]);
+            }
+            self.serve_requests(ctx);
+            if self.closing.is_some() || self.doomed.is_some() {
+                return;
+            }
+            if self.is_websocket() {
+                // Bytes that followed the upgrade request are already in the
+                // session; frames still in the socket follow them.
+                return self.read_websocket(ctx);
+            }
+        }
+    }
+
+    /// Serves every whole request in the input buffer.
+    fn serve_requests(&mut self, ctx: &mut WorkerCtx) {
+        loop {
+            if self.closing.is_some() || self.pending_output() > OUTPUT_HIGH_WATER {
+                return;
+            }
+            let Phase::Http {
+                input,
+                request_started,
+            } = &mut self.phase
+            else {
+                return;
+            };
+            let (action, keep_alive, used) = match parse_request(input) {
+                Parsed::Partial => return,
+                Parsed::Invalid(response) => {
+                    response.write_to(&mut self.out);
+                    match response.consumed {
+                        Some(used) if !response.close => {
+                            input.drain(..used);
+                            *request_started = ctx.now;
+                            continue;
+                        }
+                        _ => {
+                            input.clear();
+                            return self.begin_close(ctx, CloseReason::Normal, CloseWait::Drain);
+                        }
+                    }
+                }
+                Parsed::Complete(request, used) => {
+                    let rest = RestContext {
+                        broker: &ctx.shared.broker,
+                        api_key: ctx.shared.config.api_key.as_deref(),
+                        draining: ctx.shared.draining.load(Ordering::Acquire),
+                        uptime: ctx.shared.started.elapsed(),
+                        connections: ctx.shared.connections.load(Ordering::Relaxed),
+                        worker: Some(ctx.id),
+                    };
+                    log::trace!("{} {} from {}", request.method, request.path, self.peer);
+                    (routes::handle(&request, &rest), request.keep_alive, used)
+                }
+            };
+            match action {
+                Action::Respond(mut response) => {
+                    response.close |= !keep_alive || ctx.shared.draining.load(Ordering::Acquire);
+                    response.write_to(&mut self.out);
+                    input.drain(..used);
+                    *request_started = ctx.now;
+                    if response.close {
+                        return self.begin_close(ctx, CloseReason::Normal, CloseWait::Drain);
+                    }
+                }
+                Action::Upgrade(switching) => {
+                    self.out.extend_from_slice(&switching);
+                    let early_frames = input.split_off(used);
+                    return self.become_websocket(ctx, early_frames);
+                }
+            }
+        }
+    }
+
+    fn become_websocket(&mut self, ctx: &mut WorkerCtx, early_frames: Vec<u8>) {
+        let config = &ctx.shared.config;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(config.max_message_bytes))
+            .max_frame_size(Some(config.max_message_bytes));
+        let ws = WebSocketContext::from_partially_read(early_frames, Role::Server, Some(ws_config));
+        self.phase = Phase::WebSocket(Box::new(Session {
+            ws,
+            queue: None,
+            topics: Vec::new(),
+            client_id: None,
+            next_ping: ctx.now + config.heartbeat_interval,
+            shutdown_sent: false,
+            messages_in: 0,
+            messages_out: 0,
+        }));
+        self.last_input = ctx.now;
+        self.timer = None;
+        self.arm_session_timer(ctx);
+        log::info!(
+            "websocket opened: conn={}.{} peer={}",
+            self.slot,
+            self.generation,
+            self.peer
+        );
+    }
+
+    fn read_websocket(&mut self, ctx: &mut WorkerCtx) {
+        loop {
+            if self.pending_output() > OUTPUT_HIGH_WATER {
+                self.read_paused = true;
+                return;
+            }
+            let Phase::WebSocket(session) = &mut self.phase else {
+                return;
+            };
+            let mut io = WsIo {
+                socket: &mut self.socket,
+                out: &mut self.out,
+                got_input: false,
+            };
+            let result = session.ws.read(&mut io);
+            if io.got_input {
+                self.last_input = ctx.now;
+            }
+            match result {
+                Ok(Message::Text(text)) => {
+                    session.messages_in += 1;
+                    if self.closing.is_none() {
+                        self.handle_request(ctx, text.as_str());
+                    }
+                }
+                Ok(Message::Binary(_)) => {
+                    session.messages_in += 1;
+                    if self.closing.is_none() {
+                        let text = protocol::encode_error(
+                            ErrorCode::BadRequest,
+                            "binary frames are not accepted; send JSON in text frames",
+                            None,
+                            None,
+                            SystemTime::now(),
+                        );
+                        append_text_frame(&mut self.out, &text);
+                    }
+                }
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Ok(Message::Close(_)) => {
+                    match &mut self.closing {
+                        // The peer answered our close.
+                        Some(closing) => closing.wait = CloseWait::Drain,
+                        None => {
+                            // The peer closes: tungstenite queued the echo of
+                            // its close frame; put it in the output now.
+                            let _ = session.ws.flush(&mut io);
+                            self.begin_close(ctx, CloseReason::Normal, CloseWait::Drain);
+                        }
+                    }
+                    return;
+                }
+                Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(WsError::Io(e)) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    let reason = self
+                        .closing
+                        .as_ref()
+                        .map_or(CloseReason::Normal, |c| c.reason);
+                    return self.doom(ctx, reason);
+                }
+                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    let reason = self
+                        .closing
+                        .as_ref()
+                        .map_or(CloseReason::Normal, |c| c.reason);
+                    return self.doom(ctx, reason);
+                }
+                Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+                    return self.fail_protocol(
+                        ctx,
+                        CloseCode::Size,
+                        &format!("message of {size} bytes exceeds {max_size}"),
+                    );
+                }
+                Err(WsError::Utf8(_)) => {
+                    return self.fail_protocol(
+                        ctx,
+                        CloseCode::Invalid,
+                        "invalid UTF-8 in a text message",
+                    )
+                }
+                Err(WsError::Protocol(e)) => {
+                    return self.fail_protocol(ctx, CloseCode::Protocol, &e.to_string())
+                }
+                Err(WsError::Io(_)) => return self.doom(ctx, CloseReason::ConnectionError),
+                Err(e) => return self.fail_protocol(ctx, CloseCode::Error, &e.to_string()),
+            }
+        }
+    }
+
+    /// Fails the WebSocket connection: a close frame with `code`, then the
+    /// socket is closed without reading further frames.
+    fn fail_protocol(&mut self, ctx: &mut WorkerCtx, code: CloseCode, why: &str) {
+        log::debug!(
+            "conn={}.{} peer={}: {why}",
+            self.slot,
+            self.generation,
+            self.peer
+        );
+        if self.closing.is_some() {
+            let reason = self
+                .closing
+                .as_ref()
+                .map_or(CloseReason::ProtocolError, |c| c.reason);
+            return self.doom(ctx, reason);
+        }
+        if let Phase::WebSocket(session) = &mut self.phase {
+            let mut io = WsIo {
+                socket: &mut self.socket,
+                out: &mut self.out,
+                got_input: false,
+            };
+            let reason = if why.len() <= 120 {
+                why
+            } else {
+                "protocol error"
+            };
+            let _ = session.ws.close(
+                &mut io,
+                Some(CloseFrame {
+                    code,
+                    reason: reason.to_string().into(),
+                }),
+            );
+        }
+        self.begin_close(ctx, CloseReason::ProtocolError, CloseWait::Drain);
+    }
+
+    // ---- the JSON protocol -------------------------------------------------
+
+    fn reply(&mut self, text: &str) {
+        append_text_frame(&mut self.out, text);
+    }
+
+    fn reply_error(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        request_id: Option<&str>,
+        topic: Option<&str>,
+    ) {
+        self.reply(&protocol::encode_error(
+            code,
+            message,
+            request_id,
+            topic,
+            SystemTime::now(),
+        ));
+    }
+
+    fn handle_request(&mut self, ctx: &mut WorkerCtx, text: &str) {
+        let request = match protocol::parse_client_frame(text) {
+            Ok(request) => request,
+            Err(invalid) => {
+                return self.reply_error(
+                    ErrorCode::BadRequest,
+                    &invalid.message,
+                    invalid.request_id.as_deref(),
+                    invalid.topic.as_deref(),
+                )
+            }
+        };
+        let request_id = request.request_id();
+        let draining = ctx.shared.draining.load(Ordering::Acquire);
+        match &request {
+            ClientRequest::Ping { .. } => {
+                self.reply(&protocol::encode_pong(request_id, SystemTime::now()));
+            }
+            ClientRequest::Subscribe { topic, .. } | ClientRequest::Publish { topic, .. }
+                if draining =>
+            {
+                self.reply_error(
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down",
+                    request_id,
+                    Some(topic),
+                );
+            }
+            ClientRequest::Subscribe {
+                topic,
+                client_id,
+                last_n,
+                ..
+            } => {
+                self.subscribe(ctx, topic, client_id, *last_n, request_id);
+            }
+            ClientRequest::Unsubscribe {
+                topic, client_id, ..
+            } => {
+                self.unsubscribe(ctx, topic, client_id, request_id);
+            }
+            ClientRequest::Publish { topic, message, .. } => {
+                let published = ctx
+                    .shared
+                    .broker
+                    .topic(topic)
+                    .map(|t| t.publish(message, Some(ctx.id)));
+                match published {
+                    Some(Ok(_)) => {
+                        self.reply(&protocol::encode_ack(request_id, topic, SystemTime::now()))
+                    }
+                    _ => self.reply_topic_not_found(topic, request_id),
+                }
+            }
+        }
+    }
+
+    fn reply_topic_not_found(&mut self, topic: &str, request_id: Option<&str>) {
+        let message = format!("topic '{topic}' does not exist");
+        self.reply_error(ErrorCode::TopicNotFound, &message, request_id, Some(topic));
+    }
+
+    fn subscribe(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        name: &str,
+        client_id: &str,
+        last_n: usize,
+        request_id: Option<&str>,
+    ) {
+        let key = self.key();
+        let Phase::WebSocket(session) = &mut self.phase else {
+            return;
+        };
+        session.client_id = Some(client_id.to_string());
+        let Some(topic) = ctx.shared.broker.topic(name) else {
+            return self.reply_topic_not_found(name, request_id);
+        };
+        let queue = session.queue.get_or_insert_with(|| {
+            Arc::new(SubscriberQueue::new(
+                ctx.shared.config.subscriber_queue_size,
+                key,
+                Arc::clone(&ctx.mailbox),
+            ))
+        });
+        match topic.subscribe(queue, last_n) {
+            Err(_) => self.reply_topic_not_found(name, request_id),
+            Ok(replay) => {
+                session.topics.retain(|t| !t.is_deleted());
+                if !session.topics.iter().any(|t| Arc::ptr_eq(t, &topic)) {
+                    session.topics.push(topic);
+                }
+                self.reply(&protocol::encode_ack(request_id, name, SystemTime::now()));
+                for frame in &replay {
+                    self.out.extend_from_slice(frame);
+                }
+            }
+        }
+    }
+
+    fn unsubscribe(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        name: &str,
+        client_id: &str,
+        request_id: Option<&str>,
+    ) {
+        let Phase::WebSocket(session) = &mut self.phase else {
+            return;
+        };
+        session.client_id = Some(client_id.to_string());
+        let Some(topic) = ctx.shared.broker.topic(name) else {
+            return self.reply_topic_not_found(name, request_id);
+        };
+        if let Some(queue) = &session.queue {
+            topic.unsubscribe(queue);
+        }
+        session
+            .topics
+            .retain(|t| !Arc::ptr_eq(t, &topic) && !t.is_deleted());
+        self.reply(&protocol::encode_ack(request_id, name, SystemTime::now()));
+    }
+
+    // ---- writing -------------------------------------------------------------
+
+    /// Publishers queued events for this connection: clear the flag that
+    /// keeps them from posting it again, before the flush pops the queue.
+    pub fn unschedule(&self) {
+        if let Phase::WebSocket(session) = &self.phase {
+            if let Some(queue) = &session.queue {
+                queue.unschedule();
+            }
+        }
+    }
+
+    /// Writes what is pending, then queued events, until done or the socket
+    /// would block; then takes the closing and draining steps that were
+    /// waiting for the output to be written.
+    pub fn flush(&mut self, ctx: &mut WorkerCtx) {
+        loop {
+            if self.doomed.is_some() {
+                return;
+            }
+            self.cut_if_slow(ctx);
+            if !self.write_output(ctx) {
+                return;
+            }
+            if self.pending_output() > 0 {
+                continue;
+            }
+            if self.closing.is_none()
+                && ctx.draining
+                && self.is_websocket()
+                && self.queue_is_empty()
+            {
+                self.send_shutdown(ctx);
+                continue;
+            }
+            if let Some(closing) = &mut self.closing {
+                if closing.wait == CloseWait::Drain && !closing.write_shut {
+                    closing.write_shut = true;
+                    let _ = self.socket.shutdown(Shutdown::Write);
+                }
+                if closing.wait == CloseWait::Drain && closing.peer_eof {
+                    let reason = closing.reason;
+                    return self.doom(ctx, reason);
+                }
+                return;
+            }
+            if self.read_paused {
+                self.read_paused = false;
+                self.on_readable(ctx);
+                continue;
+            }
+            return;
+        }
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        match &self.phase {
+            Phase::WebSocket(session) => session.queue.as_ref().is_none_or(|q| q.is_empty()),
+            Phase::Http { .. } => true,
+        }
+    }
+
+    /// Writes the output buffer, then (unless closing) queued events gathered
+    /// into large writes. Returns false if the socket would block or failed.
+    fn write_output(&mut self, ctx: &mut WorkerCtx) -> bool {
+        loop {
+            while self.out_pos < self.out.len() {
+                match self.socket.write(&self.out[self.out_pos..]) {
+                    Ok(0) => {
+                        self.doom(ctx, CloseReason::ConnectionError);
+                        return false;
+                    }
+                    Ok(n) => self.out_pos += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        let reason = self
+                            .closing
+                            .as_ref()
+                            .map_or(CloseReason::ConnectionError, |c| c.reason);
+                        self.doom(ctx, reason);
+                        return false;
+                    }
+                }
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            if self.out.capacity() > OUTPUT_KEEP_CAPACITY {
+                self.out = Vec::new();
+            }
+            if self.closing.is_some() {
+                return true;
+            }
+            let Phase::WebSocket(session) = &mut self.phase else {
+                return true;
+            };
+            let Some(queue) = &session.queue else {
+                return true;
+            };
+            ctx.scratch.clear();
+            while ctx.scratch.len() < GATHER_BYTES {
+                let Some(frame) = queue.pop() else { break };
+                ctx.scratch.extend_from_slice(&frame);
+                session.messages_out += 1;
+            }
+            if ctx.scratch.is_empty() {
+                return true;
+            }
+            // Write the batch straight from the scratch buffer; only what the
+            // socket does not take is copied into the connection's buffer.
+            let mut written = 0;
+            while written < ctx.scratch.len() {
+                match self.socket.write(&ctx.scratch[written..]) {
+                    Ok(0) => {
+                        self.doom(ctx, CloseReason::ConnectionError);
+                        return false;
+                    }
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.doom(ctx, CloseReason::ConnectionError);
+                        return false;
+                    }
+                }
+            }
+            if written < ctx.scratch.len() {
+                self.out.extend_from_slice(&ctx.scratch[written..]);
+                return false;
+            }
+        }
+    }
+
+    /// A publisher found this connection's queue full: drop what is queued,
+    /// leave every topic, send `SLOW_CONSUMER` and close with 1008.
+    fn cut_if_slow(&mut self, ctx: &mut WorkerCtx) {
+        if self.closing.is_some() {
+            return;
+        }
+        let Phase::WebSocket(session) = &mut self.phase else {
+            return;
+        };
+        let Some(queue) = &session.queue else { return };
+        if !queue.is_slow() {
+            return;
+        }
+        queue.clear();
+        for topic in session.topics.drain(..) {
+            topic.unsubscribe(queue);
+        }
+        let limit = ctx.shared.config.subscriber_queue_size;
+        let text = protocol::encode_error(
+            ErrorCode::SlowConsumer,
+            &format!("more than {limit} events were waiting to be read; the connection is closed"),
+            None,
+            None,
+            SystemTime::now(),
+        );
+        append_text_frame(&mut self.out, &text);
+        let mut io = WsIo {
+            socket: &mut self.socket,
+            out: &mut self.out,
+            got_input: false,
+        };
+        let close = CloseFrame {
+            code: CloseCode::Policy,
+            reason: "SLOW_CONSUMER".into(),
+        };
+        let _ = session.ws.close(&mut io, Some(close));
+        log::warn!(
+            "slow consumer: conn={}.{} peer={} client_id={}",
+            self.slot,
+            self.generation,
+            self.peer,
+            session.client_id.as_deref().unwrap_or("-")
+        );
+        self.begin_close(ctx, CloseReason::SlowConsumer, CloseWait::Drain);
+    }
+
+    /// Shutdown: `info server_shutdown` and a close frame with 1001, then
+    /// wait briefly for the peer's close.
+    pub fn send_shutdown(&mut self, ctx: &mut WorkerCtx) {
+        let Phase::WebSocket(session) = &mut self.phase else {
+            return;
+        };
+        if session.shutdown_sent || self.closing.is_some() {
+            return;
+        }
+        session.shutdown_sent = true;
+        if let Some(queue) = &session.queue {
+            queue.close();
+        }
+        append_text_frame(
+            &mut self.out,
+            &protocol::encode_info("server_shutdown", None, SystemTime::now()),
+        );
+        let mut io = WsIo {
+            socket: &mut self.socket,
+            out: &mut self.out,
+            got_input: false,
+        };
+        let close = CloseFrame {
+            code: CloseCode::Away,
+            reason: "server shutting down".into(),
+        };
+        let _ = session.ws.close(&mut io, Some(close));
+        self.begin_close(ctx, CloseReason::Shutdown, CloseWait::PeerCloseFrame);
+    }
+
+    /// The drain deadline passed: whatever is still queued is dropped.
+    pub fn force_shutdown(&mut self, ctx: &mut WorkerCtx) {
+        match &self.phase {
+            Phase::WebSocket(session) => {
+                if let Some(queue) = &session.queue {
+                    queue.clear();
+                }
+                self.send_shutdown(ctx);
+            }
+            Phase::Http { .. } => self.doom(ctx, CloseReason::Shutdown),
+        }
+    }
+
+    /// Shutdown began: an HTTP connection with nothing in flight closes now.
+    pub fn on_drain_start(&mut self, ctx: &mut WorkerCtx) {
+        if let Phase::Http { input, .. } = &self.phase {
+            if input.is_empty() && self.pending_output() == 0 {
+                self.doom(ctx, CloseReason::Shutdown);
+            }
+        }
+    }
+
+    // ---- timers --------------------------------------------------------------
+
+    fn arm_session_timer(&mut self, ctx: &mut WorkerCtx) {
+        if let Phase::WebSocket(session) = &self.phase {
+            let dead_at = self.last_input + 3 * ctx.shared.config.heartbeat_interval;
+            let at = session.next_ping.min(dead_at);
+            ctx.timers
+                .arm(&mut self.timer, at, self.slot, self.generation);
+        }
+    }
+
+    /// The connection's deadline came: close it, or send a heartbeat, and
+    /// arm the next deadline.
+    pub fn on_timer(&mut self, ctx: &mut WorkerCtx) {
+        self.timer = None;
+        if self.doomed.is_some() {
+            return;
+        }
+        if let Some(closing) = &self.closing {
+            if ctx.now >= closing.deadline {
+                let reason = closing.reason;
+                return self.doom(ctx, reason);
+            }
+            let deadline = closing.deadline;
+            return ctx
+                .timers
+                .arm(&mut self.timer, deadline, self.slot, self.generation);
+        }
+        let interval = ctx.shared.config.heartbeat_interval;
+        match &mut self.phase {
+            Phase::Http {
+                request_started, ..
+            } => {
+                let deadline = *request_started + ctx.shared.config.handshake_timeout;
+                if ctx.now >= deadline {
+                    log::debug!(
+                        "conn={}.{} peer={}: no request within the handshake timeout",
+                        self.slot,
+                        self.generation,
+                        self.peer
+                    );
+                    return self.doom(ctx, CloseReason::HandshakeTimeout);
+                }
+                ctx.timers
+                    .arm(&mut self.timer, deadline, self.slot, self.generation);
+            }
+            Phase::WebSocket(session) => {
+                if ctx.now >= self.last_input + 3 * interval {
+                    return self.doom(ctx, CloseReason::DeadPeer);
+                }
+                if ctx.now >= session.next_ping {
+                    session.next_ping = ctx.now + interval;
+                    append_text_frame(
+                        &mut self.out,
+                        &protocol::encode_info("ping", None, SystemTime::now()),
+                    );
+                    let mut io = WsIo {
+                        socket: &mut self.socket,
+                        out: &mut self.out,
+                        got_input: false,
+                    };
+                    let _ = session.ws.write(&mut io, Message::Ping(Default::default()));
+                    let _ = session.ws.flush(&mut io);
+                }
+                self.arm_session_timer(ctx);
+            }
+        }
+    }
+
+    // ---- the end -------------------------------------------------------------
+
+    /// Leaves every topic; called by the worker when it reaps the connection.
+    pub fn release(&mut self, reason: CloseReason) {
+        match &mut self.phase {
+            Phase::WebSocket(session) => {
+                if let Some(queue) = &session.queue {
+                    queue.close();
+                    for topic in session.topics.drain(..) {
+                        topic.unsubscribe(queue);
+                    }
+                }
+                log::info!(
+                    "websocket closed: conn={}.{} peer={} reason={} client_id={} messages_in={} messages_out={} lifetime={:.3}s",
+                    self.slot,
+                    self.generation,
+                    self.peer,
+                    reason.as_str(),
+                    session.client_id.as_deref().unwrap_or("-"),
+                    session.messages_in,
+                    session.messages_out,
+                    self.opened.elapsed().as_secs_f64()
+                );
+            }
+            Phase::Http { .. } => {
+                log::debug!(
+                    "connection closed: conn={}.{} peer={} reason={}",
+                    self.slot,
+                    self.generation,
+                    self.peer,
+                    reason.as_str()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! One event-loop thread: its own `Poll`, `Waker`, listening socket and slab
+//! of connections. A turn of the loop is: poll; read every ready
+//! connection; take the connections publishers posted; fire due timers;
+//! flush every connection touched in this turn, once; reap the ones that
+//! ended. Connections are only freed in that last step, so no event, post
+//! or timer of this turn can name a slot that was reused.
+
+use super::connection::{CloseReason, Connection, CLOSE_GRACE};
+use super::timers::Timers;
+use super::Shared;
+use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
+use crate::http::Response;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::io::{ErrorKind, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const LISTENER: Token = Token(0);
+pub const WAKER: Token = Token(1);
+const FIRST_CONNECTION: usize = 2;
+/// After running out of file descriptors, accepting pauses this long
+/// instead of spinning on a listener that stays readable.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// The per-worker state a connection may use while it runs.
+pub struct WorkerCtx {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub mailbox: Arc<WorkerMailbox>,
+    /// Reused for every read and for gathering queued events into writes.
+    pub scratch: Vec<u8>,
+    pub timers: Timers,
+    /// The time at the start of this turn.
+    pub now: Instant,
+    /// True once this worker has begun to drain.
+    pub draining: bool,
+    /// Slots to reap at the end of this turn.
+    pub doomed: Vec<usize>,
+}
+
+struct Drain {
+    deadline: Instant,
+    forced: bool,
+}
+
+pub struct Worker {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    connections: Slab<Connection>,
+    next_generation: u64,
+    ctx: WorkerCtx,
+    touched: Vec<usize>,
+    posts: Vec<ConnectionKey>,
+    accept_paused_until: Option<Instant>,
+    drain: Option<Drain>,
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        mut listener: TcpListener,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Worker> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mailbox = Arc::clone(&shared.mailboxes[id]);
+        Ok(Worker {
+            poll,
+            listener: Some(listener),
+            connections: Slab::new(),
+            next_generation: 0,
+            ctx: WorkerCtx {
+                id,
+                shared,
+                mailbox,
+                scratch: vec![0; SCRATCH_BYTES],
+                timers: Timers::default(),
+                now: Instant::now(),
+                draining: false,
+                doomed: Vec::new(),
+            },
+            touched: Vec::new(),
+            posts: Vec::new(),
+            accept_paused_until: None,
+            drain: None,
+        })
+    }
+
+    /// Runs until shutdown has drained every connection of this worker.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    log::error!("worker {}: poll failed: {e}", self.ctx.id);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            self.ctx.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_connections(),
+                    WAKER => {}
+                    Token(token) => {
+                        let slot = token - FIRST_CONNECTION;
+                        if let Some(conn) = self.connections.get_mut(slot) {
+                            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                                conn.on_readable(&mut self.ctx);
+                            }
+                            touch(&mut self.touched, conn, slot);
+                        }
+                    }
+                }
+            }
+            if self
+                .accept_paused_until
+                .is_some_and(|until| self.ctx.now >= until)
+            {
+                self.accept_paused_until = None;
+                self.accept_connections();
+            }
+            self.take_posts();
+            self.fire_timers();
+            self.step_shutdown();
+            self.flush_touched();
+            self.reap();
+            if self.drain.is_some() && self.connections.is_empty() {
+                log::debug!("worker {} drained", self.ctx.id);
+                return;
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if self.ctx.mailbox.has_posts() {
+            return Some(Duration::ZERO);
+        }
+        let drain_deadline = self
+            .drain
+            .as_ref()
+            .filter(|d| !d.forced)
+            .map(|d| d.deadline);
+        [
+            self.ctx.timers.next_deadline(),
+            self.accept_paused_until,
+            drain_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    fn accept_connections(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            let (mut socket, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e)
+                    if e.kind() == ErrorKind::Interrupted
+                        || e.kind() == ErrorKind::ConnectionAborted =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection
+                    // stays in the backlog; try again shortly.
+                    log::warn!(
+                        "worker {}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}",
+                        self.ctx.id
+                    );
+                    self.accept_paused_until = Some(self.ctx.now + ACCEPT_BACKOFF);
+                    return;
+                }
+            };
+            let shared = &self.ctx.shared;
+            if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
+                shared.connections.fetch_sub(1, Ordering::AcqRel);
+                log::warn!(
+                    "refusing {peer}: MAX_CONNECTIONS ({}) reached",
+                    shared.config.max_connections
+                );
+                let mut refusal = Vec::new();
+                Response::error(503, "SERVICE_UNAVAILABLE", "too many open connections")
+                    .closing()
+                    .write_to(&mut refusal);
+                let _ = socket.write_all(&refusal);
+                continue;
+            }
+            let _ = socket.set_nodelay(true);
+            let entry = self.connections.vacant_entry();
+            let slot = entry.key();
+            if let Err(e) = self.poll.registry().register(
+                &mut socket,
+                Token(slot + FIRST_CONNECTION),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::error!("worker {}: cannot register {peer}: {e}", self.ctx.id);
+                shared.connections.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            self.next_generation += 1;
+            let conn = entry.insert(Connection::new(
+                socket,
+                slot,
+                self.next_generation,
+                peer,
+                self.ctx.now,
+            ));
+            let (deadline, generation) = (conn.first_deadline(&self.ctx), conn.generation());
+            self.ctx
+                .timers
+                .arm(&mut conn.timer, deadline, slot, generation);
+            log::debug!(
+                "connection opened: conn={slot}.{} peer={peer}",
+                conn.generation()
+            );
+        }
+    }
+
+    /// Connections that publishers queued events to.
+    fn take_posts(&mut self) {
+        self.ctx.mailbox.drain(&mut self.posts);
+        for key in self.posts.drain(..) {
+            if let Some(conn) = self.connections.get_mut(key.slot) {
+                if conn.generation() == key.generation {
+                    conn.unschedule();
+                    touch(&mut self.touched, conn, key.slot);
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some(entry) = self.ctx.timers.pop_due(self.ctx.now) {
+            let Some(conn) = self.connections.get_mut(entry.slot) else {
+                continue;
+            };
+            if conn.generation() != entry.generation || conn.timer != Some(entry.at) {
+                continue;
+            }
+            conn.on_timer(&mut self.ctx);
+            touch(&mut self.touched, conn, entry.slot);
+        }
+    }
+
+    /// Starts the drain when the shutdown flag is first seen, and forces
+    /// the last step when the drain deadline passes.
+    fn step_shutdown(&mut self) {
+        let shared = Arc::clone(&self.ctx.shared);
+        if self.drain.is_none() && shared.draining.load(Ordering::Acquire) {
+            if let Some(mut listener) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+            self.accept_paused_until = None;
+            self.ctx.draining = true;
+            self.drain = Some(Drain {
+                deadline: self.ctx.now + shared.config.shutdown_timeout,
+                forced: false,
+            });
+            for (slot, conn) in self.connections.iter_mut() {
+                conn.on_drain_start(&mut self.ctx);
+                touch(&mut self.touched, conn, slot);
+            }
+        }
+        if let Some(drain) = &mut self.drain {
+            if !drain.forced && self.ctx.now >= drain.deadline {
+                drain.forced = true;
+                log::info!(
+                    "worker {}: drain deadline reached; closing {} connections",
+                    self.ctx.id,
+                    self.connections.len()
+                );
+                for (slot, conn) in self.connections.iter_mut() {
+                    conn.force_shutdown(&mut self.ctx);
+                    touch(&mut self.touched, conn, slot);
+                }
+            } else if drain.forced && self.ctx.now >= drain.deadline + 2 * CLOSE_GRACE {
+                for (_, conn) in self.connections.iter_mut() {
+                    conn.doom(&mut self.ctx, CloseReason::Shutdown);
+                }
+            }
+        }
+    }
+
+    fn flush_touched(&mut self) {
+        // A flush may resume reading a connection that had paused, and that
+        // may touch more connections: loop until the list stays empty.
+        while !self.touched.is_empty() {
+            let touched = std::mem::take(&mut self.touched);
+            for &slot in &touched {
+                if let Some(conn) = self.connections.get_mut(slot) {
+                    conn.touched = false;
+                    conn.flush(&mut self.ctx);
+                }
+            }
+            self.touched = touched;
+            self.touched.clear();
+            self.take_posts();
+        }
+    }
+
+    fn reap(&mut self) {
+        for slot in std::mem::take(&mut self.ctx.doomed) {
+            let Some(mut conn) = self.connections.try_remove(slot) else {
+                continue;
+            };
+            let reason = conn.doomed.unwrap_or(CloseReason::Normal);
+            let _ = self.poll.registry().deregister(conn.socket_mut());
+            conn.release(reason);
+            self.ctx.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn touch(touched: &mut Vec<usize>, conn: &mut Connection, slot: usize) {
+    if !conn.touched {
+        conn.touched = true;
+        touched.push(slot);
+    }
+}
