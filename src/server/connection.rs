@@ -210,7 +210,9 @@ impl Connection {
     }
 
     /// Marks the connection for reaping at the end of the turn.
+    #[track_caller]
     pub fn doom(&mut self, ctx: &mut WorkerCtx, reason: CloseReason) {
+        log::trace!("doom {reason:?} at {}", std::panic::Location::caller());
         if self.doomed.is_none() {
             self.doomed = Some(reason);
             ctx.doomed.push(self.slot);
@@ -261,7 +263,7 @@ impl Connection {
 
     fn discard_input(&mut self, ctx: &mut WorkerCtx) {
         loop {
-            match self.socket.read(&mut ctx.scratch) {
+            match self.socket.read(&mut ctx.read_buffer) {
                 Ok(0) => {
                     if let Some(closing) = &mut self.closing {
                         closing.peer_eof = true;
@@ -288,7 +290,7 @@ impl Connection {
                 self.read_paused = true;
                 return;
             }
-            let n = match self.socket.read(&mut ctx.scratch) {
+            let n = match self.socket.read(&mut ctx.read_buffer) {
                 Ok(0) => {
                     // The peer is done sending; answer what it asked, then close.
                     self.begin_close(ctx, CloseReason::Normal, CloseWait::Drain);
@@ -303,7 +305,7 @@ impl Connection {
                 Err(_) => return self.doom(ctx, CloseReason::ConnectionError),
             };
             if let Phase::Http { input, .. } = &mut self.phase {
-                input.extend_from_slice(&ctx.scratch[..n]);
+                input.extend_from_slice(&ctx.read_buffer[..n]);
             }
             self.serve_requests(ctx);
             if self.closing.is_some() || self.doomed.is_some() {
@@ -780,20 +782,20 @@ impl Connection {
             let Some(queue) = &session.queue else {
                 return true;
             };
-            ctx.scratch.clear();
-            while ctx.scratch.len() < GATHER_BYTES {
+            ctx.batch.clear();
+            while ctx.batch.len() < GATHER_BYTES {
                 let Some(frame) = queue.pop() else { break };
-                ctx.scratch.extend_from_slice(&frame);
+                ctx.batch.extend_from_slice(&frame);
                 session.messages_out += 1;
             }
-            if ctx.scratch.is_empty() {
+            if ctx.batch.is_empty() {
                 return true;
             }
-            // Write the batch straight from the scratch buffer; only what the
+            // Write the batch straight from the batch buffer; only what the
             // socket does not take is copied into the connection's buffer.
             let mut written = 0;
-            while written < ctx.scratch.len() {
-                match self.socket.write(&ctx.scratch[written..]) {
+            while written < ctx.batch.len() {
+                match self.socket.write(&ctx.batch[written..]) {
                     Ok(0) => {
                         self.doom(ctx, CloseReason::ConnectionError);
                         return false;
@@ -807,8 +809,8 @@ impl Connection {
                     }
                 }
             }
-            if written < ctx.scratch.len() {
-                self.out.extend_from_slice(&ctx.scratch[written..]);
+            if written < ctx.batch.len() {
+                self.out.extend_from_slice(&ctx.batch[written..]);
                 return false;
             }
         }

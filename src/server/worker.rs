@@ -24,15 +24,17 @@ const FIRST_CONNECTION: usize = 2;
 /// After running out of file descriptors, accepting pauses this long
 /// instead of spinning on a listener that stays readable.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-const SCRATCH_BYTES: usize = 64 * 1024;
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// The per-worker state a connection may use while it runs.
 pub struct WorkerCtx {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub mailbox: Arc<WorkerMailbox>,
-    /// Reused for every read and for gathering queued events into writes.
-    pub scratch: Vec<u8>,
+    /// Every socket read of this worker lands here first.
+    pub read_buffer: Box<[u8]>,
+    /// Queued events are gathered here into one write.
+    pub batch: Vec<u8>,
     pub timers: Timers,
     /// The time at the start of this turn.
     pub now: Instant,
@@ -78,7 +80,8 @@ impl Worker {
                 id,
                 shared,
                 mailbox,
-                scratch: vec![0; SCRATCH_BYTES],
+                read_buffer: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
+                batch: Vec::new(),
                 timers: Timers::default(),
                 now: Instant::now(),
                 draining: false,
