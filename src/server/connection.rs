@@ -37,6 +37,9 @@ const GATHER_BYTES: usize = 64 * 1024;
 /// An output buffer larger than this is freed once empty, so that one burst
 /// does not pin memory for the connection's lifetime.
 const OUTPUT_KEEP_CAPACITY: usize = 16 * 1024;
+/// A closing connection that keeps sending more than this is dropped at
+/// once rather than read until its deadline.
+const MAX_DISCARD_BYTES: usize = 1024 * 1024;
 /// tungstenite's read buffer per connection (its default is 128 KiB).
 const WS_READ_BUFFER: usize = 4 * 1024;
 
@@ -83,6 +86,8 @@ struct Closing {
     deadline: Instant,
     write_shut: bool,
     peer_eof: bool,
+    /// Input read and dropped while closing.
+    discarded: usize,
 }
 
 enum Phase {
@@ -236,6 +241,7 @@ impl Connection {
             deadline,
             write_shut: false,
             peer_eof: false,
+            discarded: 0,
         });
         ctx.timers
             .arm(&mut self.timer, deadline, self.slot, self.generation);
@@ -248,36 +254,45 @@ impl Connection {
         if self.doomed.is_some() {
             return;
         }
-        if self
-            .closing
-            .as_ref()
-            .is_some_and(|c| c.wait == CloseWait::Drain)
-        {
-            self.discard_input(ctx);
-        } else if self.is_websocket() {
-            self.read_websocket(ctx);
-        } else {
-            self.read_http(ctx);
+        if !self.is_discarding_input() {
+            if self.is_websocket() {
+                self.read_websocket(ctx);
+            } else {
+                self.read_http(ctx);
+            }
         }
+        // Reading may have started the close: what is left in the socket is
+        // read and dropped now, since readiness is edge-triggered and the
+        // peer's end of stream may already be among it.
+        if self.is_discarding_input() && self.doomed.is_none() {
+            self.discard_input(ctx);
+        }
+    }
+
+    fn is_discarding_input(&self) -> bool {
+        self.closing.as_ref().is_some_and(|c| c.wait == CloseWait::Drain)
     }
 
     fn discard_input(&mut self, ctx: &mut WorkerCtx) {
         loop {
-            match self.socket.read(&mut ctx.read_buffer) {
+            let result = self.socket.read(&mut ctx.read_buffer);
+            let Some(closing) = &mut self.closing else { return };
+            match result {
                 Ok(0) => {
-                    if let Some(closing) = &mut self.closing {
-                        closing.peer_eof = true;
-                    }
+                    closing.peer_eof = true;
                     return;
                 }
-                Ok(_) => continue,
+                Ok(n) => {
+                    closing.discarded += n;
+                    if closing.discarded > MAX_DISCARD_BYTES {
+                        let reason = closing.reason;
+                        return self.doom(ctx, reason);
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    let reason = self
-                        .closing
-                        .as_ref()
-                        .map_or(CloseReason::ConnectionError, |c| c.reason);
+                    let reason = closing.reason;
                     return self.doom(ctx, reason);
                 }
             }
@@ -286,6 +301,17 @@ impl Connection {
 
     fn read_http(&mut self, ctx: &mut WorkerCtx) {
         loop {
+            // Requests already buffered first: a pause for output may have
+            // left some behind.
+            self.serve_requests(ctx);
+            if self.closing.is_some() || self.doomed.is_some() {
+                return;
+            }
+            if self.is_websocket() {
+                // Bytes that followed the upgrade request are already in the
+                // session; frames still in the socket follow them.
+                return self.read_websocket(ctx);
+            }
             if self.pending_output() > OUTPUT_HIGH_WATER {
                 self.read_paused = true;
                 return;
@@ -306,15 +332,6 @@ impl Connection {
             };
             if let Phase::Http { input, .. } = &mut self.phase {
                 input.extend_from_slice(&ctx.read_buffer[..n]);
-            }
-            self.serve_requests(ctx);
-            if self.closing.is_some() || self.doomed.is_some() {
-                return;
-            }
-            if self.is_websocket() {
-                // Bytes that followed the upgrade request are already in the
-                // session; frames still in the socket follow them.
-                return self.read_websocket(ctx);
             }
         }
     }
