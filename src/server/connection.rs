@@ -270,13 +270,17 @@ impl Connection {
     }
 
     fn is_discarding_input(&self) -> bool {
-        self.closing.as_ref().is_some_and(|c| c.wait == CloseWait::Drain)
+        self.closing
+            .as_ref()
+            .is_some_and(|c| c.wait == CloseWait::Drain)
     }
 
     fn discard_input(&mut self, ctx: &mut WorkerCtx) {
         loop {
             let result = self.socket.read(&mut ctx.read_buffer);
-            let Some(closing) = &mut self.closing else { return };
+            let Some(closing) = &mut self.closing else {
+                return;
+            };
             match result {
                 Ok(0) => {
                     closing.peer_eof = true;
