@@ -52,7 +52,7 @@ fn fan_out(c: &mut Criterion) {
             })
             .collect();
         for q in &queues {
-            topic.subscribe(q, 0).unwrap();
+            topic.subscribe(q, 0, false).unwrap();
         }
         let mut posted = Vec::new();
         group.throughput(Throughput::Elements(subscribers as u64));

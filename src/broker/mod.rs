@@ -95,19 +95,22 @@ impl Topic {
         Ok(seq)
     }
 
-    /// Adds `subscriber` (once, however often it subscribes) and returns the
-    /// `last_n` most recent events for replay, oldest first. Every event
-    /// published after this call goes to the subscriber's queue.
+    /// Adds `subscriber` and returns the `last_n` most recent events for
+    /// replay, oldest first. Every event published after this call goes to
+    /// the subscriber's queue. `already_subscribed` comes from the caller,
+    /// which tracks its own subscriptions: a repeated subscribe replays but
+    /// does not join twice, and the topic need not search its list.
     pub fn subscribe(
         &self,
         subscriber: &Arc<SubscriberQueue>,
         last_n: usize,
+        already_subscribed: bool,
     ) -> Result<Vec<SharedFrame>, TopicGone> {
         let mut state = self.lock();
         if self.is_deleted() {
             return Err(TopicGone);
         }
-        if !state.subscribers.iter().any(|s| Arc::ptr_eq(s, subscriber)) {
+        if !already_subscribed {
             state.subscribers.push(Arc::clone(subscriber));
         }
         Ok(if last_n == 0 {
@@ -119,9 +122,14 @@ impl Topic {
 
     /// Removes `subscriber`; a no-op when it is not subscribed.
     pub fn unsubscribe(&self, subscriber: &Arc<SubscriberQueue>) {
-        self.lock()
+        let mut state = self.lock();
+        if let Some(at) = state
             .subscribers
-            .retain(|s| !Arc::ptr_eq(s, subscriber));
+            .iter()
+            .position(|s| Arc::ptr_eq(s, subscriber))
+        {
+            state.subscribers.swap_remove(at);
+        }
     }
 
     /// Marks the topic deleted and queues `info topic_deleted` to every
@@ -263,9 +271,9 @@ mod tests {
         let broker = Broker::new(10);
         let topic = broker.create_topic("orders").unwrap();
         let (a, b) = (subscriber(1, 10), subscriber(2, 10));
-        topic.subscribe(&a, 0).unwrap();
-        topic.subscribe(&b, 0).unwrap();
-        topic.subscribe(&b, 0).unwrap();
+        topic.subscribe(&a, 0, false).unwrap();
+        topic.subscribe(&b, 0, false).unwrap();
+        topic.subscribe(&b, 0, true).unwrap();
         for id in ["m1", "m2", "m3"] {
             topic.publish(&message(id), None).unwrap();
         }
@@ -295,7 +303,7 @@ mod tests {
             broker.create_topic("b").unwrap(),
         );
         let q = subscriber(1, 10);
-        t1.subscribe(&q, 0).unwrap();
+        t1.subscribe(&q, 0, false).unwrap();
         t2.publish(&message("x"), None).unwrap();
         assert!(q.is_empty());
     }
@@ -308,7 +316,12 @@ mod tests {
             topic.publish(&message(&format!("m{i}")), None).unwrap();
         }
         let q = subscriber(1, 100);
-        let replay: Vec<Value> = topic.subscribe(&q, 3).unwrap().iter().map(decode).collect();
+        let replay: Vec<Value> = topic
+            .subscribe(&q, 3, false)
+            .unwrap()
+            .iter()
+            .map(decode)
+            .collect();
         topic.publish(&message("live"), None).unwrap();
         let live = drain(&q);
         let seqs: Vec<u64> = replay
@@ -318,7 +331,10 @@ mod tests {
             .collect();
         assert_eq!(seqs, vec![6, 7, 8, 9]);
         assert_eq!(
-            topic.subscribe(&subscriber(2, 1), 1000).unwrap().len(),
+            topic
+                .subscribe(&subscriber(2, 1), 1000, false)
+                .unwrap()
+                .len(),
             5,
             "replay is capped by the ring"
         );
@@ -341,7 +357,7 @@ mod tests {
         let mut checked = 0;
         for slot in 0..200 {
             let q = subscriber(slot, 10_000);
-            let replay = topic.subscribe(&q, 20).unwrap();
+            let replay = topic.subscribe(&q, 20, false).unwrap();
             let seqs: Vec<u64> = replay
                 .iter()
                 .map(decode)
@@ -363,8 +379,8 @@ mod tests {
         let broker = Broker::new(10);
         let topic = broker.create_topic("t").unwrap();
         let (slow, healthy) = (subscriber(1, 2), subscriber(2, 10));
-        topic.subscribe(&slow, 0).unwrap();
-        topic.subscribe(&healthy, 0).unwrap();
+        topic.subscribe(&slow, 0, false).unwrap();
+        topic.subscribe(&healthy, 0, false).unwrap();
         for i in 0..3 {
             topic.publish(&message(&i.to_string()), None).unwrap();
         }
@@ -379,7 +395,7 @@ mod tests {
         let broker = Broker::new(10);
         let topic = broker.create_topic("t").unwrap();
         let q = subscriber(1, 10);
-        topic.subscribe(&q, 0).unwrap();
+        topic.subscribe(&q, 0, false).unwrap();
         topic.publish(&message("m"), None).unwrap();
         assert!(broker.delete_topic("t", None));
         assert!(!broker.delete_topic("t", None));
@@ -392,7 +408,7 @@ mod tests {
         );
         assert!(topic.is_deleted());
         assert_eq!(topic.publish(&message("late"), None), Err(TopicGone));
-        assert_eq!(topic.subscribe(&q, 0), Err(TopicGone));
+        assert_eq!(topic.subscribe(&q, 0, false), Err(TopicGone));
         assert!(broker.topic("t").is_none());
         let again = broker.create_topic("t").unwrap();
         assert_eq!(

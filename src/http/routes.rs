@@ -431,7 +431,7 @@ mod tests {
             },
             mailbox,
         ));
-        topic.subscribe(&q, 0).unwrap();
+        topic.subscribe(&q, 0, false).unwrap();
         for _ in 0..3 {
             topic
                 .publish(

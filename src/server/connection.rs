@@ -32,6 +32,9 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// input is not read: a client that sends without reading cannot make the
 /// broker buffer without bound.
 const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// Messages one connection may have handled in a loop turn before the
+/// worker moves on to its other connections.
+const READ_BUDGET_MESSAGES: usize = 256;
 /// Queued events are gathered into writes of about this size.
 const GATHER_BYTES: usize = 64 * 1024;
 /// An output buffer larger than this is freed once empty, so that one burst
@@ -431,11 +434,20 @@ impl Connection {
     }
 
     fn read_websocket(&mut self, ctx: &mut WorkerCtx) {
+        let mut budget = READ_BUDGET_MESSAGES;
         loop {
             if self.pending_output() > OUTPUT_HIGH_WATER {
                 self.read_paused = true;
                 return;
             }
+            if budget == 0 {
+                // Let the worker's other connections have their turn; the
+                // socket is still readable, so the worker comes back here
+                // next turn without waiting for a new readiness event.
+                ctx.read_again.push(self.key());
+                return;
+            }
+            budget -= 1;
             let Phase::WebSocket(session) = &mut self.phase else {
                 return;
             };
@@ -666,11 +678,12 @@ impl Connection {
                 Arc::clone(&ctx.mailbox),
             ))
         });
-        match topic.subscribe(queue, last_n) {
+        session.topics.retain(|t| !t.is_deleted());
+        let already_subscribed = session.topics.iter().any(|t| Arc::ptr_eq(t, &topic));
+        match topic.subscribe(queue, last_n, already_subscribed) {
             Err(_) => self.reply_topic_not_found(name, request_id),
             Ok(replay) => {
-                session.topics.retain(|t| !t.is_deleted());
-                if !session.topics.iter().any(|t| Arc::ptr_eq(t, &topic)) {
+                if !already_subscribed {
                     session.topics.push(topic);
                 }
                 self.reply(&protocol::encode_ack(request_id, name, SystemTime::now()));

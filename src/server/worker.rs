@@ -42,6 +42,9 @@ pub struct WorkerCtx {
     pub draining: bool,
     /// Slots to reap at the end of this turn.
     pub doomed: Vec<usize>,
+    /// Connections that stopped reading with input left, to be read again
+    /// next turn.
+    pub read_again: Vec<ConnectionKey>,
 }
 
 struct Drain {
@@ -57,6 +60,8 @@ pub struct Worker {
     ctx: WorkerCtx,
     touched: Vec<usize>,
     posts: Vec<ConnectionKey>,
+    /// Connections to read this turn that have no new readiness event.
+    read_again: Vec<ConnectionKey>,
     accept_paused_until: Option<Instant>,
     drain: Option<Drain>,
 }
@@ -86,9 +91,11 @@ impl Worker {
                 now: Instant::now(),
                 draining: false,
                 doomed: Vec::new(),
+                read_again: Vec::new(),
             },
             touched: Vec::new(),
             posts: Vec::new(),
+            read_again: Vec::new(),
             accept_paused_until: None,
             drain: None,
         })
@@ -122,6 +129,14 @@ impl Worker {
                     }
                 }
             }
+            for key in std::mem::take(&mut self.read_again) {
+                if let Some(conn) = self.connections.get_mut(key.slot) {
+                    if conn.generation() == key.generation {
+                        conn.on_readable(&mut self.ctx);
+                        touch(&mut self.touched, conn, key.slot);
+                    }
+                }
+            }
             if self
                 .accept_paused_until
                 .is_some_and(|until| self.ctx.now >= until)
@@ -134,6 +149,7 @@ impl Worker {
             self.step_shutdown();
             self.flush_touched();
             self.reap();
+            std::mem::swap(&mut self.read_again, &mut self.ctx.read_again);
             if self.drain.is_some() && self.connections.is_empty() {
                 log::debug!("worker {} drained", self.ctx.id);
                 return;
@@ -142,7 +158,7 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.ctx.mailbox.has_posts() {
+        if self.ctx.mailbox.has_posts() || !self.read_again.is_empty() {
             return Some(Duration::ZERO);
         }
         let drain_deadline = self
