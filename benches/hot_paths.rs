@@ -112,6 +112,7 @@ fn http(c: &mut Criterion) {
         draining: false,
         uptime: Duration::ZERO,
         connections: 1,
+        metrics: &[],
         worker: None,
     };
     let get = b"GET /topics HTTP/1.1\r\nHost: localhost:8080\r\n\r\n";

@@ -6,6 +6,7 @@
 //! environment itself except in [`Config::from_env`], so every rule here is
 //! testable with a plain closure.
 
+use crate::logging::LogFormat;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -30,6 +31,11 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "MAX_CONNECTIONS", default: "100000", meaning: "open connections; past it new ones get HTTP 503 and are closed (1 to 10000000)" },
     Setting { name: "HANDSHAKE_TIMEOUT_SECS", default: "10", meaning: "an HTTP connection that has not completed a request within this time (since it opened or since its last response) is closed (1 to 3600)" },
     Setting { name: "LOG_LEVEL", default: "info", meaning: "`error`, `warn`, `info`, `debug` or `trace`" },
+    Setting {
+        name: "LOG_FORMAT",
+        default: "text",
+        meaning: "`text` (one readable line per event) or `json` (one JSON object per line, with `ts`, `level`, `msg` and fields)",
+    },
 ];
 
 /// The broker's settings, parsed and range-checked.
@@ -46,6 +52,7 @@ pub struct Config {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub log_level: log::LevelFilter,
+    pub log_format: LogFormat,
 }
 
 /// A setting that does not parse or is out of range; `main` prints it and
@@ -136,6 +143,14 @@ impl Config {
                     variable: "LOG_LEVEL",
                     value: text,
                     reason: "must be one of error, warn, info, debug, trace".into(),
+                })?,
+            },
+            log_format: match get("LOG_FORMAT") {
+                None => LogFormat::Text,
+                Some(text) => LogFormat::parse(&text).ok_or_else(|| ConfigError {
+                    variable: "LOG_FORMAT",
+                    value: text,
+                    reason: "must be text or json".into(),
                 })?,
             },
         })
@@ -244,6 +259,7 @@ mod tests {
             ("MAX_CONNECTIONS", "0"),
             ("HANDSHAKE_TIMEOUT_SECS", "0"),
             ("LOG_LEVEL", "loud"),
+            ("LOG_FORMAT", "xml"),
         ] {
             let err = with(&[(name, value)]).unwrap_err();
             assert_eq!(err.variable, name);
@@ -261,6 +277,22 @@ mod tests {
             with(&[("API_KEY", "s3cret")]).unwrap().api_key.as_deref(),
             Some("s3cret")
         );
+    }
+
+    #[test]
+    fn the_settings_table_lists_exactly_the_variables_read() {
+        let read = std::cell::RefCell::new(Vec::new());
+        Config::from_vars(|name| {
+            read.borrow_mut().push(name.to_string());
+            None
+        })
+        .unwrap();
+        let mut read = read.into_inner();
+        read.sort();
+        read.dedup();
+        let mut listed: Vec<String> = SETTINGS.iter().map(|s| s.name.to_string()).collect();
+        listed.sort();
+        assert_eq!(read, listed);
     }
 
     #[test]

@@ -10,11 +10,15 @@
 //!   opening handshake. Pure: bytes in, bytes or values out.
 //! - [`protocol`]: the JSON messages of `/ws`, decoded and encoded. Pure.
 //! - [`broker`]: topics, the replay ring, subscriber queues and fan-out.
-//! - [`config`]: every setting, from the environment.
+//! - [`metrics`]: per-worker counters and their Prometheus exposition.
+//! - [`config`]: every setting, from the environment; [`logging`]: log
+//!   lines as text or JSON.
 
 pub mod broker;
 pub mod config;
 pub mod http;
+pub mod logging;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod ws;

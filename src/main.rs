@@ -1,39 +1,79 @@
-//! The `pubsub` binary: configuration from the environment, logging,
-//! signals, and exit codes (0 after a graceful shutdown, 2 for a bad
-//! setting, 1 if the server cannot start or a second signal cuts the drain).
+//! The `pubsub` binary: `--help` and `--version`, configuration from the
+//! environment, logging, signals, and exit codes (0 after a graceful
+//! shutdown, 2 for a bad setting, 1 if the server cannot start or a second
+//! signal cuts the drain short).
 
+use clap::{CommandFactory, FromArgMatches, Parser};
+use log::Level;
+use pubsub::config::SETTINGS;
+use pubsub::logging::{self, LogFormat};
 use pubsub::{Config, Server};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// An in-memory publish/subscribe broker: WebSocket fan-out at /ws, topics
+/// over REST. Every setting comes from the environment.
+#[derive(Parser)]
+#[command(name = "pubsub", version)]
+struct Cli {}
+
+/// The `--help` section that lists every environment variable.
+fn environment_help() -> String {
+    let mut text = String::from("Environment variables:\n");
+    for setting in SETTINGS {
+        let default = if setting.default.is_empty() {
+            "empty"
+        } else {
+            setting.default
+        };
+        text.push_str(&format!(
+            "  {:<24} default {default}\n      {}\n",
+            setting.name, setting.meaning
+        ));
+    }
+    text
+}
+
 fn main() -> ExitCode {
+    let command = Cli::command().after_help(environment_help());
+    if let Err(e) = command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        // --help and --version land here too, with exit code 0.
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("pubsub: {e}");
+            // The configured format if LOG_FORMAT itself is valid.
+            let format = std::env::var("LOG_FORMAT")
+                .ok()
+                .and_then(|f| LogFormat::parse(&f))
+                .unwrap_or(LogFormat::Text);
+            logging::announce(format, Level::Error, &format!("pubsub: {e}"));
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::new()
-        .filter_level(config.log_level)
-        .format_target(false)
-        .init();
+    let format = config.log_format;
+    logging::init(config.log_level, format);
     log::info!(
-        "starting: workers={} subscriber_queue_size={} ring_buffer_size={} heartbeat={}s shutdown_timeout={}s max_message_bytes={} max_connections={} handshake_timeout={}s auth={}",
-        config.workers,
-        config.subscriber_queue_size,
-        config.ring_buffer_size,
-        config.heartbeat_interval.as_secs(),
-        config.shutdown_timeout.as_secs(),
-        config.max_message_bytes,
-        config.max_connections,
-        config.handshake_timeout.as_secs(),
-        if config.api_key.is_some() { "on" } else { "off" },
+        workers = config.workers, subscriber_queue_size = config.subscriber_queue_size,
+        ring_buffer_size = config.ring_buffer_size, heartbeat_secs = config.heartbeat_interval.as_secs(),
+        shutdown_timeout_secs = config.shutdown_timeout.as_secs(), max_message_bytes = config.max_message_bytes,
+        max_connections = config.max_connections, handshake_timeout_secs = config.handshake_timeout.as_secs(),
+        auth = config.api_key.is_some(), version = env!("CARGO_PKG_VERSION");
+        "starting"
     );
     let server = match Server::start(config.clone()) {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("pubsub: cannot listen on {}: {e}", config.addr);
+            logging::announce(
+                format,
+                Level::Error,
+                &format!("pubsub: cannot listen on {}: {e}", config.addr),
+            );
             return ExitCode::from(1);
         }
     };
@@ -44,17 +84,25 @@ fn main() -> ExitCode {
             log::info!("signal received: draining (a second signal exits at once)");
             shutdown.shutdown();
         } else {
-            eprintln!("pubsub: second signal, exiting now");
+            logging::announce(format, Level::Warn, "pubsub: second signal, exiting now");
             std::process::exit(1);
         }
     };
     if let Err(e) = ctrlc::set_handler(handler) {
-        eprintln!("pubsub: cannot install the signal handler: {e}");
+        logging::announce(
+            format,
+            Level::Error,
+            &format!("pubsub: cannot install the signal handler: {e}"),
+        );
         return ExitCode::from(1);
     }
-    // Always printed, whatever LOG_LEVEL says: supervisors and tests wait
+    // Always written, whatever LOG_LEVEL says: supervisors and tests wait
     // for this line to learn the port.
-    eprintln!("pubsub: listening on {}", server.local_addr());
+    logging::announce(
+        format,
+        Level::Info,
+        &format!("pubsub: listening on {}", server.local_addr()),
+    );
     server.wait();
     log::info!("shutdown complete");
     ExitCode::SUCCESS

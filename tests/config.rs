@@ -69,16 +69,11 @@ fn create_topic(addr: SocketAddr, name: &str) {
 }
 
 /// Log lines at `level` (env_logger's `[timestamp LEVEL ] message`).
+/// Log lines are `<ts> <LEVEL> <msg> <fields>`.
 fn lines_at(stderr: &str, level: &str) -> usize {
     stderr
         .lines()
-        .filter(|line| {
-            line.starts_with('[')
-                && line
-                    .split([' ', '[', ']'])
-                    .take(3)
-                    .any(|word| word == level)
-        })
+        .filter(|line| line.split_whitespace().nth(1) == Some(level))
         .count()
 }
 

@@ -30,6 +30,13 @@ pub struct ConnectionKey {
     pub generation: u64,
 }
 
+/// `slot.generation`, as logged.
+impl std::fmt::Display for ConnectionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.slot, self.generation)
+    }
+}
+
 /// One worker's list of connections that have events to write, and the
 /// means to wake it.
 pub struct WorkerMailbox {
@@ -91,6 +98,16 @@ impl WorkerMailbox {
     }
 }
 
+/// What became of one offered frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// The queue was full: this offer made the connection a slow consumer.
+    Overflowed,
+    /// The connection was closed, or already a slow consumer.
+    Refused,
+}
+
 const OPEN: u8 = 0;
 const SLOW: u8 = 1;
 const CLOSED: u8 = 2;
@@ -116,12 +133,11 @@ impl SubscriberQueue {
         }
     }
 
-    /// Queues `frame` and schedules the owner. Returns false when the
-    /// connection should leave the topic: it was closed, or this push
-    /// overflowed its queue (it is now a slow consumer). Never blocks.
-    pub fn deliver(&self, frame: &SharedFrame, origin: Option<usize>) -> bool {
+    /// Queues `frame` and schedules the owner. Never blocks: a full queue
+    /// makes the connection a slow consumer instead.
+    pub fn offer(&self, frame: &SharedFrame, origin: Option<usize>) -> Delivery {
         if self.state.load(Ordering::Acquire) != OPEN {
-            return false;
+            return Delivery::Refused;
         }
         if self.events.push(Arc::clone(frame)).is_err() {
             if self
@@ -130,11 +146,18 @@ impl SubscriberQueue {
                 .is_ok()
             {
                 self.schedule(origin);
+                return Delivery::Overflowed;
             }
-            return false;
+            return Delivery::Refused;
         }
         self.schedule(origin);
-        true
+        Delivery::Queued
+    }
+
+    /// [`offer`](Self::offer), true if the frame was queued; false means the
+    /// connection should leave the topic.
+    pub fn deliver(&self, frame: &SharedFrame, origin: Option<usize>) -> bool {
+        self.offer(frame, origin) == Delivery::Queued
     }
 
     fn schedule(&self, origin: Option<usize>) {

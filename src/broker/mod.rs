@@ -16,7 +16,7 @@ pub mod ring;
 use crate::protocol::{
     encode_event, encode_info, shared_text_frame, validate_topic_name, SharedFrame,
 };
-use delivery::SubscriberQueue;
+use delivery::{Delivery, SubscriberQueue};
 use ring::ReplayRing;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -38,6 +38,10 @@ struct TopicState {
     next_seq: u64,
     ring: ReplayRing,
     subscribers: Vec<Arc<SubscriberQueue>>,
+    /// Events placed in subscriber queues.
+    queued: u64,
+    /// Subscribers cut because an event of this topic overflowed their queue.
+    slow_consumers: u64,
 }
 
 /// A topic's figures for `/topics`, `/health` and `/stats`.
@@ -45,7 +49,13 @@ struct TopicState {
 pub struct TopicSummary {
     pub name: String,
     pub subscribers: usize,
+    /// Messages ever published; also the last `seq` assigned.
     pub messages: u64,
+    /// Events placed in subscriber queues.
+    pub delivered: u64,
+    pub slow_consumer_disconnects: u64,
+    /// Messages held for replay.
+    pub ring: usize,
 }
 
 impl Topic {
@@ -57,6 +67,8 @@ impl Topic {
                 next_seq: 1,
                 ring: ReplayRing::new(ring_capacity),
                 subscribers: Vec::new(),
+                queued: 0,
+                slow_consumers: 0,
             }),
         }
     }
@@ -85,12 +97,26 @@ impl Topic {
         if self.is_deleted() {
             return Err(TopicGone);
         }
+        let state = &mut *state;
         let seq = state.next_seq;
         state.next_seq += 1;
         let frame = shared_text_frame(&encode_event(&self.name, message, seq, SystemTime::now()));
+        let (mut queued, mut overflowed) = (0, 0);
         state
             .subscribers
-            .retain(|subscriber| subscriber.deliver(&frame, origin));
+            .retain(|subscriber| match subscriber.offer(&frame, origin) {
+                Delivery::Queued => {
+                    queued += 1;
+                    true
+                }
+                Delivery::Overflowed => {
+                    overflowed += 1;
+                    false
+                }
+                Delivery::Refused => false,
+            });
+        state.queued += queued;
+        state.slow_consumers += overflowed;
         state.ring.push(frame);
         Ok(seq)
     }
@@ -154,6 +180,9 @@ impl Topic {
             name: self.name.clone(),
             subscribers: state.subscribers.len(),
             messages: state.next_seq - 1,
+            delivered: state.queued,
+            slow_consumer_disconnects: state.slow_consumers,
+            ring: state.ring.len(),
         }
     }
 }
@@ -290,7 +319,10 @@ mod tests {
             TopicSummary {
                 name: "orders".into(),
                 subscribers: 2,
-                messages: 3
+                messages: 3,
+                delivered: 6,
+                slow_consumer_disconnects: 0,
+                ring: 3,
             }
         );
     }
@@ -387,7 +419,15 @@ mod tests {
         assert!(slow.is_slow());
         assert!(!healthy.is_slow());
         assert_eq!(healthy.len(), 3);
-        assert_eq!(topic.summary().subscribers, 1);
+        let summary = topic.summary();
+        assert_eq!(
+            (
+                summary.subscribers,
+                summary.slow_consumer_disconnects,
+                summary.delivered
+            ),
+            (1, 1, 5)
+        );
     }
 
     #[test]

@@ -195,6 +195,7 @@ fn head_too_large() -> Response {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
+    pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
     /// Close the connection once this response is written.
@@ -217,10 +218,17 @@ struct ErrorResponse<'a> {
 
 impl Response {
     pub fn json(status: u16, body: &impl Serialize) -> Response {
+        let body = serde_json::to_string(body).expect("response bodies always serialise");
+        Response::text(status, "application/json", body)
+    }
+
+    /// A response whose body is already text of `content_type`.
+    pub fn text(status: u16, content_type: &'static str, body: String) -> Response {
         Response {
             status,
+            content_type,
             headers: Vec::new(),
-            body: serde_json::to_string(body).expect("response bodies always serialise"),
+            body,
             close: false,
             consumed: None,
         }
@@ -258,8 +266,9 @@ impl Response {
         let reason = reason_phrase(self.status);
         let _ = write!(
             out,
-            "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
             self.status,
+            self.content_type,
             self.body.len()
         );
         for (name, value) in &self.headers {

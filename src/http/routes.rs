@@ -4,9 +4,11 @@
 
 use super::{Request, Response};
 use crate::broker::{Broker, CreateError};
+use crate::metrics::{render_prometheus, BrokerGauges, MetricsSnapshot, WorkerMetrics};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -18,6 +20,8 @@ pub struct RestContext<'a> {
     pub draining: bool,
     pub uptime: Duration,
     pub connections: usize,
+    /// Every worker's counters.
+    pub metrics: &'a [Arc<WorkerMetrics>],
     /// The worker serving the request, for the broker's wake-ups.
     pub worker: Option<usize>,
 }
@@ -33,7 +37,7 @@ pub enum Action {
 /// Routes one request.
 pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
     let route = Route::of(req.path);
-    if route != Route::Health && !authorized(req, route, ctx.api_key) {
+    if route.needs_key() && !authorized(req, route, ctx.api_key) {
         return Action::Respond(Response::error(
             401,
             "UNAUTHORIZED",
@@ -58,7 +62,7 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
             .with_header("Allow", allowed.join(", ")),
         );
     }
-    if ctx.draining && route != Route::Health {
+    if ctx.draining && route.needs_key() {
         return Action::Respond(
             Response::error(503, "SHUTTING_DOWN", "the server is shutting down").closing(),
         );
@@ -72,7 +76,9 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         Route::Topics => list_topics(ctx),
         Route::Topic(encoded) => delete_topic(encoded, ctx),
         Route::Health => health(ctx),
+        Route::Ready => ready(ctx),
         Route::Stats => stats(ctx),
+        Route::Metrics => metrics(ctx),
         Route::Unknown => unreachable!("unknown routes allow no method"),
     };
     Action::Respond(response)
@@ -85,7 +91,9 @@ enum Route<'a> {
     /// `/topics/{name}`, the name still percent-encoded.
     Topic(&'a str),
     Health,
+    Ready,
     Stats,
+    Metrics,
     Unknown,
 }
 
@@ -95,7 +103,9 @@ impl<'a> Route<'a> {
             "/ws" => Route::WebSocket,
             "/topics" => Route::Topics,
             "/health" => Route::Health,
+            "/readyz" => Route::Ready,
             "/stats" => Route::Stats,
+            "/metrics" => Route::Metrics,
             _ => match path.strip_prefix("/topics/") {
                 Some(name) if !name.is_empty() && !name.contains('/') => Route::Topic(name),
                 _ => Route::Unknown,
@@ -105,11 +115,19 @@ impl<'a> Route<'a> {
 
     fn allowed_methods(self) -> &'static [&'static str] {
         match self {
-            Route::WebSocket | Route::Health | Route::Stats => &["GET"],
+            Route::WebSocket | Route::Health | Route::Ready | Route::Stats | Route::Metrics => {
+                &["GET"]
+            }
             Route::Topics => &["GET", "POST"],
             Route::Topic(_) => &["DELETE"],
             Route::Unknown => &[],
         }
+    }
+
+    /// Probes answer without the API key, so that liveness and readiness
+    /// checks work; and they keep answering while the server drains.
+    fn needs_key(self) -> bool {
+        !matches!(self, Route::Health | Route::Ready)
     }
 }
 
@@ -154,7 +172,7 @@ fn create_topic(body: &[u8], ctx: &RestContext<'_>) -> Response {
     };
     match ctx.broker.create_topic(&name) {
         Ok(_) => {
-            log::info!("topic created: {name:?}");
+            log::info!(topic = name.as_str(); "topic created");
             Response::json(
                 201,
                 &TopicStatus {
@@ -179,7 +197,7 @@ fn delete_topic(encoded: &str, ctx: &RestContext<'_>) -> Response {
         );
     };
     if ctx.broker.delete_topic(&name, ctx.worker) {
-        log::info!("topic deleted: {name:?}");
+        log::info!(topic = name.as_ref(); "topic deleted");
         Response::json(
             200,
             &TopicStatus {
@@ -247,11 +265,27 @@ fn health(ctx: &RestContext<'_>) -> Response {
 struct TopicStats {
     messages: u64,
     subscribers: usize,
+    delivered: u64,
+    slow_consumer_disconnects: u64,
+    ring: usize,
+    last_seq: u64,
+}
+
+#[derive(Serialize)]
+struct Totals {
+    connections: usize,
+    websocket_connections: i64,
+    messages_published: u64,
+    messages_delivered: u64,
+    slow_consumer_disconnects: u64,
+    bytes_received: u64,
+    bytes_sent: u64,
 }
 
 #[derive(Serialize)]
 struct Stats {
     topics: BTreeMap<String, TopicStats>,
+    totals: Totals,
     uptime_sec: u64,
     connections: usize,
 }
@@ -262,24 +296,66 @@ fn stats(ctx: &RestContext<'_>) -> Response {
         .summaries()
         .into_iter()
         .map(|s| {
-            (
-                s.name,
-                TopicStats {
-                    messages: s.messages,
-                    subscribers: s.subscribers,
-                },
-            )
+            let figures = TopicStats {
+                messages: s.messages,
+                subscribers: s.subscribers,
+                delivered: s.delivered,
+                slow_consumer_disconnects: s.slow_consumer_disconnects,
+                ring: s.ring,
+                last_seq: s.messages,
+            };
+            (s.name, figures)
         })
         .collect();
-    Response::json(
+    let m = MetricsSnapshot::sum(ctx.metrics.iter().map(Arc::as_ref));
+    let totals = Totals {
+        connections: ctx.connections,
+        websocket_connections: m.open_websocket,
+        messages_published: m.published,
+        messages_delivered: m.delivered,
+        slow_consumer_disconnects: m.slow_consumer_disconnects(),
+        bytes_received: m.bytes_received,
+        bytes_sent: m.bytes_sent,
+    };
+    let stats = Stats {
+        topics,
+        totals,
+        uptime_sec: ctx.uptime.as_secs(),
+        connections: ctx.connections,
+    };
+    Response::json(200, &stats)
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+}
+
+/// 200 while serving; 503 from the moment shutdown begins.
+fn ready(ctx: &RestContext<'_>) -> Response {
+    if ctx.draining {
+        Response::json(503, &Readiness { status: "draining" })
+    } else {
+        Response::json(200, &Readiness { status: "ready" })
+    }
+}
+
+fn metrics(ctx: &RestContext<'_>) -> Response {
+    let summaries = ctx.broker.summaries();
+    let gauges = BrokerGauges {
+        topics: summaries.len(),
+        subscriptions: summaries.iter().map(|s| s.subscribers).sum(),
+        uptime_seconds: ctx.uptime.as_secs_f64(),
+    };
+    let snapshot = MetricsSnapshot::sum(ctx.metrics.iter().map(Arc::as_ref));
+    Response::text(
         200,
-        &Stats {
-            topics,
-            uptime_sec: ctx.uptime.as_secs(),
-            connections: ctx.connections,
-        },
+        PROMETHEUS_CONTENT_TYPE,
+        render_prometheus(&snapshot, &gauges),
     )
 }
+
+const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 #[cfg(test)]
 mod tests {
@@ -293,6 +369,7 @@ mod tests {
         broker: Broker,
         api_key: Option<&'static str>,
         draining: bool,
+        metrics: Vec<Arc<WorkerMetrics>>,
     }
 
     impl World {
@@ -301,6 +378,7 @@ mod tests {
                 broker: Broker::new(10),
                 api_key: None,
                 draining: false,
+                metrics: vec![Arc::default(), Arc::default()],
             }
         }
 
@@ -311,6 +389,7 @@ mod tests {
                 draining: self.draining,
                 uptime: Duration::from_secs(7),
                 connections: 1,
+                metrics: &self.metrics,
                 worker: None,
             };
             match parse_request(raw.as_bytes()) {
@@ -452,10 +531,9 @@ mod tests {
         );
         let (status, stats) = w.request("GET", "/stats", None);
         assert_eq!(status, 200);
-        assert_eq!(
-            stats["topics"]["orders"],
-            json!({"messages":3,"subscribers":1})
-        );
+        assert_eq!(stats["topics"]["orders"]["messages"], 3);
+        assert_eq!(stats["topics"]["orders"]["subscribers"], 1);
+        assert_eq!(stats["topics"]["orders"]["delivered"], 3);
     }
 
     #[test]
@@ -534,5 +612,66 @@ mod tests {
         assert_eq!((status, code(&body), r.close), (503, "SHUTTING_DOWN", true));
         let (status, body) = w.request("GET", "/health", None);
         assert_eq!((status, body["status"].as_str()), (200, Some("draining")));
+    }
+
+    #[test]
+    fn readiness_needs_no_key_and_turns_503_when_draining() {
+        let mut w = World::new();
+        w.api_key = Some("k");
+        assert_eq!(
+            w.request("GET", "/readyz", None),
+            (200, json!({"status":"ready"}))
+        );
+        w.draining = true;
+        assert_eq!(
+            w.request("GET", "/readyz", None),
+            (503, json!({"status":"draining"}))
+        );
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text_behind_the_key() {
+        let mut w = World::new();
+        w.api_key = Some("k");
+        w.broker.create_topic("t").unwrap();
+        w.metrics[0].record_published();
+        w.metrics[1].record_published();
+        assert_eq!(w.call("GET", "/metrics", None, "").0, 401);
+        let raw = "GET /metrics HTTP/1.1\r\nX-API-Key: k\r\n\r\n";
+        let Action::Respond(response) = w.send(raw) else {
+            panic!("no upgrade here")
+        };
+        assert_eq!(
+            (response.status, response.content_type),
+            (200, "text/plain; version=0.0.4")
+        );
+        assert!(
+            response
+                .body
+                .contains("\npubsub_messages_published_total 2\n"),
+            "{}",
+            response.body
+        );
+        assert!(response.body.contains("\npubsub_topics 1\n"));
+    }
+
+    #[test]
+    fn stats_carry_per_topic_figures_and_totals() {
+        let w = World::new();
+        let topic = w.broker.create_topic("t").unwrap();
+        topic
+            .publish(
+                &RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap(),
+                None,
+            )
+            .unwrap();
+        w.metrics[1].record_delivered(4);
+        let (status, stats) = w.request("GET", "/stats", None);
+        assert_eq!(status, 200);
+        assert_eq!(
+            stats["topics"]["t"],
+            json!({"messages":1,"subscribers":0,"delivered":0,"slow_consumer_disconnects":0,"ring":1,"last_seq":1})
+        );
+        assert_eq!(stats["totals"]["messages_delivered"], 4);
     }
 }

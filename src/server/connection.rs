@@ -13,6 +13,7 @@ use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
 use crate::broker::Topic;
 use crate::http::routes::{self, Action, RestContext};
 use crate::http::{parse_request, Parsed};
+use crate::metrics::{ConnectionKind, DisconnectReason};
 use crate::protocol::{self, append_text_frame, ClientRequest, ErrorCode};
 use mio::net::TcpStream;
 use std::io::{self, ErrorKind, Read, Write};
@@ -46,32 +47,6 @@ const MAX_DISCARD_BYTES: usize = 1024 * 1024;
 /// tungstenite's read buffer per connection (its default is 128 KiB).
 const WS_READ_BUFFER: usize = 4 * 1024;
 
-/// Why a connection ended, for the logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    Normal,
-    SlowConsumer,
-    DeadPeer,
-    ProtocolError,
-    Shutdown,
-    HandshakeTimeout,
-    ConnectionError,
-}
-
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Normal => "normal",
-            CloseReason::SlowConsumer => "slow consumer",
-            CloseReason::DeadPeer => "dead peer",
-            CloseReason::ProtocolError => "protocol error",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::HandshakeTimeout => "handshake timeout",
-            CloseReason::ConnectionError => "connection error",
-        }
-    }
-}
-
 /// What a closing connection still waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CloseWait {
@@ -84,7 +59,7 @@ enum CloseWait {
 
 #[derive(Debug)]
 struct Closing {
-    reason: CloseReason,
+    reason: DisconnectReason,
     wait: CloseWait,
     deadline: Instant,
     write_shut: bool,
@@ -111,8 +86,6 @@ struct Session {
     client_id: Option<String>,
     next_ping: Instant,
     shutdown_sent: bool,
-    messages_in: u64,
-    messages_out: u64,
 }
 
 pub struct Connection {
@@ -127,9 +100,13 @@ pub struct Connection {
     out: Vec<u8>,
     out_pos: usize,
     last_input: Instant,
+    /// Requests and client frames read; responses, replies and events
+    /// written. For the close log line.
+    messages_in: u64,
+    messages_out: u64,
     read_paused: bool,
     closing: Option<Closing>,
-    pub(super) doomed: Option<CloseReason>,
+    pub(super) doomed: Option<DisconnectReason>,
     /// Already on this turn's flush list.
     pub(super) touched: bool,
     /// This connection's live deadline in the worker's timers.
@@ -142,13 +119,13 @@ pub struct Connection {
 struct WsIo<'a> {
     socket: &'a mut TcpStream,
     out: &'a mut Vec<u8>,
-    got_input: bool,
+    bytes_read: usize,
 }
 
 impl Read for WsIo<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.socket.read(buf)?;
-        self.got_input |= n > 0;
+        self.bytes_read += n;
         Ok(n)
     }
 }
@@ -185,6 +162,8 @@ impl Connection {
             out: Vec::new(),
             out_pos: 0,
             last_input: now,
+            messages_in: 0,
+            messages_out: 0,
             read_paused: false,
             closing: None,
             doomed: None,
@@ -219,7 +198,7 @@ impl Connection {
 
     /// Marks the connection for reaping at the end of the turn.
     #[track_caller]
-    pub fn doom(&mut self, ctx: &mut WorkerCtx, reason: CloseReason) {
+    pub fn doom(&mut self, ctx: &mut WorkerCtx, reason: DisconnectReason) {
         log::trace!("doom {reason:?} at {}", std::panic::Location::caller());
         if self.doomed.is_none() {
             self.doomed = Some(reason);
@@ -233,7 +212,7 @@ impl Connection {
 
     /// Starts closing: the connection stops taking requests, gets its output
     /// out, and is dropped by `deadline` at the latest.
-    fn begin_close(&mut self, ctx: &mut WorkerCtx, reason: CloseReason, wait: CloseWait) {
+    fn begin_close(&mut self, ctx: &mut WorkerCtx, reason: DisconnectReason, wait: CloseWait) {
         if self.closing.is_some() {
             return;
         }
@@ -290,6 +269,7 @@ impl Connection {
                     return;
                 }
                 Ok(n) => {
+                    ctx.metrics.record_received(n);
                     closing.discarded += n;
                     if closing.discarded > MAX_DISCARD_BYTES {
                         let reason = closing.reason;
@@ -326,7 +306,7 @@ impl Connection {
             let n = match self.socket.read(&mut ctx.read_buffer) {
                 Ok(0) => {
                     // The peer is done sending; answer what it asked, then close.
-                    self.begin_close(ctx, CloseReason::Normal, CloseWait::Drain);
+                    self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Drain);
                     if let Some(closing) = &mut self.closing {
                         closing.peer_eof = true;
                     }
@@ -335,8 +315,9 @@ impl Connection {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return self.doom(ctx, CloseReason::ConnectionError),
+                Err(_) => return self.doom(ctx, DisconnectReason::ConnectionError),
             };
+            ctx.metrics.record_received(n);
             if let Phase::Http { input, .. } = &mut self.phase {
                 input.extend_from_slice(&ctx.read_buffer[..n]);
             }
@@ -356,10 +337,14 @@ impl Connection {
             else {
                 return;
             };
-            let (action, keep_alive, used) = match parse_request(input) {
+            let started = Instant::now();
+            let (action, keep_alive, used, request_line) = match parse_request(input) {
                 Parsed::Partial => return,
                 Parsed::Invalid(response) => {
                     response.write_to(&mut self.out);
+                    ctx.metrics.record_http_response(response.status);
+                    self.messages_in += 1;
+                    self.messages_out += 1;
                     match response.consumed {
                         Some(used) if !response.close => {
                             input.drain(..used);
@@ -368,7 +353,11 @@ impl Connection {
                         }
                         _ => {
                             input.clear();
-                            return self.begin_close(ctx, CloseReason::Normal, CloseWait::Drain);
+                            return self.begin_close(
+                                ctx,
+                                DisconnectReason::Normal,
+                                CloseWait::Drain,
+                            );
                         }
                     }
                 }
@@ -379,12 +368,33 @@ impl Connection {
                         draining: ctx.shared.draining.load(Ordering::Acquire),
                         uptime: ctx.shared.started.elapsed(),
                         connections: ctx.shared.connections.load(Ordering::Relaxed),
+                        metrics: &ctx.shared.metrics,
                         worker: Some(ctx.id),
                     };
-                    log::trace!("{} {} from {}", request.method, request.path, self.peer);
-                    (routes::handle(&request, &rest), request.keep_alive, used)
+                    let request_line = log::log_enabled!(log::Level::Debug)
+                        .then(|| (request.method.to_string(), request.path.to_string()));
+                    (
+                        routes::handle(&request, &rest),
+                        request.keep_alive,
+                        used,
+                        request_line,
+                    )
                 }
             };
+            let status = match &action {
+                Action::Respond(response) => response.status,
+                Action::Upgrade(_) => 101,
+            };
+            ctx.metrics.record_http_response(status);
+            self.messages_in += 1;
+            self.messages_out += 1;
+            if let Some((method, path)) = request_line {
+                log::debug!(
+                    method = method.as_str(), path = path.as_str(), status,
+                    micros = started.elapsed().as_micros() as u64, peer:% = self.peer;
+                    "request"
+                );
+            }
             match action {
                 Action::Respond(mut response) => {
                     response.close |= !keep_alive || ctx.shared.draining.load(Ordering::Acquire);
@@ -392,7 +402,7 @@ impl Connection {
                     input.drain(..used);
                     *request_started = ctx.now;
                     if response.close {
-                        return self.begin_close(ctx, CloseReason::Normal, CloseWait::Drain);
+                        return self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Drain);
                     }
                 }
                 Action::Upgrade(switching) => {
@@ -419,18 +429,12 @@ impl Connection {
             client_id: None,
             next_ping: ctx.now + config.heartbeat_interval,
             shutdown_sent: false,
-            messages_in: 0,
-            messages_out: 0,
         }));
         self.last_input = ctx.now;
         self.timer = None;
         self.arm_session_timer(ctx);
-        log::info!(
-            "websocket opened: conn={}.{} peer={}",
-            self.slot,
-            self.generation,
-            self.peer
-        );
+        ctx.metrics.record_upgrade();
+        log::info!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id; "websocket opened");
     }
 
     fn read_websocket(&mut self, ctx: &mut WorkerCtx) {
@@ -454,21 +458,22 @@ impl Connection {
             let mut io = WsIo {
                 socket: &mut self.socket,
                 out: &mut self.out,
-                got_input: false,
+                bytes_read: 0,
             };
             let result = session.ws.read(&mut io);
-            if io.got_input {
+            if io.bytes_read > 0 {
                 self.last_input = ctx.now;
+                ctx.metrics.record_received(io.bytes_read);
             }
             match result {
                 Ok(Message::Text(text)) => {
-                    session.messages_in += 1;
+                    self.messages_in += 1;
                     if self.closing.is_none() {
                         self.handle_request(ctx, text.as_str());
                     }
                 }
                 Ok(Message::Binary(_)) => {
-                    session.messages_in += 1;
+                    self.messages_in += 1;
                     if self.closing.is_none() {
                         let text = protocol::encode_error(
                             ErrorCode::BadRequest,
@@ -489,7 +494,7 @@ impl Connection {
                             // The peer closes: tungstenite queued the echo of
                             // its close frame; put it in the output now.
                             let _ = session.ws.flush(&mut io);
-                            self.begin_close(ctx, CloseReason::Normal, CloseWait::Drain);
+                            self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Drain);
                         }
                     }
                     return;
@@ -500,14 +505,14 @@ impl Connection {
                     let reason = self
                         .closing
                         .as_ref()
-                        .map_or(CloseReason::Normal, |c| c.reason);
+                        .map_or(DisconnectReason::Normal, |c| c.reason);
                     return self.doom(ctx, reason);
                 }
                 Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
                     let reason = self
                         .closing
                         .as_ref()
-                        .map_or(CloseReason::Normal, |c| c.reason);
+                        .map_or(DisconnectReason::Normal, |c| c.reason);
                     return self.doom(ctx, reason);
                 }
                 Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
@@ -527,7 +532,7 @@ impl Connection {
                 Err(WsError::Protocol(e)) => {
                     return self.fail_protocol(ctx, CloseCode::Protocol, &e.to_string())
                 }
-                Err(WsError::Io(_)) => return self.doom(ctx, CloseReason::ConnectionError),
+                Err(WsError::Io(_)) => return self.doom(ctx, DisconnectReason::ConnectionError),
                 Err(e) => return self.fail_protocol(ctx, CloseCode::Error, &e.to_string()),
             }
         }
@@ -536,24 +541,19 @@ impl Connection {
     /// Fails the WebSocket connection: a close frame with `code`, then the
     /// socket is closed without reading further frames.
     fn fail_protocol(&mut self, ctx: &mut WorkerCtx, code: CloseCode, why: &str) {
-        log::debug!(
-            "conn={}.{} peer={}: {why}",
-            self.slot,
-            self.generation,
-            self.peer
-        );
+        log::debug!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id, why; "protocol error");
         if self.closing.is_some() {
             let reason = self
                 .closing
                 .as_ref()
-                .map_or(CloseReason::ProtocolError, |c| c.reason);
+                .map_or(DisconnectReason::ProtocolError, |c| c.reason);
             return self.doom(ctx, reason);
         }
         if let Phase::WebSocket(session) = &mut self.phase {
             let mut io = WsIo {
                 socket: &mut self.socket,
                 out: &mut self.out,
-                got_input: false,
+                bytes_read: 0,
             };
             let reason = if why.len() <= 120 {
                 why
@@ -568,12 +568,13 @@ impl Connection {
                 }),
             );
         }
-        self.begin_close(ctx, CloseReason::ProtocolError, CloseWait::Drain);
+        self.begin_close(ctx, DisconnectReason::ProtocolError, CloseWait::Drain);
     }
 
     // ---- the JSON protocol -------------------------------------------------
 
     fn reply(&mut self, text: &str) {
+        self.messages_out += 1;
         append_text_frame(&mut self.out, text);
     }
 
@@ -642,6 +643,7 @@ impl Connection {
                     .map(|t| t.publish(message, Some(ctx.id)));
                 match published {
                     Some(Ok(_)) => {
+                        ctx.metrics.record_published();
                         self.reply(&protocol::encode_ack(request_id, topic, SystemTime::now()))
                     }
                     _ => self.reply_topic_not_found(topic, request_id),
@@ -686,6 +688,8 @@ impl Connection {
                 if !already_subscribed {
                     session.topics.push(topic);
                 }
+                self.messages_out += replay.len() as u64;
+                ctx.metrics.record_delivered(replay.len() as u64);
                 self.reply(&protocol::encode_ack(request_id, name, SystemTime::now()));
                 for frame in &replay {
                     self.out.extend_from_slice(frame);
@@ -786,17 +790,20 @@ impl Connection {
             while self.out_pos < self.out.len() {
                 match self.socket.write(&self.out[self.out_pos..]) {
                     Ok(0) => {
-                        self.doom(ctx, CloseReason::ConnectionError);
+                        self.doom(ctx, DisconnectReason::ConnectionError);
                         return false;
                     }
-                    Ok(n) => self.out_pos += n,
+                    Ok(n) => {
+                        self.out_pos += n;
+                        ctx.metrics.record_sent(n);
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
                         let reason = self
                             .closing
                             .as_ref()
-                            .map_or(CloseReason::ConnectionError, |c| c.reason);
+                            .map_or(DisconnectReason::ConnectionError, |c| c.reason);
                         self.doom(ctx, reason);
                         return false;
                     }
@@ -816,29 +823,36 @@ impl Connection {
             let Some(queue) = &session.queue else {
                 return true;
             };
+            ctx.metrics.record_queue_depth(queue.len());
             ctx.batch.clear();
+            let mut frames = 0;
             while ctx.batch.len() < GATHER_BYTES {
                 let Some(frame) = queue.pop() else { break };
                 ctx.batch.extend_from_slice(&frame);
-                session.messages_out += 1;
+                frames += 1;
             }
-            if ctx.batch.is_empty() {
+            if frames == 0 {
                 return true;
             }
+            self.messages_out += frames;
+            ctx.metrics.record_delivered(frames);
             // Write the batch straight from the batch buffer; only what the
             // socket does not take is copied into the connection's buffer.
             let mut written = 0;
             while written < ctx.batch.len() {
                 match self.socket.write(&ctx.batch[written..]) {
                     Ok(0) => {
-                        self.doom(ctx, CloseReason::ConnectionError);
+                        self.doom(ctx, DisconnectReason::ConnectionError);
                         return false;
                     }
-                    Ok(n) => written += n,
+                    Ok(n) => {
+                        written += n;
+                        ctx.metrics.record_sent(n);
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
-                        self.doom(ctx, CloseReason::ConnectionError);
+                        self.doom(ctx, DisconnectReason::ConnectionError);
                         return false;
                     }
                 }
@@ -879,7 +893,7 @@ impl Connection {
         let mut io = WsIo {
             socket: &mut self.socket,
             out: &mut self.out,
-            got_input: false,
+            bytes_read: 0,
         };
         let close = CloseFrame {
             code: CloseCode::Policy,
@@ -887,13 +901,11 @@ impl Connection {
         };
         let _ = session.ws.close(&mut io, Some(close));
         log::warn!(
-            "slow consumer: conn={}.{} peer={} client_id={}",
-            self.slot,
-            self.generation,
-            self.peer,
-            session.client_id.as_deref().unwrap_or("-")
+            conn:% = ConnectionKey { slot: self.slot, generation: self.generation }, peer:% = self.peer,
+            worker = ctx.id, client_id = session.client_id.as_deref().unwrap_or("-"), queue_size = limit;
+            "slow consumer"
         );
-        self.begin_close(ctx, CloseReason::SlowConsumer, CloseWait::Drain);
+        self.begin_close(ctx, DisconnectReason::SlowConsumer, CloseWait::Drain);
     }
 
     /// Shutdown: `info server_shutdown` and a close frame with 1001, then
@@ -916,14 +928,14 @@ impl Connection {
         let mut io = WsIo {
             socket: &mut self.socket,
             out: &mut self.out,
-            got_input: false,
+            bytes_read: 0,
         };
         let close = CloseFrame {
             code: CloseCode::Away,
             reason: "server shutting down".into(),
         };
         let _ = session.ws.close(&mut io, Some(close));
-        self.begin_close(ctx, CloseReason::Shutdown, CloseWait::PeerCloseFrame);
+        self.begin_close(ctx, DisconnectReason::Shutdown, CloseWait::PeerCloseFrame);
     }
 
     /// The drain deadline passed: whatever is still queued is dropped.
@@ -935,16 +947,15 @@ impl Connection {
                 }
                 self.send_shutdown(ctx);
             }
-            Phase::Http { .. } => self.doom(ctx, CloseReason::Shutdown),
+            Phase::Http { .. } => self.doom(ctx, DisconnectReason::Shutdown),
         }
     }
 
-    /// Shutdown began: an HTTP connection with nothing in flight closes now.
-    pub fn on_drain_start(&mut self, ctx: &mut WorkerCtx) {
-        if let Phase::Http { input, .. } = &self.phase {
-            if input.is_empty() && self.pending_output() == 0 {
-                self.doom(ctx, CloseReason::Shutdown);
-            }
+    /// The worker's WebSocket connections have all drained: an HTTP
+    /// connection gets its last response out and closes.
+    pub fn close_if_http(&mut self, ctx: &mut WorkerCtx) {
+        if !self.is_websocket() {
+            self.begin_close(ctx, DisconnectReason::Shutdown, CloseWait::Drain);
         }
     }
 
@@ -984,19 +995,18 @@ impl Connection {
                 let deadline = *request_started + ctx.shared.config.handshake_timeout;
                 if ctx.now >= deadline {
                     log::debug!(
-                        "conn={}.{} peer={}: no request within the handshake timeout",
-                        self.slot,
-                        self.generation,
-                        self.peer
+                        conn:% = ConnectionKey { slot: self.slot, generation: self.generation },
+                        peer:% = self.peer, worker = ctx.id;
+                        "no request within the handshake timeout"
                     );
-                    return self.doom(ctx, CloseReason::HandshakeTimeout);
+                    return self.doom(ctx, DisconnectReason::HandshakeTimeout);
                 }
                 ctx.timers
                     .arm(&mut self.timer, deadline, self.slot, self.generation);
             }
             Phase::WebSocket(session) => {
                 if ctx.now >= self.last_input + 3 * interval {
-                    return self.doom(ctx, CloseReason::DeadPeer);
+                    return self.doom(ctx, DisconnectReason::DeadPeer);
                 }
                 if ctx.now >= session.next_ping {
                     session.next_ping = ctx.now + interval;
@@ -1007,7 +1017,7 @@ impl Connection {
                     let mut io = WsIo {
                         socket: &mut self.socket,
                         out: &mut self.out,
-                        got_input: false,
+                        bytes_read: 0,
                     };
                     let _ = session.ws.write(&mut io, Message::Ping(Default::default()));
                     let _ = session.ws.flush(&mut io);
@@ -1019,9 +1029,10 @@ impl Connection {
 
     // ---- the end -------------------------------------------------------------
 
-    /// Leaves every topic; called by the worker when it reaps the connection.
-    pub fn release(&mut self, reason: CloseReason) {
-        match &mut self.phase {
+    /// Leaves every topic, counts and logs the close; called by the worker
+    /// when it reaps the connection.
+    pub fn release(&mut self, ctx: &WorkerCtx, reason: DisconnectReason) {
+        let (kind, client_id) = match &mut self.phase {
             Phase::WebSocket(session) => {
                 if let Some(queue) = &session.queue {
                     queue.close();
@@ -1029,27 +1040,18 @@ impl Connection {
                         topic.unsubscribe(queue);
                     }
                 }
-                log::info!(
-                    "websocket closed: conn={}.{} peer={} reason={} client_id={} messages_in={} messages_out={} lifetime={:.3}s",
-                    self.slot,
-                    self.generation,
-                    self.peer,
-                    reason.as_str(),
-                    session.client_id.as_deref().unwrap_or("-"),
-                    session.messages_in,
-                    session.messages_out,
-                    self.opened.elapsed().as_secs_f64()
-                );
+                (ConnectionKind::WebSocket, session.client_id.take())
             }
-            Phase::Http { .. } => {
-                log::debug!(
-                    "connection closed: conn={}.{} peer={} reason={}",
-                    self.slot,
-                    self.generation,
-                    self.peer,
-                    reason.as_str()
-                );
-            }
-        }
+            Phase::Http { .. } => (ConnectionKind::Http, None),
+        };
+        ctx.metrics.record_closed(kind, reason);
+        log::info!(
+            conn:% = self.key(), peer:% = self.peer, worker = ctx.id,
+            kind = if kind == ConnectionKind::WebSocket { "websocket" } else { "http" },
+            reason = reason.as_str(), client_id = client_id.as_deref().unwrap_or("-"),
+            messages_in = self.messages_in, messages_out = self.messages_out,
+            lifetime_ms = self.opened.elapsed().as_millis() as u64;
+            "connection closed"
+        );
     }
 }

@@ -12,6 +12,7 @@ mod worker;
 use crate::broker::delivery::WorkerMailbox;
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::metrics::WorkerMetrics;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Socket, Type};
@@ -32,6 +33,8 @@ pub struct Shared {
     /// Open connections, across workers (for `MAX_CONNECTIONS`).
     pub connections: AtomicUsize,
     pub mailboxes: Vec<Arc<WorkerMailbox>>,
+    /// Each worker's counters, summed by `/metrics` and `/stats`.
+    pub metrics: Vec<Arc<WorkerMetrics>>,
 }
 
 /// A running broker.
@@ -84,6 +87,7 @@ impl Server {
             draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             mailboxes,
+            metrics: (0..polls.len()).map(|_| Arc::default()).collect(),
         });
         let mut workers = Vec::new();
         for (id, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {

@@ -5,11 +5,12 @@
 //! ended. Connections are only freed in that last step, so no event, post
 //! or timer of this turn can name a slot that was reused.
 
-use super::connection::{CloseReason, Connection, CLOSE_GRACE};
+use super::connection::{Connection, CLOSE_GRACE};
 use super::timers::Timers;
 use super::Shared;
 use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
 use crate::http::Response;
+use crate::metrics::{DisconnectReason, WorkerMetrics};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -31,6 +32,8 @@ pub struct WorkerCtx {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub mailbox: Arc<WorkerMailbox>,
+    /// This worker's counters (only this thread writes them).
+    pub metrics: Arc<WorkerMetrics>,
     /// Every socket read of this worker lands here first.
     pub read_buffer: Box<[u8]>,
     /// Queued events are gathered here into one write.
@@ -76,6 +79,7 @@ impl Worker {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let mailbox = Arc::clone(&shared.mailboxes[id]);
+        let metrics = Arc::clone(&shared.metrics[id]);
         Ok(Worker {
             poll,
             listener: Some(listener),
@@ -85,6 +89,7 @@ impl Worker {
                 id,
                 shared,
                 mailbox,
+                metrics,
                 read_buffer: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
                 batch: Vec::new(),
                 timers: Timers::default(),
@@ -108,7 +113,7 @@ impl Worker {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != ErrorKind::Interrupted {
-                    log::error!("worker {}: poll failed: {e}", self.ctx.id);
+                    log::error!(worker = self.ctx.id, error:% = e; "poll failed");
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 continue;
@@ -149,9 +154,10 @@ impl Worker {
             self.step_shutdown();
             self.flush_touched();
             self.reap();
+            self.close_http_when_drained();
             std::mem::swap(&mut self.read_again, &mut self.ctx.read_again);
             if self.drain.is_some() && self.connections.is_empty() {
-                log::debug!("worker {} drained", self.ctx.id);
+                log::debug!(worker = self.ctx.id; "worker drained");
                 return;
             }
         }
@@ -198,8 +204,8 @@ impl Worker {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection
                     // stays in the backlog; try again shortly.
                     log::warn!(
-                        "worker {}: accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}",
-                        self.ctx.id
+                        worker = self.ctx.id, error:% = e, pause_ms = ACCEPT_BACKOFF.as_millis() as u64;
+                        "accept failed; pausing accepts"
                     );
                     self.accept_paused_until = Some(self.ctx.now + ACCEPT_BACKOFF);
                     return;
@@ -208,9 +214,10 @@ impl Worker {
             let shared = &self.ctx.shared;
             if shared.connections.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
+                self.ctx.metrics.record_rejected();
                 log::warn!(
-                    "refusing {peer}: MAX_CONNECTIONS ({}) reached",
-                    shared.config.max_connections
+                    peer:% = peer, worker = self.ctx.id, max_connections = shared.config.max_connections;
+                    "connection refused: MAX_CONNECTIONS reached"
                 );
                 let mut refusal = Vec::new();
                 Response::error(503, "SERVICE_UNAVAILABLE", "too many open connections")
@@ -227,7 +234,7 @@ impl Worker {
                 Token(slot + FIRST_CONNECTION),
                 Interest::READABLE | Interest::WRITABLE,
             ) {
-                log::error!("worker {}: cannot register {peer}: {e}", self.ctx.id);
+                log::error!(peer:% = peer, worker = self.ctx.id, error:% = e; "cannot register a connection");
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
@@ -243,10 +250,8 @@ impl Worker {
             self.ctx
                 .timers
                 .arm(&mut conn.timer, deadline, slot, generation);
-            log::debug!(
-                "connection opened: conn={slot}.{} peer={peer}",
-                conn.generation()
-            );
+            self.ctx.metrics.record_accepted();
+            log::debug!(conn = format!("{slot}.{generation}"), peer:% = peer, worker = self.ctx.id; "connection opened");
         }
     }
 
@@ -290,8 +295,10 @@ impl Worker {
                 deadline: self.ctx.now + shared.config.shutdown_timeout,
                 forced: false,
             });
+            // WebSocket connections drain; HTTP connections stay until they
+            // are done (answering 503, and /readyz "draining"), see
+            // `close_http_when_drained`.
             for (slot, conn) in self.connections.iter_mut() {
-                conn.on_drain_start(&mut self.ctx);
                 touch(&mut self.touched, conn, slot);
             }
         }
@@ -299,9 +306,8 @@ impl Worker {
             if !drain.forced && self.ctx.now >= drain.deadline {
                 drain.forced = true;
                 log::info!(
-                    "worker {}: drain deadline reached; closing {} connections",
-                    self.ctx.id,
-                    self.connections.len()
+                    worker = self.ctx.id, connections = self.connections.len();
+                    "drain deadline reached; closing what is left"
                 );
                 for (slot, conn) in self.connections.iter_mut() {
                     conn.force_shutdown(&mut self.ctx);
@@ -309,10 +315,24 @@ impl Worker {
                 }
             } else if drain.forced && self.ctx.now >= drain.deadline + 2 * CLOSE_GRACE {
                 for (_, conn) in self.connections.iter_mut() {
-                    conn.doom(&mut self.ctx, CloseReason::Shutdown);
+                    conn.doom(&mut self.ctx, DisconnectReason::Shutdown);
                 }
             }
         }
+    }
+
+    /// Once a draining worker has no WebSocket connection left, its HTTP
+    /// connections close too, and the worker can finish.
+    fn close_http_when_drained(&mut self) {
+        if self.drain.is_none() || self.connections.iter().any(|(_, c)| c.is_websocket()) {
+            return;
+        }
+        for (slot, conn) in self.connections.iter_mut() {
+            conn.close_if_http(&mut self.ctx);
+            touch(&mut self.touched, conn, slot);
+        }
+        self.flush_touched();
+        self.reap();
     }
 
     fn flush_touched(&mut self) {
@@ -337,9 +357,9 @@ impl Worker {
             let Some(mut conn) = self.connections.try_remove(slot) else {
                 continue;
             };
-            let reason = conn.doomed.unwrap_or(CloseReason::Normal);
+            let reason = conn.doomed.unwrap_or(DisconnectReason::Normal);
             let _ = self.poll.registry().deregister(conn.socket_mut());
-            conn.release(reason);
+            conn.release(&self.ctx, reason);
             self.ctx.shared.connections.fetch_sub(1, Ordering::AcqRel);
         }
     }

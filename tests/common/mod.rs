@@ -318,7 +318,11 @@ impl BrokerProcess {
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     if let Some(rest) = line.split("listening on ").nth(1) {
-                        let _ = tx.send(rest.trim().to_string());
+                        // The address ends where the text (or JSON) line goes on.
+                        let addr = rest
+                            .split(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))
+                            .next();
+                        let _ = tx.send(addr.unwrap_or_default().to_string());
                     }
                     let mut all = stderr.lock().unwrap();
                     all.push_str(&line);
