@@ -373,16 +373,21 @@ pub fn encode_event(topic: &str, message: &RawValue, seq: u64, at: SystemTime) -
 
 /// Appends `text` as one unmasked, final WebSocket text frame.
 pub fn append_text_frame(out: &mut Vec<u8>, text: &str) {
+    append_data_frame(out, Data::Text, text.as_bytes());
+}
+
+/// Appends `payload` as one unmasked, final data frame of type `data`.
+pub fn append_data_frame(out: &mut Vec<u8>, data: Data, payload: &[u8]) {
     let header = FrameHeader {
-        opcode: OpCode::Data(Data::Text),
+        opcode: OpCode::Data(data),
         ..FrameHeader::default()
     };
-    let len = text.len() as u64;
-    out.reserve(header.len(len) + text.len());
+    let len = payload.len() as u64;
+    out.reserve(header.len(len) + payload.len());
     header
         .format(len, out)
         .expect("writing to a Vec cannot fail");
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(payload);
 }
 
 /// `text` framed once, to be shared by every connection it goes to.

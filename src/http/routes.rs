@@ -31,7 +31,18 @@ pub struct RestContext<'a> {
 pub enum Action {
     Respond(Response),
     /// Switch to WebSocket: write this `101` response, then frames.
-    Upgrade(Vec<u8>),
+    Upgrade(Vec<u8>, SessionKind),
+}
+
+/// What a WebSocket connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// The JSON protocol of `/ws`.
+    PubSub,
+    /// Every message sent back unchanged, for the Autobahn conformance
+    /// suite (`/` with the `autobahn` feature).
+    #[cfg(feature = "autobahn")]
+    Echo,
 }
 
 /// Routes one request.
@@ -69,7 +80,7 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
     }
     let response = match route {
         Route::WebSocket => match crate::ws::accept_upgrade(req) {
-            Ok(switching) => return Action::Upgrade(switching),
+            Ok(switching) => return Action::Upgrade(switching, SessionKind::PubSub),
             Err(response) => response,
         },
         Route::Topics if req.method == "POST" => create_topic(req.body, ctx),
@@ -79,6 +90,11 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         Route::Ready => ready(ctx),
         Route::Stats => stats(ctx),
         Route::Metrics => metrics(ctx),
+        #[cfg(feature = "autobahn")]
+        Route::Echo => match crate::ws::accept_upgrade(req) {
+            Ok(switching) => return Action::Upgrade(switching, SessionKind::Echo),
+            Err(response) => response,
+        },
         Route::Unknown => unreachable!("unknown routes allow no method"),
     };
     Action::Respond(response)
@@ -94,6 +110,8 @@ enum Route<'a> {
     Ready,
     Stats,
     Metrics,
+    #[cfg(feature = "autobahn")]
+    Echo,
     Unknown,
 }
 
@@ -106,6 +124,8 @@ impl<'a> Route<'a> {
             "/readyz" => Route::Ready,
             "/stats" => Route::Stats,
             "/metrics" => Route::Metrics,
+            #[cfg(feature = "autobahn")]
+            "/" => Route::Echo,
             _ => match path.strip_prefix("/topics/") {
                 Some(name) if !name.is_empty() && !name.contains('/') => Route::Topic(name),
                 _ => Route::Unknown,
@@ -120,6 +140,8 @@ impl<'a> Route<'a> {
             }
             Route::Topics => &["GET", "POST"],
             Route::Topic(_) => &["DELETE"],
+            #[cfg(feature = "autobahn")]
+            Route::Echo => &["GET"],
             Route::Unknown => &[],
         }
     }
@@ -414,7 +436,7 @@ mod tests {
             };
             match self.send(&raw) {
                 Action::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap(), r),
-                Action::Upgrade(_) => panic!("unexpected upgrade"),
+                Action::Upgrade(..) => panic!("unexpected upgrade"),
             }
         }
 
@@ -594,13 +616,13 @@ mod tests {
         assert_eq!(w.call("GET", "/ws", None, upgrade).0, 401);
         assert!(matches!(
             w.send(&format!("GET /ws?api_key=s3cret HTTP/1.1\r\n{upgrade}\r\n")),
-            Action::Upgrade(_)
+            Action::Upgrade(..)
         ));
         assert!(matches!(
             w.send(&format!(
                 "GET /ws HTTP/1.1\r\nX-API-Key: s3cret\r\n{upgrade}\r\n"
             )),
-            Action::Upgrade(_)
+            Action::Upgrade(..)
         ));
     }
 

@@ -11,7 +11,7 @@
 use super::worker::WorkerCtx;
 use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
 use crate::broker::Topic;
-use crate::http::routes::{self, Action, RestContext};
+use crate::http::routes::{self, Action, RestContext, SessionKind};
 use crate::http::{parse_request, Parsed};
 use crate::metrics::{ConnectionKind, DisconnectReason};
 use crate::protocol::{self, append_text_frame, ClientRequest, ErrorCode};
@@ -86,6 +86,7 @@ struct Session {
     client_id: Option<String>,
     next_ping: Instant,
     shutdown_sent: bool,
+    kind: SessionKind,
 }
 
 pub struct Connection {
@@ -383,7 +384,7 @@ impl Connection {
             };
             let status = match &action {
                 Action::Respond(response) => response.status,
-                Action::Upgrade(_) => 101,
+                Action::Upgrade(..) => 101,
             };
             ctx.metrics.record_http_response(status);
             self.messages_in += 1;
@@ -405,16 +406,16 @@ impl Connection {
                         return self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Drain);
                     }
                 }
-                Action::Upgrade(switching) => {
+                Action::Upgrade(switching, kind) => {
                     self.out.extend_from_slice(&switching);
                     let early_frames = input.split_off(used);
-                    return self.become_websocket(ctx, early_frames);
+                    return self.become_websocket(ctx, early_frames, kind);
                 }
             }
         }
     }
 
-    fn become_websocket(&mut self, ctx: &mut WorkerCtx, early_frames: Vec<u8>) {
+    fn become_websocket(&mut self, ctx: &mut WorkerCtx, early_frames: Vec<u8>, kind: SessionKind) {
         let config = &ctx.shared.config;
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(WS_READ_BUFFER)
@@ -429,6 +430,7 @@ impl Connection {
             client_id: None,
             next_ping: ctx.now + config.heartbeat_interval,
             shutdown_sent: false,
+            kind,
         }));
         self.last_input = ctx.now;
         self.timer = None;
@@ -466,23 +468,14 @@ impl Connection {
                 ctx.metrics.record_received(io.bytes_read);
             }
             match result {
-                Ok(Message::Text(text)) => {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
                     self.messages_in += 1;
                     if self.closing.is_none() {
-                        self.handle_request(ctx, text.as_str());
-                    }
-                }
-                Ok(Message::Binary(_)) => {
-                    self.messages_in += 1;
-                    if self.closing.is_none() {
-                        let text = protocol::encode_error(
-                            ErrorCode::BadRequest,
-                            "binary frames are not accepted; send JSON in text frames",
-                            None,
-                            None,
-                            SystemTime::now(),
-                        );
-                        append_text_frame(&mut self.out, &text);
+                        match session.kind {
+                            SessionKind::PubSub => self.handle_message(ctx, message),
+                            #[cfg(feature = "autobahn")]
+                            SessionKind::Echo => self.echo(message),
+                        }
                     }
                 }
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
@@ -592,6 +585,35 @@ impl Connection {
             topic,
             SystemTime::now(),
         ));
+    }
+
+    fn handle_message(&mut self, ctx: &mut WorkerCtx, message: Message) {
+        match message {
+            Message::Text(text) => self.handle_request(ctx, text.as_str()),
+            _ => self.reply_error(
+                ErrorCode::BadRequest,
+                "binary frames are not accepted; send JSON in text frames",
+                None,
+                None,
+            ),
+        }
+    }
+
+    /// The Autobahn echo session: the message goes back unchanged, through
+    /// the same output buffer and write path as every other frame.
+    #[cfg(feature = "autobahn")]
+    fn echo(&mut self, message: Message) {
+        use tungstenite::protocol::frame::coding::Data;
+        self.messages_out += 1;
+        match message {
+            Message::Text(text) => {
+                protocol::append_data_frame(&mut self.out, Data::Text, text.as_bytes())
+            }
+            Message::Binary(bytes) => {
+                protocol::append_data_frame(&mut self.out, Data::Binary, &bytes)
+            }
+            _ => {}
+        }
     }
 
     fn handle_request(&mut self, ctx: &mut WorkerCtx, text: &str) {
