@@ -24,4 +24,13 @@ pub mod server;
 pub mod ws;
 
 pub use config::Config;
+
+/// The broker's allocator, for everything linked with it (the binary, the
+/// tests, the harness). mimalloc is fast for the broker's many small,
+/// short-lived allocations, and it gives freed memory back to the system
+/// when a worker asks it to (`server::worker`): glibc's malloc kept 30 MB
+/// resident in a worker's arena after 100,000 topics were created and
+/// deleted.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use server::{Server, ShutdownHandle};

@@ -230,11 +230,16 @@ impl Broker {
     /// Deletes the topic and notifies its subscribers. False if there was
     /// no such topic.
     pub fn delete_topic(&self, name: &str, origin: Option<usize>) -> bool {
-        let removed = self
-            .topics
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(name);
+        let removed = {
+            let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+            let removed = topics.remove(name);
+            // A map emptied by mass deletion gives its table back.
+            if topics.capacity() > 64 && topics.len() < topics.capacity() / 4 {
+                let keep = topics.len() * 2;
+                topics.shrink_to(keep);
+            }
+            removed
+        };
         match removed {
             Some(topic) => {
                 topic.delete(origin);

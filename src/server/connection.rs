@@ -89,8 +89,23 @@ struct Session {
     kind: SessionKind,
 }
 
-pub struct Connection {
-    socket: TcpStream,
+/// What a connection reads from and writes to: a non-blocking socket in
+/// the worker; a byte buffer in tests and fuzzing, so that the whole state
+/// machine runs without sockets.
+pub trait Transport: Read + Write {
+    /// Ends our half of the stream: the peer reads end of stream after our
+    /// last byte.
+    fn shutdown_write(&mut self);
+}
+
+impl Transport for TcpStream {
+    fn shutdown_write(&mut self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+pub struct Connection<S = TcpStream> {
+    socket: S,
     slot: usize,
     generation: u64,
     peer: SocketAddr,
@@ -117,13 +132,13 @@ pub struct Connection {
 /// tungstenite's view of the connection: reads come from the socket,
 /// writes go to the output buffer (so frames are written by the worker,
 /// batched, in order).
-struct WsIo<'a> {
-    socket: &'a mut TcpStream,
+struct WsIo<'a, S> {
+    socket: &'a mut S,
     out: &'a mut Vec<u8>,
     bytes_read: usize,
 }
 
-impl Read for WsIo<'_> {
+impl<S: Read> Read for WsIo<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.socket.read(buf)?;
         self.bytes_read += n;
@@ -131,7 +146,7 @@ impl Read for WsIo<'_> {
     }
 }
 
-impl Write for WsIo<'_> {
+impl<S> Write for WsIo<'_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.out.extend_from_slice(buf);
         Ok(buf.len())
@@ -142,14 +157,14 @@ impl Write for WsIo<'_> {
     }
 }
 
-impl Connection {
+impl<S: Transport> Connection<S> {
     pub fn new(
-        socket: TcpStream,
+        socket: S,
         slot: usize,
         generation: u64,
         peer: SocketAddr,
         now: Instant,
-    ) -> Connection {
+    ) -> Connection<S> {
         Connection {
             socket,
             slot,
@@ -173,7 +188,7 @@ impl Connection {
         }
     }
 
-    pub fn socket_mut(&mut self) -> &mut TcpStream {
+    pub fn socket_mut(&mut self) -> &mut S {
         &mut self.socket
     }
 
@@ -781,7 +796,7 @@ impl Connection {
             if let Some(closing) = &mut self.closing {
                 if closing.wait == CloseWait::Drain && !closing.write_shut {
                     closing.write_shut = true;
-                    let _ = self.socket.shutdown(Shutdown::Write);
+                    self.socket.shutdown_write();
                 }
                 if closing.wait == CloseWait::Drain && closing.peer_eof {
                     let reason = closing.reason;

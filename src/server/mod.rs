@@ -6,6 +6,8 @@
 //! workers and returns; `wait` joins them after a shutdown.
 
 mod connection;
+#[cfg(any(test, fuzzing))]
+pub mod harness;
 mod timers;
 mod worker;
 
@@ -35,6 +37,21 @@ pub struct Shared {
     pub mailboxes: Vec<Arc<WorkerMailbox>>,
     /// Each worker's counters, summed by `/metrics` and `/stats`.
     pub metrics: Vec<Arc<WorkerMetrics>>,
+}
+
+impl Shared {
+    /// One worker per mailbox.
+    pub fn new(config: Config, mailboxes: Vec<Arc<WorkerMailbox>>) -> Shared {
+        Shared {
+            broker: Broker::new(config.ring_buffer_size),
+            config,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            metrics: mailboxes.iter().map(|_| Arc::default()).collect(),
+            mailboxes,
+        }
+    }
 }
 
 /// A running broker.
@@ -80,15 +97,7 @@ impl Server {
             mailboxes.push(Arc::new(WorkerMailbox::new(id, Some(waker))));
             polls.push(poll);
         }
-        let shared = Arc::new(Shared {
-            broker: Broker::new(config.ring_buffer_size),
-            config,
-            started: Instant::now(),
-            draining: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
-            mailboxes,
-            metrics: (0..polls.len()).map(|_| Arc::default()).collect(),
-        });
+        let shared = Arc::new(Shared::new(config, mailboxes));
         let mut workers = Vec::new();
         for (id, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
             let worker = worker::Worker::new(id, poll, listener, Arc::clone(&shared))?;

@@ -26,6 +26,7 @@ const FIRST_CONNECTION: usize = 2;
 /// instead of spinning on a listener that stays readable.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+const MEMORY_RELEASE_PERIOD: Duration = Duration::from_secs(1);
 
 /// The per-worker state a connection may use while it runs.
 pub struct WorkerCtx {
@@ -50,6 +51,24 @@ pub struct WorkerCtx {
     pub read_again: Vec<ConnectionKey>,
 }
 
+impl WorkerCtx {
+    pub fn new(id: usize, shared: Arc<Shared>) -> WorkerCtx {
+        WorkerCtx {
+            id,
+            mailbox: Arc::clone(&shared.mailboxes[id]),
+            metrics: Arc::clone(&shared.metrics[id]),
+            shared,
+            read_buffer: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
+            batch: Vec::new(),
+            timers: Timers::default(),
+            now: Instant::now(),
+            draining: false,
+            doomed: Vec::new(),
+            read_again: Vec::new(),
+        }
+    }
+}
+
 struct Drain {
     deadline: Instant,
     forced: bool,
@@ -67,6 +86,8 @@ pub struct Worker {
     read_again: Vec<ConnectionKey>,
     accept_paused_until: Option<Instant>,
     drain: Option<Drain>,
+    /// When this worker next returns freed memory to the system.
+    memory_release_at: Option<Instant>,
 }
 
 impl Worker {
@@ -78,31 +99,18 @@ impl Worker {
     ) -> std::io::Result<Worker> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mailbox = Arc::clone(&shared.mailboxes[id]);
-        let metrics = Arc::clone(&shared.metrics[id]);
         Ok(Worker {
             poll,
             listener: Some(listener),
             connections: Slab::new(),
             next_generation: 0,
-            ctx: WorkerCtx {
-                id,
-                shared,
-                mailbox,
-                metrics,
-                read_buffer: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
-                batch: Vec::new(),
-                timers: Timers::default(),
-                now: Instant::now(),
-                draining: false,
-                doomed: Vec::new(),
-                read_again: Vec::new(),
-            },
+            ctx: WorkerCtx::new(id, shared),
             touched: Vec::new(),
             posts: Vec::new(),
             read_again: Vec::new(),
             accept_paused_until: None,
             drain: None,
+            memory_release_at: None,
         })
     }
 
@@ -155,11 +163,29 @@ impl Worker {
             self.flush_touched();
             self.reap();
             self.close_http_when_drained();
+            self.return_freed_memory(!events.is_empty());
             std::mem::swap(&mut self.read_again, &mut self.ctx.read_again);
             if self.drain.is_some() && self.connections.is_empty() {
                 log::debug!(worker = self.ctx.id; "worker drained");
                 return;
             }
+        }
+    }
+
+    /// A worker that has been busy hands the memory it freed back to the
+    /// system at most once a second, and once more when it goes quiet:
+    /// mimalloc only does that work when the thread asks for it.
+    fn return_freed_memory(&mut self, busy: bool) {
+        match self.memory_release_at {
+            None if busy => self.memory_release_at = Some(self.ctx.now + MEMORY_RELEASE_PERIOD),
+            Some(at) if self.ctx.now >= at => {
+                // SAFETY: mi_collect may be called at any time on any thread.
+                // Forced (pages decommitted at once) only when going quiet,
+                // so a busy worker does not pay for it every second.
+                unsafe { libmimalloc_sys::mi_collect(!busy) };
+                self.memory_release_at = busy.then(|| self.ctx.now + MEMORY_RELEASE_PERIOD);
+            }
+            _ => {}
         }
     }
 
@@ -176,6 +202,7 @@ impl Worker {
             self.ctx.timers.next_deadline(),
             self.accept_paused_until,
             drain_deadline,
+            self.memory_release_at,
         ]
         .into_iter()
         .flatten()

@@ -1,0 +1,622 @@
+//! Property tests of the pure layers, through the library's public API:
+//! the replay ring, topic replay, the subscriber queue and its slow-consumer
+//! rule, percent-decoding of topic names in `DELETE /topics/{name}`, and the
+//! parsers (client frames, HTTP requests), which must never panic whatever
+//! they are given.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use pubsub::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
+use pubsub::broker::ring::ReplayRing;
+use pubsub::broker::Broker;
+use pubsub::http::routes::{handle, Action, RestContext};
+use pubsub::http::{parse_request, Parsed, MAX_BODY_BYTES};
+use pubsub::protocol::{parse_client_frame, validate_topic_name, ClientRequest, SharedFrame};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Modest case counts, and no regression files written into the tree.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// A frame that carries `id`, for the structures that only move frames.
+fn frame(id: u32) -> SharedFrame {
+    Arc::new(id.to_le_bytes().to_vec())
+}
+
+fn id_of(frame: &SharedFrame) -> u32 {
+    u32::from_le_bytes(frame[..4].try_into().unwrap())
+}
+
+/// The JSON inside a server frame (unmasked, one frame).
+fn decode(frame: &SharedFrame) -> Value {
+    let offset = match frame[1] & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    serde_json::from_slice(&frame[offset..]).expect("a server frame holds JSON")
+}
+
+fn seq_of(frame: &SharedFrame) -> u64 {
+    let event = decode(frame);
+    let seq = event["seq"].as_u64().expect("an event has a seq");
+    assert_eq!(event["message"]["id"], format!("m{seq}"), "{event}");
+    seq
+}
+
+fn message(seq: u64) -> Box<RawValue> {
+    RawValue::from_string(format!(r#"{{"id":"m{seq}","payload":{{"n":{seq}}}}}"#)).unwrap()
+}
+
+fn queue(capacity: usize, mailbox: &Arc<WorkerMailbox>) -> Arc<SubscriberQueue> {
+    Arc::new(SubscriberQueue::new(
+        capacity,
+        ConnectionKey {
+            slot: 3,
+            generation: 9,
+        },
+        Arc::clone(mailbox),
+    ))
+}
+
+// ---- the replay ring ---------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum RingOp {
+    Push,
+    Last(usize),
+    Clear,
+}
+
+fn ring_ops() -> impl Strategy<Value = Vec<RingOp>> {
+    vec(
+        prop_oneof![
+            8 => Just(RingOp::Push),
+            4 => (0usize..150).prop_map(RingOp::Last),
+            1 => Just(RingOp::Last(usize::MAX)),
+            1 => Just(RingOp::Clear),
+        ],
+        0..300,
+    )
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn ring_last_n_is_the_tail_of_everything_pushed(capacity in 1usize..40, ops in ring_ops()) {
+        let mut ring = ReplayRing::new(capacity);
+        let mut model: Vec<u32> = Vec::new();
+        let mut next = 0u32;
+        for op in ops {
+            match op {
+                RingOp::Push => {
+                    ring.push(frame(next));
+                    model.push(next);
+                    next += 1;
+                }
+                RingOp::Last(n) => {
+                    let got: Vec<u32> = ring.last(n).iter().map(id_of).collect();
+                    let k = n.min(capacity).min(model.len());
+                    prop_assert_eq!(got, model[model.len() - k..].to_vec(), "last({})", n);
+                }
+                RingOp::Clear => {
+                    ring.clear();
+                    model.clear();
+                }
+            }
+            prop_assert_eq!(ring.len(), model.len().min(capacity));
+            prop_assert_eq!(ring.is_empty(), model.is_empty());
+        }
+    }
+
+    #[test]
+    fn topic_replay_is_the_model_and_live_events_follow_without_gap(
+        ring in 1usize..64,
+        prior in 0u64..200,
+        last_n in prop_oneof![4 => 0usize..300, 1 => Just(usize::MAX)],
+        again in proptest::option::of(0usize..300),
+        live in 0u64..20,
+    ) {
+        let broker = Broker::new(ring);
+        let topic = broker.create_topic("t").unwrap();
+        for seq in 1..=prior {
+            prop_assert_eq!(topic.publish(&message(seq), None), Ok(seq));
+        }
+        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let q = queue(1000, &mailbox);
+        // The model: the min(last_n, ring, prior) newest, oldest first.
+        let held = |n: usize, published: u64| -> Vec<u64> {
+            let k = (n.min(ring) as u64).min(published);
+            (published - k + 1..=published).collect()
+        };
+
+        let replay: Vec<u64> = topic.subscribe(&q, last_n, false).unwrap().iter().map(seq_of).collect();
+        prop_assert_eq!(replay, held(last_n, prior));
+        let mut published = prior;
+        for _ in 0..live {
+            published += 1;
+            topic.publish(&message(published), None).unwrap();
+        }
+        // A second subscribe on the same connection replays again but does
+        // not join twice.
+        if let Some(n) = again {
+            let replay: Vec<u64> = topic.subscribe(&q, n, true).unwrap().iter().map(seq_of).collect();
+            prop_assert_eq!(replay, held(n, published));
+            published += 1;
+            topic.publish(&message(published), None).unwrap();
+        }
+        let live_seqs: Vec<u64> = std::iter::from_fn(|| q.pop()).map(|f| seq_of(&f)).collect();
+        prop_assert_eq!(live_seqs, (prior + 1..=published).collect::<Vec<u64>>());
+        prop_assert_eq!(topic.summary().subscribers, 1);
+        prop_assert_eq!(topic.summary().messages, published);
+    }
+}
+
+// ---- the subscriber queue and the slow-consumer rule ------------------------------------
+
+#[derive(Debug, Clone)]
+enum QueueOp {
+    /// A publisher delivers the next event.
+    Deliver,
+    /// The owner pops one event.
+    Pop,
+    /// The owner takes its mailbox and unschedules the connection.
+    Drain,
+}
+
+fn queue_ops() -> impl Strategy<Value = Vec<QueueOp>> {
+    vec(
+        prop_oneof![
+            5 => Just(QueueOp::Deliver),
+            4 => Just(QueueOp::Pop),
+            1 => Just(QueueOp::Drain),
+        ],
+        0..400,
+    )
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn queue_is_bounded_ordered_and_the_first_overflow_is_final(
+        capacity in 1usize..24,
+        ops in queue_ops(),
+    ) {
+        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let q = queue(capacity, &mailbox);
+        let mut model: VecDeque<u32> = VecDeque::new();
+        let mut popped: Vec<u32> = Vec::new();
+        let mut first_refused: Option<u32> = None;
+        // The "scheduled" flag: one post per connection until unscheduled.
+        let mut scheduled = false;
+        let mut posts = 0usize;
+        let mut next = 0u32;
+        for op in ops {
+            match op {
+                QueueOp::Deliver => {
+                    let id = next;
+                    next += 1;
+                    let accepted = q.deliver(&frame(id), Some(1));
+                    match first_refused {
+                        Some(_) => prop_assert!(!accepted, "{} was taken after the overflow", id),
+                        None if model.len() < capacity => {
+                            prop_assert!(accepted, "{} was refused with room", id);
+                            model.push_back(id);
+                        }
+                        None => {
+                            prop_assert!(!accepted, "{} was taken by a full queue", id);
+                            first_refused = Some(id);
+                        }
+                    }
+                    // Taking an event, or becoming slow, schedules the owner once.
+                    if (accepted || first_refused == Some(id)) && !scheduled {
+                        scheduled = true;
+                        posts += 1;
+                    }
+                }
+                QueueOp::Pop => {
+                    let got = q.pop().map(|f| id_of(&f));
+                    prop_assert_eq!(got, model.pop_front());
+                    popped.extend(got);
+                }
+                QueueOp::Drain => {
+                    let mut keys = Vec::new();
+                    mailbox.drain(&mut keys);
+                    prop_assert_eq!(keys.len(), posts);
+                    prop_assert!(keys.iter().all(|k| *k == q.key()));
+                    posts = 0;
+                    q.unschedule();
+                    scheduled = false;
+                }
+            }
+            prop_assert!(q.len() <= capacity);
+            prop_assert_eq!(q.len(), model.len());
+            prop_assert_eq!(q.is_empty(), model.is_empty());
+            prop_assert_eq!(q.is_slow(), first_refused.is_some());
+            prop_assert_eq!(mailbox.has_posts(), posts > 0);
+        }
+        // Every delivery before the first refusal comes out, in order; none
+        // after it does.
+        popped.extend(std::iter::from_fn(|| q.pop()).map(|f| id_of(&f)));
+        let accepted_until = first_refused.unwrap_or(next);
+        prop_assert_eq!(popped, (0..accepted_until).collect::<Vec<u32>>());
+    }
+}
+
+// ---- percent-decoding of topic names ----------------------------------------------------
+
+/// Controls, space, and what ends or escapes a path segment.
+const SEGMENT: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b'/').add(b'?').add(b'#');
+
+/// A valid topic name: 1 to 255 bytes of UTF-8, no ASCII control, no '/'.
+fn topic_name() -> impl Strategy<Value = String> {
+    let char = prop_oneof![
+        6 => proptest::char::range('!', '~'),
+        1 => Just(' '),
+        1 => Just('%'),
+        1 => Just('?'),
+        1 => Just('#'),
+        1 => Just('+'),
+        3 => any::<char>(),
+    ]
+    .prop_filter("no control, no '/'", |c| *c != '/' && !c.is_ascii_control());
+    vec(char, 1..200).prop_map(|chars| {
+        let mut name = String::new();
+        for c in chars {
+            if name.len() + c.len_utf8() > 255 {
+                break;
+            }
+            name.push(c);
+        }
+        name
+    })
+}
+
+fn rest<'a>(broker: &'a Broker, api_key: Option<&'a str>) -> RestContext<'a> {
+    RestContext {
+        broker,
+        api_key,
+        draining: false,
+        uptime: Duration::from_secs(1),
+        connections: 1,
+        metrics: &[],
+        worker: None,
+    }
+}
+
+/// Parses and routes one whole request.
+fn call(raw: &[u8], ctx: &RestContext<'_>) -> Result<Action, TestCaseError> {
+    match parse_request(raw) {
+        Parsed::Complete(request, used) => {
+            prop_assert_eq!(used, raw.len());
+            Ok(handle(&request, ctx))
+        }
+        other => Err(TestCaseError::fail(format!(
+            "not a whole request: {other:?}"
+        ))),
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn delete_percent_decodes_exactly_the_named_topic(
+        name in topic_name(),
+        every_symbol in any::<bool>(),
+    ) {
+        prop_assert!(validate_topic_name(&name).is_ok(), "generated {:?}", name);
+        let set = if every_symbol { percent_encoding::NON_ALPHANUMERIC } else { SEGMENT };
+        let encoded = utf8_percent_encode(&name, set).to_string();
+        let broker = Broker::new(4);
+        broker.create_topic(&name).unwrap();
+        // Decoys: the name not decoded at all, and decoded twice.
+        let decoys: Vec<String> = [
+            encoded.clone(),
+            percent_decode_str(&name).decode_utf8_lossy().into_owned(),
+        ]
+        .into_iter()
+        .filter(|d| *d != name && broker.create_topic(d).is_ok())
+        .collect();
+
+        let raw = format!("DELETE /topics/{encoded} HTTP/1.1\r\nHost: test\r\n\r\n");
+        let ctx = rest(&broker, None);
+        let response = match call(raw.as_bytes(), &ctx)? {
+            Action::Respond(response) => response,
+            Action::Upgrade(..) => return Err(TestCaseError::fail("upgraded")),
+        };
+        prop_assert_eq!(response.status, 200, "{}", response.body);
+        let body: Value = serde_json::from_str(&response.body).unwrap();
+        prop_assert_eq!(body, json!({"status": "deleted", "topic": name}));
+        prop_assert!(broker.topic(&name).is_none());
+        for decoy in &decoys {
+            prop_assert!(broker.topic(decoy).is_some(), "decoy {:?} was deleted", decoy);
+        }
+        // Again: it is gone.
+        let again = match call(raw.as_bytes(), &ctx)? {
+            Action::Respond(response) => response,
+            Action::Upgrade(..) => return Err(TestCaseError::fail("upgraded")),
+        };
+        prop_assert_eq!(again.status, 404, "{}", again.body);
+    }
+}
+
+// ---- the parsers never panic ------------------------------------------------------------
+
+/// Any JSON value, a few levels deep, with the protocol's field names.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        "[a-z0-9]{0,6}".prop_map(Value::String),
+        any::<String>().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 5, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..5).prop_map(Value::Array),
+            vec((field_name(), inner), 0..5)
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
+fn field_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prop::sample::select(vec![
+            "type", "topic", "message", "client_id", "last_n", "request_id", "id", "payload",
+        ])
+        .prop_map(String::from),
+        1 => "[a-z_]{0,8}",
+    ]
+}
+
+/// A value written as JSON text, including texts `Value` cannot make.
+fn json_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => json_value().prop_map(|v| v.to_string()),
+        1 => prop::sample::select(vec![
+            "-0", "-1", "0.0", "1e3", "1.5", "-1e400", "18446744073709551616",
+            "99999999999999999999999999", "\"\"", "\"\\ud800\"", "[]", "{}", "nul", "tru",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+/// Client frames: objects with the protocol's fields (often right, often
+/// not), sometimes cut short or with a stray character.
+fn client_frame() -> impl Strategy<Value = String> {
+    let kind = prop_oneof![
+        4 => prop::sample::select(vec!["subscribe", "unsubscribe", "publish", "ping"])
+            .prop_map(|k| format!("\"{k}\"")),
+        1 => json_text(),
+    ];
+    let message = prop_oneof![
+        (json_text(), json_text())
+            .prop_map(|(id, payload)| format!(r#"{{"id":{id},"payload":{payload}}}"#)),
+        "[a-z0-9]{1,5}".prop_map(|id| format!(r#"{{"id":"{id}","payload":{{}}}}"#)),
+        json_text(),
+    ];
+    let fields = vec(
+        prop_oneof![
+            json_text().prop_map(|v| format!(r#""topic":{v}"#)),
+            "[a-z]{1,5}".prop_map(|v| format!(r#""topic":"{v}""#)),
+            message.prop_map(|v| format!(r#""message":{v}"#)),
+            json_text().prop_map(|v| format!(r#""client_id":{v}"#)),
+            json_text().prop_map(|v| format!(r#""last_n":{v}"#)),
+            json_text().prop_map(|v| format!(r#""request_id":{v}"#)),
+            (field_name(), json_text()).prop_map(|(k, v)| format!(r#""{k}":{v}"#)),
+        ],
+        0..6,
+    );
+    let whole = (kind, fields).prop_map(|(kind, fields)| {
+        let mut all = vec![format!(r#""type":{kind}"#)];
+        all.extend(fields);
+        format!("{{{}}}", all.join(","))
+    });
+    (whole, any::<prop::sample::Index>(), 0u8..4, any::<char>()).prop_map(|(text, at, how, c)| {
+        let mut cut = at.index(text.len() + 1);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        match how {
+            0 => text[..cut].to_string(),
+            1 => format!("{}{c}{}", &text[..cut], &text[cut..]),
+            _ => text,
+        }
+    })
+}
+
+/// Checks what a parsed frame says against the JSON it came from.
+fn check_frame(text: &str) -> Result<(), TestCaseError> {
+    match parse_client_frame(text) {
+        Err(invalid) => prop_assert!(!invalid.message.is_empty()),
+        Ok(request) => {
+            // Lone surrogate escapes (`"\ud800"`) fit the JSON grammar but
+            // make no string: such a text is only checked for syntax.
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                return Err(TestCaseError::fail(format!(
+                    "accepted invalid JSON ({e}): {text}"
+                )));
+            }
+            let Ok(value) = serde_json::from_str::<Value>(text) else {
+                return Ok(());
+            };
+            let kind = match &request {
+                ClientRequest::Subscribe { .. } => "subscribe",
+                ClientRequest::Unsubscribe { .. } => "unsubscribe",
+                ClientRequest::Publish { .. } => "publish",
+                ClientRequest::Ping { .. } => "ping",
+            };
+            prop_assert_eq!(&value["type"], kind, "{}", text);
+            if let Some(id) = request.request_id() {
+                prop_assert_eq!(&value["request_id"], id, "{}", text);
+            }
+            match &request {
+                ClientRequest::Subscribe {
+                    topic, client_id, ..
+                }
+                | ClientRequest::Unsubscribe {
+                    topic, client_id, ..
+                } => {
+                    prop_assert_eq!(&value["topic"], topic.as_str());
+                    prop_assert_eq!(&value["client_id"], client_id.as_str());
+                }
+                ClientRequest::Publish { topic, message, .. } => {
+                    prop_assert_eq!(&value["topic"], topic.as_str());
+                    let inner: Value = serde_json::from_str(message.get()).unwrap();
+                    prop_assert!(
+                        inner["id"].as_str().is_some_and(|id| !id.is_empty()),
+                        "{}",
+                        text
+                    );
+                    prop_assert!(inner.get("payload").is_some(), "{}", text);
+                }
+                ClientRequest::Ping { .. } => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// HTTP requests: a request line, headers and a body from pools of the
+/// good and the bad, sometimes cut short; or plain random bytes.
+fn http_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let method = prop::sample::select(vec!["GET", "POST", "DELETE", "PUT", "get", "", "G\0T"]);
+    let path = prop_oneof![
+        prop::sample::select(vec![
+            "/ws",
+            "/topics",
+            "/topics/a",
+            "/topics/%ff",
+            "/topics/%",
+            "/topics/a%2Fb",
+            "/topics/",
+            "/health",
+            "/readyz",
+            "/metrics",
+            "/stats",
+            "/ws?api_key=k",
+            "/ws?api_key=%zz&x",
+            "*",
+            "",
+        ])
+        .prop_map(String::from),
+        "/[ -~]{0,20}",
+    ];
+    let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTX/1.1", ""]);
+    let header = prop_oneof![
+        prop::sample::select(vec![
+            "Host: test",
+            "Connection: close",
+            "Connection: keep-alive, Upgrade",
+            "Upgrade: websocket",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Key: x",
+            "X-API-Key: k",
+            "Transfer-Encoding: chunked",
+            "Content-Length: 0",
+            "Content-Length: 16",
+            "Content-Length: -1",
+            "Content-Length: 99999999999999999999999",
+            "Content-Length: 70000",
+            "Bad Header: x",
+            ": empty",
+            "X: \u{1}",
+        ])
+        .prop_map(String::from),
+        ("[A-Za-z-]{1,12}", "[ -~]{0,20}").prop_map(|(n, v)| format!("{n}: {v}")),
+    ];
+    let body = prop_oneof![
+        Just(Vec::new()),
+        Just(br#"{"name":"orders"}"#.to_vec()),
+        vec(any::<u8>(), 0..64),
+    ];
+    let structured = (
+        method,
+        path,
+        version,
+        vec(header, 0..8),
+        body,
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+    )
+        .prop_map(|(method, path, version, headers, body, cut, whole)| {
+            let mut bytes = format!("{method} {path} {version}\r\n").into_bytes();
+            for header in headers {
+                bytes.extend_from_slice(header.as_bytes());
+                bytes.extend_from_slice(b"\r\n");
+            }
+            bytes.extend_from_slice(b"\r\n");
+            bytes.extend_from_slice(&body);
+            if !whole {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            bytes
+        });
+    prop_oneof![3 => structured, 1 => vec(any::<u8>(), 0..2048)]
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn parse_client_frame_never_panics_on_any_string(text in any::<String>()) {
+        check_frame(&text)?;
+    }
+
+    #[test]
+    fn parse_client_frame_never_panics_on_near_miss_frames(text in client_frame()) {
+        check_frame(&text)?;
+    }
+
+    #[test]
+    fn parse_request_and_routing_never_panic(bytes in http_bytes(), keyed in any::<bool>()) {
+        let broker = Broker::new(4);
+        broker.create_topic("a").unwrap();
+        let ctx = rest(&broker, keyed.then_some("k"));
+        match parse_request(&bytes) {
+            Parsed::Partial => {}
+            Parsed::Invalid(response) => {
+                prop_assert!((400..500).contains(&response.status), "{:?}", response);
+                if let Some(used) = response.consumed {
+                    prop_assert!(used <= bytes.len());
+                }
+            }
+            Parsed::Complete(request, used) => {
+                prop_assert!(used <= bytes.len());
+                prop_assert!(request.body.len() <= MAX_BODY_BYTES);
+                match handle(&request, &ctx) {
+                    Action::Respond(response) => {
+                        prop_assert!((200..600).contains(&response.status), "{:?}", response);
+                        if response.content_type.starts_with("application/json") {
+                            let body: Value = serde_json::from_str(&response.body)
+                                .map_err(|e| TestCaseError::fail(format!("body not JSON: {e}")))?;
+                            prop_assert!(body.is_object());
+                        }
+                    }
+                    Action::Upgrade(switching, _) => {
+                        prop_assert!(switching.starts_with(b"HTTP/1.1 101 "));
+                    }
+                }
+            }
+        }
+    }
+}
