@@ -7,14 +7,39 @@
 //! connection: the queue's `scheduled` flag lets one publisher, not every
 //! one, put the connection on the owner's mailbox, and the mailbox's
 //! `wake_pending` flag lets one publisher, not every one, wake the owner's
-//! poll. Both flags are cleared by the owner with a swap (an atomic
-//! read-modify-write) before it looks at what they guard; the publisher sets
-//! them with a swap after its push. Read-modify-writes of one flag are
-//! totally ordered, so either the owner's swap reads the publisher's `true`
-//! (and, acquiring it, sees the push) or the publisher's swap reads the
-//! owner's `false` (and schedules again). No push is ever left unseen.
+//! poll. Nothing here blocks, allocates per event or touches a socket.
 //!
-//! Nothing here blocks, allocates per event or touches a socket.
+//! # Why no event is left unseen
+//!
+//! The claim: every frame a publisher pushes is popped by the owner in a
+//! loop turn that starts after the push. The steps, publisher then owner:
+//!
+//! - P1 push the frame into the `ArrayQueue`; P2 `scheduled.swap(true)`;
+//!   if it was false: P3 push the key onto the mailbox's `SegQueue`; P4
+//!   unless the owner is the publishing thread itself,
+//!   `wake_pending.swap(true)`, and if it was false, `Waker::wake`.
+//! - Each turn, after `poll` returns: O1 `wake_pending.swap(false)`; O2 pop
+//!   every key; for each, O3 `scheduled.swap(false)`, then O4 pop the queue
+//!   until empty. Before blocking in `poll`, O0: if the `SegQueue` is not
+//!   empty, poll with a zero timeout.
+//!
+//! The flags are only ever changed by swaps (read-modify-writes, AcqRel),
+//! and the read-modify-writes of one flag are totally ordered. Take P2:
+//! - If P2 read `true`, that `true` was written by an earlier P2 whose key is
+//!   posted and whose O3 has not yet run (O3 is the only writer of `false`).
+//!   That O3 comes later in the flag's order than our P2, so it reads our
+//!   `true` and synchronises with it: O4 after it sees our P1.
+//! - If P2 read `false`, we post the key (P3). By the same argument on
+//!   `wake_pending`, either our P4 reads `false` and wakes the owner, or it
+//!   reads `true` set by a wake that the owner's next O1 has not consumed
+//!   yet, so a turn is coming whose O2 runs after O1 synchronised with our
+//!   P4, and sees our P3. A publisher on the owner's own thread skips P4:
+//!   the owner is mid-turn, and O0 keeps it from sleeping on a posted key.
+//!
+//! The crossbeam queues are linearizable and their push/pop synchronise, so
+//! a popped key or frame carries everything written before its push. The
+//! stress tests `concurrent_publishers_never_lose_a_post` (below) and
+//! `tests/concurrency.rs` exercise this path across threads and workers.
 
 use crate::protocol::SharedFrame;
 use crossbeam_queue::{ArrayQueue, SegQueue};
