@@ -8,21 +8,24 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
     CARGO_PROFILE_RELEASE_STRIP=symbols
 
 # Dependencies first, against stub sources, so that this layer is reused
-# until Cargo.toml or Cargo.lock changes. The manifest names the benches,
-# so they must exist for it to parse.
+# until a manifest or Cargo.lock changes. The root manifest names the
+# benches and the loadtest workspace member, so they must exist for it to
+# parse; only the broker is built.
 COPY Cargo.toml Cargo.lock ./
 COPY benches ./benches
-RUN mkdir src \
+COPY loadtest/Cargo.toml ./loadtest/
+RUN mkdir -p src loadtest/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked \
+    && touch src/lib.rs loadtest/src/lib.rs \
+    && echo 'fn main() {}' > loadtest/src/main.rs \
+    && cargo build --release --locked -p pubsub \
     && rm -rf src
 
 # The real sources. COPY keeps their modification times, which may be older
 # than the stub build: touch them so that cargo rebuilds the crate.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked
+    && cargo build --release --locked -p pubsub
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/pubsub /usr/local/bin/pubsub

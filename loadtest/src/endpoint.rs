@@ -1,0 +1,122 @@
+//! Where the harness sends traffic: which kind of server (pubsub or NATS)
+//! and its WebSocket URL, checked to be a loopback address before anything
+//! is sent. This harness never talks to another host.
+
+use anyhow::{bail, Context, Result};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// This repository's broker: JSON over WebSocket, topics over REST.
+    Pubsub,
+    /// A NATS server's WebSocket listener, text protocol.
+    Nats,
+}
+
+/// A loopback WebSocket endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub kind: TargetKind,
+    pub addr: SocketAddr,
+    /// The `Host` header and the request path of the upgrade.
+    pub host: String,
+    pub path: String,
+    /// Sent as `X-API-Key` on REST calls and on the upgrade (pubsub only).
+    pub api_key: Option<String>,
+}
+
+impl Endpoint {
+    /// Parses `ws://HOST:PORT/PATH`; HOST must be in 127.0.0.0/8, `::1` or
+    /// `localhost`.
+    pub fn from_url(kind: TargetKind, url: &str, api_key: Option<String>) -> Result<Endpoint> {
+        let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
+        match uri.scheme_str() {
+            Some("ws") => {}
+            Some(other) => bail!("only ws:// URLs are supported, not {other}://"),
+            None => bail!("the URL {url:?} has no scheme (ws://...)"),
+        }
+        let host = uri.host().context("the URL has no host")?;
+        let ip = loopback_ip(host)?;
+        let port = uri.port_u16().unwrap_or(80);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        Ok(Endpoint {
+            kind,
+            addr: SocketAddr::new(ip, port),
+            host: uri.authority().map_or(host, |a| a.as_str()).to_string(),
+            path,
+            api_key,
+        })
+    }
+
+    /// An endpoint for a server this process knows the address of.
+    pub fn local(kind: TargetKind, addr: SocketAddr, path: &str) -> Result<Endpoint> {
+        loopback_ip(&addr.ip().to_string())?;
+        Ok(Endpoint {
+            kind,
+            addr,
+            host: addr.to_string(),
+            path: path.to_string(),
+            api_key: None,
+        })
+    }
+}
+
+/// The address of a loopback host name or literal, or an error for any
+/// other host. `localhost` is mapped without a DNS lookup.
+pub fn loopback_ip(host: &str) -> Result<IpAddr> {
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = literal
+        .parse()
+        .map_err(|_| anyhow::anyhow!("refusing host {host:?}: only loopback addresses (127.0.0.0/8, ::1, localhost) are allowed"))?;
+    let allowed = match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6 == Ipv6Addr::LOCALHOST,
+    };
+    if !allowed {
+        bail!("refusing host {host:?}: only loopback addresses (127.0.0.0/8, ::1, localhost) are allowed");
+    }
+    Ok(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_are_accepted() {
+        let e = Endpoint::from_url(TargetKind::Pubsub, "ws://127.0.0.1:8080/ws", None).unwrap();
+        assert_eq!(e.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(e.path, "/ws");
+        assert_eq!(e.host, "127.0.0.1:8080");
+        let e = Endpoint::from_url(TargetKind::Nats, "ws://localhost:9222", None).unwrap();
+        assert_eq!(e.addr, "127.0.0.1:9222".parse().unwrap());
+        assert_eq!(e.path, "/");
+        let e = Endpoint::from_url(TargetKind::Pubsub, "ws://[::1]:81/ws?api_key=k", None).unwrap();
+        assert_eq!(e.addr, "[::1]:81".parse().unwrap());
+        assert_eq!(e.path, "/ws?api_key=k");
+        assert!(Endpoint::from_url(TargetKind::Pubsub, "ws://127.9.8.7/ws", None).is_ok());
+    }
+
+    #[test]
+    fn other_hosts_and_schemes_are_refused() {
+        for url in [
+            "ws://10.0.0.1:8080/ws",
+            "ws://192.168.1.2/ws",
+            "ws://example.com/ws",
+            "ws://[::2]:80/ws",
+            "ws://0.0.0.0:8080/ws",
+            "wss://127.0.0.1/ws",
+            "127.0.0.1:8080",
+        ] {
+            assert!(
+                Endpoint::from_url(TargetKind::Pubsub, url, None).is_err(),
+                "{url}"
+            );
+        }
+    }
+}

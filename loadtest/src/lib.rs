@@ -1,0 +1,39 @@
+//! loadtest: the pubsub broker's load-test harness. It talks to a broker
+//! (or, for comparison, a NATS server over WebSocket) only as any client
+//! would, on loopback, and measures throughput, latency, loss, order,
+//! connection capacity and slow-consumer handling. See the README.
+//!
+//! The module map, from the command line down to the wire:
+//! - [`cli`]: options, spawning the server, pinning, running a scenario.
+//! - [`scenario`]: `fanout`, `conns` and `slow` as library functions.
+//! - [`run`]: one run's timeline: set-up, window, progress, stop.
+//! - [`report`]: the summary table and the JSON object.
+//! - [`event_loop`]: the mio threads that own the connections; the hot path.
+//! - [`tally`]: what each thread counts, merged at the end.
+//! - [`connect`]: opening a connection: TCP, WebSocket upgrade, subscribe.
+//! - [`slow_consumers`]: subscribers that never read, and their fate.
+//! - [`wire`], [`nats`], [`wsframe`], [`probe`], [`sequence`]: pure
+//!   protocol code: pubsub JSON, NATS text protocol, WebSocket frames, the
+//!   payload's timestamp and counters, order checking.
+//! - [`spawn`], [`affinity`], [`sysstat`], [`rest`], [`endpoint`]: the
+//!   server process, CPU pinning, /proc figures, topic creation, and the
+//!   loopback-only target address.
+
+pub mod affinity;
+pub mod cli;
+pub mod connect;
+pub mod endpoint;
+pub mod event_loop;
+pub mod nats;
+pub mod probe;
+pub mod report;
+pub mod rest;
+pub mod run;
+pub mod scenario;
+pub mod sequence;
+pub mod slow_consumers;
+pub mod spawn;
+pub mod sysstat;
+pub mod tally;
+pub mod wire;
+pub mod wsframe;

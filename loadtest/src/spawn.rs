@@ -1,0 +1,191 @@
+//! Starting and stopping the server under test for `--spawn`: the pubsub
+//! broker binary on `127.0.0.1:0` (its address read from the
+//! `listening on` line it prints), or `nats-server` with a generated config
+//! file whose WebSocket listener is on a free loopback port. Optionally
+//! pinned to CPUs. Stopped with SIGTERM, then killed after a few seconds.
+
+use crate::affinity::CpuList;
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A server process this harness started; killed if dropped while running.
+pub struct SpawnedServer {
+    child: Child,
+    /// The signal that asks this server to exit cleanly (nats-server exits
+    /// with status 1 on SIGTERM, 0 on SIGINT).
+    stop_signal: Signal,
+    /// The WebSocket listener.
+    pub addr: SocketAddr,
+    /// Holds the NATS config file for as long as the server runs.
+    _config_dir: Option<tempfile::TempDir>,
+}
+
+impl SpawnedServer {
+    /// Starts the pubsub broker at `path` with `env` on top of
+    /// `ADDR=127.0.0.1:0` and `LOG_LEVEL=warn`.
+    pub fn pubsub(
+        path: &Path,
+        env: &[(String, String)],
+        cpus: Option<&CpuList>,
+    ) -> Result<SpawnedServer> {
+        let mut command = Command::new(path);
+        command
+            .env("ADDR", "127.0.0.1:0")
+            .env("LOG_LEVEL", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(cpus) = cpus {
+            cpus.pin_command(&mut command)?;
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", path.display()))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (found, addr_found) = mpsc::channel();
+        // Reads the broker's stderr for the address, then keeps forwarding
+        // it (prefixed) so the pipe never fills and warnings are seen.
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("listening on ") {
+                    let addr = line[at + "listening on ".len()..]
+                        .trim()
+                        .parse::<SocketAddr>();
+                    if let (Some(found), Ok(addr)) = (found.take(), addr) {
+                        let _ = found.send(addr);
+                        continue;
+                    }
+                }
+                eprintln!("[broker] {line}");
+            }
+        });
+        let addr = match addr_found.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait()?;
+                bail!("{} did not report its address ({status})", path.display());
+            }
+        };
+        Ok(SpawnedServer {
+            child,
+            stop_signal: Signal::SIGTERM,
+            addr,
+            _config_dir: None,
+        })
+    }
+
+    /// Starts `nats-server` (`path`) with a config file that serves
+    /// WebSocket, without TLS, on a free loopback port.
+    pub fn nats(path: &Path, cpus: Option<&CpuList>) -> Result<SpawnedServer> {
+        let ws_port = free_loopback_port()?;
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("nats.conf");
+        let mut file = std::fs::File::create(&config)?;
+        writeln!(file, "host: 127.0.0.1")?;
+        writeln!(file, "port: -1")?;
+        writeln!(
+            file,
+            "websocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}"
+        )?;
+        drop(file);
+        let mut command = Command::new(path);
+        command
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(cpus) = cpus {
+            cpus.pin_command(&mut command)?;
+        }
+        let mut child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {} (apt-get install nats-server)",
+                path.display()
+            )
+        })?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], ws_port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = child.try_wait()? {
+                bail!("{} exited at start ({status})", path.display());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} did not open {addr}", path.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(SpawnedServer {
+            child,
+            stop_signal: Signal::SIGINT,
+            addr,
+            _config_dir: Some(dir),
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGTERM (SIGINT for NATS), then SIGKILL if the server has not
+    /// exited within [`STOP_TIMEOUT`].
+    pub fn stop(mut self) -> Result<ExitStatus> {
+        let _ = kill(Pid::from_raw(self.pid()), self.stop_signal);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                return Ok(self.child.wait()?);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_loopback_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The default broker binary: `pubsub` next to this executable (both are
+/// built into the same `target/<profile>/`), else the workspace's
+/// `target/release/pubsub`.
+pub fn default_broker_path() -> PathBuf {
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("pubsub")));
+    match sibling {
+        Some(path) if path.is_file() => path,
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/pubsub"),
+    }
+}

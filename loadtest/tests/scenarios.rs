@@ -1,0 +1,184 @@
+//! The scenarios, end to end, against a real broker started in this process
+//! on a free loopback port. Small numbers, short windows, and functional
+//! assertions only (nothing about speed): every expected delivery arrives,
+//! in order, and a subscriber that stops reading is cut while the others
+//! lose nothing.
+
+use loadtest::endpoint::{Endpoint, TargetKind};
+use loadtest::report::Report;
+use loadtest::scenario::{self, ConnsOptions, FanoutOptions, RunOptions, SlowOptions};
+use std::collections::HashMap;
+
+/// A pubsub broker in this process; shut down when dropped.
+struct Broker {
+    endpoint: Endpoint,
+    server: Option<pubsub::Server>,
+}
+
+impl Broker {
+    fn start(vars: &[(&str, &str)]) -> Broker {
+        let mut settings: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        settings.insert("ADDR".into(), "127.0.0.1:0".into());
+        settings
+            .entry("WORKERS".into())
+            .or_insert_with(|| "2".into());
+        let config =
+            pubsub::Config::from_vars(|name| settings.get(name).cloned()).expect("valid config");
+        let server = pubsub::Server::start(config).expect("the broker starts");
+        Broker {
+            endpoint: Endpoint::local(TargetKind::Pubsub, server.local_addr(), "/ws").unwrap(),
+            server: Some(server),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown_handle().shutdown();
+            server.wait();
+        }
+    }
+}
+
+fn run_options() -> RunOptions {
+    RunOptions {
+        threads: 2,
+        grace: 10.0,
+        setup_timeout: 20.0,
+        topic_prefix: "it".into(),
+        quiet: true,
+    }
+}
+
+/// Nothing lost, duplicated, reordered or refused.
+fn assert_clean(report: &Report) {
+    assert!(report.published > 0, "{}", report.table());
+    assert!(report.expected > 0, "{}", report.table());
+    assert_eq!(report.delivered, report.expected, "{}", report.table());
+    assert_eq!(report.lost, 0, "{}", report.table());
+    assert_eq!(report.duplicates, 0, "{}", report.table());
+    assert_eq!(report.out_of_order, 0, "{}", report.table());
+    assert_eq!(report.gaps, 0, "{}", report.table());
+    assert_eq!(report.malformed, 0, "{}", report.table());
+    assert_eq!(report.disconnects, 0, "{}", report.table());
+    assert_eq!(report.errors, 0, "{}", report.table());
+}
+
+#[test]
+fn closed_loop_fanout_delivers_every_message_to_every_subscriber() {
+    let broker = Broker::start(&[]);
+    let options = FanoutOptions {
+        publishers: 2,
+        topics: 3,
+        subscribers: 4,
+        size: 300,
+        rate: 0.0,
+        window: 16,
+        warmup: 0.2,
+        duration: 0.8,
+        run: run_options(),
+    };
+    let report = scenario::fanout(&broker.endpoint, &options, None).expect("the run completes");
+    assert_clean(&report);
+    // Every topic has 4 subscribers, so each message is expected 4 times.
+    assert_eq!(report.expected, report.published * 4);
+    assert_eq!(report.connections, 2 + 3 * 4);
+    assert!(report.latency_us.count > 0);
+    assert!(report.send_lag_us.is_none());
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    for key in [
+        "published",
+        "delivered",
+        "expected",
+        "lost",
+        "delivered_per_sec",
+        "disconnects",
+        "server_cpu_pct",
+        "server_rss_kib",
+    ] {
+        assert!(json.get(key).is_some(), "JSON lacks {key}");
+    }
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            json["latency_us"].get(key).is_some(),
+            "JSON lacks latency_us.{key}"
+        );
+    }
+}
+
+#[test]
+fn open_loop_fanout_keeps_the_schedule_and_loses_nothing() {
+    let broker = Broker::start(&[]);
+    let options = FanoutOptions {
+        publishers: 1,
+        topics: 2,
+        subscribers: 3,
+        size: 128,
+        rate: 400.0,
+        window: 64,
+        warmup: 0.2,
+        duration: 0.5,
+        run: run_options(),
+    };
+    let report = scenario::fanout(&broker.endpoint, &options, None).expect("the run completes");
+    assert_clean(&report);
+    // 400/s over 0.5 s; the window's edges may round either way.
+    assert!(
+        (199..=201).contains(&report.published),
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.unsent, 0);
+    assert!(report.send_lag_us.is_some());
+    assert!(report.acks > 0);
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_cut_and_the_others_lose_nothing() {
+    // A deep queue, so that a healthy subscriber survives a long stall of
+    // this (possibly busy) machine; large messages, so that the slow one
+    // still overflows it, and the kernel's socket buffers, within the run.
+    let broker = Broker::start(&[("SUBSCRIBER_QUEUE_SIZE", "1000")]);
+    let options = SlowOptions {
+        publishers: 1,
+        topics: 1,
+        subscribers: 2,
+        slow: 1,
+        slow_rcvbuf: 4096,
+        rate: 1000.0,
+        size: 16384,
+        warmup: 0.2,
+        duration: 2.5,
+        run: run_options(),
+    };
+    let report = scenario::slow(&broker.endpoint, &options, None).expect("the run completes");
+    assert_clean(&report);
+    let slow = report
+        .slow
+        .as_ref()
+        .expect("the slow scenario reports its slow subscribers");
+    assert_eq!(slow.slow_subscribers, 1);
+    assert_eq!(slow.cut, 1, "{}", report.table());
+    assert_eq!(slow.still_open, 0);
+}
+
+#[test]
+fn idle_connections_are_opened_and_held() {
+    let broker = Broker::start(&[]);
+    let options = ConnsOptions {
+        connections: 50,
+        topics: 5,
+        hold: 0.3,
+        source_addrs: Some(2),
+        run: run_options(),
+    };
+    let report = scenario::conns(&broker.endpoint, &options, None).expect("the run completes");
+    assert_eq!(report.connections, 50, "{}", report.table());
+    assert_eq!(report.connect_failures, 0);
+    assert_eq!(report.disconnects, 0);
+    assert_eq!(report.connect_us.count, 50);
+}
