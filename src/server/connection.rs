@@ -782,9 +782,6 @@ impl<S: Transport> Connection<S> {
             if !self.write_output(ctx) {
                 return;
             }
-            if self.pending_output() > 0 {
-                continue;
-            }
             if self.closing.is_none()
                 && ctx.draining
                 && self.is_websocket()
