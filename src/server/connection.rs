@@ -674,9 +674,8 @@ impl<S: Transport> Connection<S> {
             }
             ClientRequest::Publish { topic, message, .. } => {
                 let published = ctx
-                    .shared
-                    .broker
-                    .topic(topic)
+                    .topics
+                    .get(&ctx.shared.broker, topic)
                     .map(|t| t.publish(message, Some(ctx.id)));
                 match published {
                     Some(Ok(_)) => {
@@ -707,7 +706,7 @@ impl<S: Transport> Connection<S> {
             return;
         };
         session.client_id = Some(client_id.to_string());
-        let Some(topic) = ctx.shared.broker.topic(name) else {
+        let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
             return self.reply_topic_not_found(name, request_id);
         };
         let queue = session.queue.get_or_insert_with(|| {
@@ -746,7 +745,7 @@ impl<S: Transport> Connection<S> {
             return;
         };
         session.client_id = Some(client_id.to_string());
-        let Some(topic) = ctx.shared.broker.topic(name) else {
+        let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
             return self.reply_topic_not_found(name, request_id);
         };
         if let Some(queue) = &session.queue {

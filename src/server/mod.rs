@@ -9,6 +9,7 @@ mod connection;
 #[cfg(any(test, fuzzing))]
 pub mod harness;
 mod timers;
+mod topic_cache;
 mod worker;
 
 use crate::broker::delivery::WorkerMailbox;

@@ -7,6 +7,7 @@
 
 use super::connection::{Connection, CLOSE_GRACE};
 use super::timers::Timers;
+use super::topic_cache::TopicCache;
 use super::Shared;
 use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
 use crate::http::Response;
@@ -40,6 +41,8 @@ pub struct WorkerCtx {
     /// Queued events are gathered here into one write.
     pub batch: Vec<u8>,
     pub timers: Timers,
+    /// Topics by name, without the broker's shared lock.
+    pub topics: TopicCache,
     /// The time at the start of this turn.
     pub now: Instant,
     /// True once this worker has begun to drain.
@@ -61,6 +64,7 @@ impl WorkerCtx {
             read_buffer: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
             batch: Vec::new(),
             timers: Timers::default(),
+            topics: TopicCache::default(),
             now: Instant::now(),
             draining: false,
             doomed: Vec::new(),
