@@ -44,8 +44,10 @@ const OUTPUT_KEEP_CAPACITY: usize = 16 * 1024;
 /// A closing connection that keeps sending more than this is dropped at
 /// once rather than read until its deadline.
 const MAX_DISCARD_BYTES: usize = 1024 * 1024;
-/// tungstenite's read buffer per connection (its default is 128 KiB).
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// tungstenite's read buffer per connection (its default is 128 KiB): it is
+/// allocated for every WebSocket connection, idle or not, and is most of an
+/// idle subscriber's memory; a larger message grows it as needed.
+const WS_READ_BUFFER: usize = 2 * 1024;
 
 /// What a closing connection still waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
