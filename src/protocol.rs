@@ -17,15 +17,16 @@ use tungstenite::protocol::frame::FrameHeader;
 /// A thin pointer, so that a subscriber queue slot stays small.
 pub type SharedFrame = Arc<Vec<u8>>;
 
-/// The error codes of the contract.
+/// The error codes sent in WebSocket `error` messages. The contract's
+/// `UNAUTHORIZED` is an HTTP 401 before any upgrade (see `http::routes`),
+/// and its `INTERNAL` is never sent: no path of the broker ends in an
+/// error it did not expect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,
     TopicNotFound,
     SlowConsumer,
-    Unauthorized,
     ShuttingDown,
-    Internal,
 }
 
 impl ErrorCode {
@@ -34,9 +35,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "BAD_REQUEST",
             ErrorCode::TopicNotFound => "TOPIC_NOT_FOUND",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
-            ErrorCode::Internal => "INTERNAL",
         }
     }
 }

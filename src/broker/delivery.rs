@@ -82,10 +82,6 @@ impl WorkerMailbox {
         }
     }
 
-    pub fn worker(&self) -> usize {
-        self.worker
-    }
-
     /// Asks the worker to flush `key`. `origin` is the worker doing the
     /// asking: a worker never wakes itself, since it drains its own mailbox
     /// before it polls again.

@@ -73,10 +73,6 @@ impl Topic {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// True once the topic was deleted; a connection that still lists it
     /// can forget it.
     pub fn is_deleted(&self) -> bool {
