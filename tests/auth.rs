@@ -56,11 +56,6 @@ fn assert_upgrade_refused(request: impl IntoClientRequest, what: &str) {
     }
 }
 
-fn assert_works(client: &mut Client) {
-    client.send(json!({"type":"ping","request_id":"auth"}));
-    assert_eq!(client.expect("pong")["request_id"], "auth");
-}
-
 #[test]
 fn rest_without_a_key_is_401_unauthorized() {
     let broker = keyed();
@@ -183,7 +178,7 @@ fn websocket_upgrade_with_the_header_key_works() {
     let (ws, response) = tungstenite::connect(request).expect("upgrade with X-API-Key");
     assert_eq!(response.status(), 101);
     let mut client = Client::from_socket(ws);
-    assert_works(&mut client);
+    client.ping("auth");
 }
 
 #[test]
@@ -198,7 +193,7 @@ fn websocket_upgrade_with_the_query_key_works() {
     );
     assert_eq!(status, 201);
     let mut client = Client::connect(&format!("{}?api_key={KEY}", broker.ws_url()));
-    assert_works(&mut client);
+    client.ping("auth");
     assert_eq!(client.subscribe("orders", 0)["status"], "ok");
 }
 
@@ -217,7 +212,7 @@ fn without_api_key_nothing_needs_a_key() {
             200
         );
         let mut client = broker.client();
-        assert_works(&mut client);
+        client.ping("auth");
         assert_eq!(client.subscribe("orders", 0)["status"], "ok");
         assert_eq!(
             http_json(broker.addr, "DELETE", "/topics/orders", None, &[]).0,

@@ -6,129 +6,10 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use socket2::{Domain, Protocol, Socket, Type};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::stream::MaybeTlsStream;
-
-/// A TCP socket with a small receive buffer, connected to the broker: the
-/// kernel absorbs little of what the broker writes to it.
-fn small_buffer_stream(addr: SocketAddr, recv_buffer: usize) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-    socket.set_recv_buffer_size(recv_buffer).unwrap();
-    socket.connect_timeout(&addr.into(), WAIT).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
-/// A WebSocket client done by hand over a plain socket, so that nothing
-/// reads unless the test does.
-struct RawWs {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawWs {
-    fn connect(addr: SocketAddr, recv_buffer: usize) -> RawWs {
-        let mut stream = small_buffer_stream(addr, recv_buffer);
-        stream
-            .write_all(
-                b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-            )
-            .unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        let end = loop {
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break pos + 4;
-            }
-            let n = stream.read(&mut chunk).expect("upgrade response");
-            assert!(n > 0, "closed during the upgrade");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        buf.drain(..end);
-        RawWs { stream, buf }
-    }
-
-    fn send(&mut self, value: Value) {
-        let payload = value.to_string().into_bytes();
-        assert!(payload.len() < 126);
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.stream.write_all(&frame).unwrap();
-    }
-
-    /// The next whole frame: `Ok(Some((opcode, payload)))`, `Ok(None)` at
-    /// end of stream.
-    fn next_frame(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            if let Some((opcode, payload, used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
-                return Ok(Some((opcode, payload)));
-            }
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn next_json(&mut self) -> Value {
-        match self.next_frame().expect("read") {
-            Some((0x1, payload)) => serde_json::from_slice(&payload).unwrap(),
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// One unmasked server frame at the start of `buf`, if it is all there.
-fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    assert_eq!(buf[0] & 0x80, 0x80, "the broker sends unfragmented frames");
-    assert_eq!(buf[1] & 0x80, 0, "server frames are not masked");
-    let (len, header) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (
-            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    if buf.len() < header + len {
-        return None;
-    }
-    Some((
-        buf[0] & 0x0f,
-        buf[header..header + len].to_vec(),
-        header + len,
-    ))
-}
-
-fn subscribers(broker: &TestBroker, topic: &str) -> Option<u64> {
-    let (status, body) = http_json(broker.addr, "GET", "/topics", None, &[]);
-    assert_eq!(status, 200, "{body}");
-    body["topics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == topic)
-        .map(|t| t["subscribers"].as_u64().unwrap())
-}
 
 /// What a slow consumer read once it started reading again.
 #[derive(Debug, Default)]
@@ -150,12 +31,7 @@ fn drain_slow(slow: &mut RawWs) -> Drained {
                 got.eof = true;
                 return got;
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if is_timeout(&e) => {
                 panic!("the slow consumer's socket was left open: {e}; got {got:?}")
             }
             Err(e) => {
@@ -199,9 +75,12 @@ fn slow_consumer_is_cut_while_the_publisher_and_a_healthy_subscriber_carry_on() 
     broker.create_topic("feed");
     broker.create_topic("other");
 
-    let mut slow = RawWs::connect(broker.addr, 4096);
+    let mut slow = RawWs::connect_with_recv_buffer(broker.addr, 4096);
     for topic in ["feed", "other"] {
-        slow.send(json!({"type":"subscribe","topic":topic,"client_id":"slow","request_id":topic}));
+        slow.send_text(
+            &json!({"type":"subscribe","topic":topic,"client_id":"slow","request_id":topic})
+                .to_string(),
+        );
         let ack = slow.next_json();
         assert_eq!(
             (ack["type"].as_str(), ack["request_id"].as_str()),
@@ -253,12 +132,12 @@ fn slow_consumer_is_cut_while_the_publisher_and_a_healthy_subscriber_carry_on() 
         // Panics unless the ack arrives (within WAIT): publishing never
         // waits for the slow consumer.
         publisher.publish("feed", &format!("m{published}"), payload.clone());
-        if subscribers(&broker, "feed") == Some(1) {
+        if subscribers(broker.addr, "feed") == Some(1) {
             break;
         }
     }
     assert_eq!(
-        subscribers(&broker, "feed"),
+        subscribers(broker.addr, "feed"),
         Some(1),
         "{published} messages of 16 KiB never overflowed a queue of 10"
     );
@@ -311,9 +190,9 @@ fn slow_consumer_is_cut_while_the_publisher_and_a_healthy_subscriber_carry_on() 
         (1..=published + 1).collect::<Vec<_>>(),
         "the healthy subscriber gets each message once, in order"
     );
-    assert_eq!(subscribers(&broker, "feed"), Some(1));
+    assert_eq!(subscribers(broker.addr, "feed"), Some(1));
     eventually("the slow consumer leaves its other topic", || {
-        subscribers(&broker, "other") == Some(0)
+        subscribers(broker.addr, "other") == Some(0)
     });
 }
 
@@ -323,7 +202,7 @@ fn slow_consumer_with_a_queue_of_one_gets_the_error_and_close_1008() {
     broker.create_topic("big");
     broker.create_topic("quiet");
 
-    let stream = small_buffer_stream(broker.addr, 4096);
+    let stream = tcp_with_recv_buffer(broker.addr, 4096);
     let (ws, response) =
         tungstenite::client(broker.ws_url(), MaybeTlsStream::Plain(stream)).expect("upgrade");
     assert_eq!(response.status(), 101);
@@ -334,11 +213,11 @@ fn slow_consumer_with_a_queue_of_one_gets_the_error_and_close_1008() {
     let mut publisher = broker.client();
     let payload = json!({ "blob": "y".repeat(64 * 1024) });
     let mut published = 0;
-    while published < 500 && subscribers(&broker, "big") != Some(0) {
+    while published < 500 && subscribers(broker.addr, "big") != Some(0) {
         published += 1;
         publisher.publish("big", &format!("m{published}"), payload.clone());
     }
-    assert_eq!(subscribers(&broker, "big"), Some(0), "never overflowed");
+    assert_eq!(subscribers(broker.addr, "big"), Some(0), "never overflowed");
 
     let (code, reason, seen) = sub.read_until_close();
     assert_eq!(
@@ -360,7 +239,7 @@ fn slow_consumer_with_a_queue_of_one_gets_the_error_and_close_1008() {
         assert_eq!(event["seq"], i as u64 + 1);
     }
     eventually("the slow consumer leaves all its topics", || {
-        subscribers(&broker, "quiet") == Some(0)
+        subscribers(broker.addr, "quiet") == Some(0)
     });
     // The publisher is unaffected.
     publisher.publish("big", "after", json!(1));

@@ -9,7 +9,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 
@@ -17,20 +16,7 @@ use tungstenite::Message;
 /// WORKERS=2 and `env` (which may override both), expecting it to exit by
 /// itself within `WAIT`. Returns the exit code and stderr.
 fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pubsub"));
-    command
-        .env_clear()
-        .env("ADDR", "127.0.0.1:0")
-        .env("WORKERS", "2");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn broker");
+    let mut child = broker_command(env).spawn().expect("spawn broker");
     let mut pipe = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -53,21 +39,6 @@ fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
     (status.code(), reader.join().unwrap())
 }
 
-fn ws_url(addr: SocketAddr) -> String {
-    format!("ws://{addr}/ws")
-}
-
-fn create_topic(addr: SocketAddr, name: &str) {
-    let (status, body) = http_json(
-        addr,
-        "POST",
-        "/topics",
-        Some(&json!({ "name": name }).to_string()),
-        &[],
-    );
-    assert_eq!(status, 201, "creating {name}: {body}");
-}
-
 /// Log lines at `level` (env_logger's `[timestamp LEVEL ] message`).
 /// Log lines are `<ts> <LEVEL> <msg> <fields>`.
 fn lines_at(stderr: &str, level: &str) -> usize {
@@ -87,15 +58,6 @@ fn some_traffic(addr: SocketAddr) {
     client.expect("event");
     client.ws.close(None).unwrap();
     let _ = client.read_until_close();
-}
-
-/// Sends SIGTERM, expects exit 0, and returns stderr once it names the
-/// end of the run (or after `WAIT`).
-fn stop(mut broker: BrokerProcess) -> String {
-    broker.signal("TERM");
-    let status = broker.wait_exit(WAIT);
-    assert_eq!(status.code(), Some(0), "{status}; {}", broker.stderr());
-    broker.stderr()
 }
 
 #[test]
@@ -143,7 +105,7 @@ fn listening_line_names_the_real_port_which_answers_health() {
     let (status, body) = http_json(broker.addr, "GET", "/health", None, &[]);
     assert_eq!(status, 200, "{body}");
     assert!(body["uptime_sec"].is_u64(), "{body}");
-    stop(broker);
+    broker.stop();
 }
 
 #[test]
@@ -167,14 +129,14 @@ fn ring_buffer_size_limits_replay() {
         "p",
         "nothing more than 2 replayed"
     );
-    stop(broker);
+    broker.stop();
 }
 
 #[test]
 fn log_level_error_prints_only_the_listening_line() {
     let broker = BrokerProcess::spawn(&[("LOG_LEVEL", "error")]);
     some_traffic(broker.addr);
-    let stderr = stop(broker);
+    let stderr = broker.stop();
     assert!(stderr.contains("listening on 127.0.0.1:"), "{stderr}");
     for level in ["INFO", "DEBUG", "TRACE"] {
         assert_eq!(lines_at(&stderr, level), 0, "{level} lines in: {stderr}");
@@ -185,7 +147,7 @@ fn log_level_error_prints_only_the_listening_line() {
 fn log_level_debug_prints_more_than_info() {
     let info = BrokerProcess::spawn(&[]);
     some_traffic(info.addr);
-    let info = stop(info);
+    let info = info.stop();
     assert!(
         lines_at(&info, "INFO") > 0,
         "default level logs info: {info}"
@@ -194,7 +156,7 @@ fn log_level_debug_prints_more_than_info() {
 
     let debug = BrokerProcess::spawn(&[("LOG_LEVEL", "debug")]);
     some_traffic(debug.addr);
-    let debug = stop(debug);
+    let debug = debug.stop();
     assert!(lines_at(&debug, "INFO") > 0, "{debug}");
     assert!(lines_at(&debug, "DEBUG") > 0, "no debug lines: {debug}");
     assert!(debug.lines().count() > info.lines().count());
@@ -209,7 +171,7 @@ fn max_message_bytes_closes_with_1009() {
     client.send(json!({"type":"ping","request_id":"x".repeat(300)}));
     let (code, _, _) = client.read_until_close();
     assert_eq!(code, Some(1009));
-    stop(broker);
+    broker.stop();
 }
 
 #[test]
@@ -228,7 +190,7 @@ fn heartbeat_interval_sets_the_ping_period() {
         }
     }
     assert!(got_info_ping, "no heartbeat within 5 s at a 1 s interval");
-    stop(broker);
+    broker.stop();
 }
 
 #[test]
@@ -262,7 +224,7 @@ fn max_connections_refuses_past_the_limit() {
             s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
         })
     });
-    stop(broker);
+    broker.stop();
 }
 
 #[test]

@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn delete_topic(broker: &TestBroker, name: &str) {
-    let (status, body) = http_json(broker.addr, "DELETE", &format!("/topics/{name}"), None, &[]);
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"status":"deleted","topic":name}));
+/// Deletes `name`; the body must be exactly the deletion's.
+fn delete(broker: &TestBroker, name: &str) {
+    assert_eq!(
+        delete_topic(broker.addr, name),
+        json!({"status":"deleted","topic":name})
+    );
 }
 
 fn topics(broker: &TestBroker) -> Value {
@@ -42,16 +44,6 @@ fn expect_topic_deleted(client: &mut Client, topic: &str) {
     assert!(info["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
 }
 
-fn expect_pong(client: &mut Client, tag: &str) {
-    client.send(json!({"type":"ping","request_id":tag}));
-    let next = client.recv();
-    assert_eq!(
-        (next["type"].as_str(), next["request_id"].as_str()),
-        (Some("pong"), Some(tag)),
-        "expected only the pong, got {next}"
-    );
-}
-
 #[test]
 fn queued_events_then_topic_deleted_and_the_connection_keeps_its_other_topics() {
     let broker = TestBroker::start();
@@ -66,7 +58,7 @@ fn queued_events_then_topic_deleted_and_the_connection_keeps_its_other_topics() 
     }
     // The subscriber has read nothing yet: the five events are queued (or
     // on their way) when the topic goes.
-    delete_topic(&broker, "a");
+    delete(&broker, "a");
     publisher.publish("b", "b1", json!("still here"));
 
     for seq in 1..=5 {
@@ -78,7 +70,7 @@ fn queued_events_then_topic_deleted_and_the_connection_keeps_its_other_topics() 
     assert_eq!(event["message"], json!({"id":"b1","payload":"still here"}));
 
     // The connection is open and its other subscription works.
-    expect_pong(&mut sub, "open");
+    sub.ping("open");
     publisher.publish("b", "b2", json!(2));
     expect_event(&mut sub, "b", 2);
 
@@ -96,7 +88,7 @@ fn queued_events_then_topic_deleted_and_the_connection_keeps_its_other_topics() 
         assert_eq!(error["error"]["code"], "TOPIC_NOT_FOUND", "{kind}: {error}");
         assert_eq!(error["request_id"], kind);
     }
-    expect_pong(&mut sub, "nothing-else");
+    sub.ping("nothing-else");
 }
 
 #[test]
@@ -114,7 +106,7 @@ fn a_recreated_topic_is_fresh_and_the_old_subscriber_is_not_on_it() {
     for seq in 1..=3 {
         expect_event(&mut old, "a", seq);
     }
-    delete_topic(&broker, "a");
+    delete(&broker, "a");
     expect_topic_deleted(&mut old, "a");
 
     broker.create_topic("a");
@@ -125,7 +117,7 @@ fn a_recreated_topic_is_fresh_and_the_old_subscriber_is_not_on_it() {
     fresh.subscribe("a", 10);
     let event = expect_event(&mut fresh, "a", 1);
     assert_eq!(event["message"], json!({"id":"new1","payload":"fresh"}));
-    expect_pong(&mut fresh, "replay-done");
+    fresh.ping("replay-done");
     publisher.publish("a", "new2", json!(2));
     expect_event(&mut fresh, "a", 2);
 
@@ -138,7 +130,7 @@ fn a_recreated_topic_is_fresh_and_the_old_subscriber_is_not_on_it() {
         (Some("event"), Some("b")),
         "old subscriber got something of the re-created topic: {next}"
     );
-    expect_pong(&mut old, "nothing-else");
+    old.ping("nothing-else");
 
     let listed = topics(&broker);
     assert_eq!(
@@ -169,7 +161,7 @@ fn subscriber_counts_drop_when_a_topic_is_deleted() {
         (Some(2), Some(3))
     );
 
-    delete_topic(&broker, "a");
+    delete(&broker, "a");
     assert_eq!(
         topics(&broker),
         json!({"topics":[{"name":"b","subscribers":1}]})
@@ -221,7 +213,7 @@ fn deletion_during_publishing_delivers_exactly_the_acked_events_then_the_notice(
     while acked.load(Ordering::Acquire) < 50 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
-    delete_topic(&broker, "busy");
+    delete(&broker, "busy");
     publisher.join().expect("publisher");
     let acked = acked.load(Ordering::Acquire);
     assert!(acked >= 50);
@@ -230,5 +222,5 @@ fn deletion_during_publishing_delivers_exactly_the_acked_events_then_the_notice(
         expect_event(&mut sub, "busy", seq);
     }
     expect_topic_deleted(&mut sub, "busy");
-    expect_pong(&mut sub, "after");
+    sub.ping("after");
 }

@@ -80,50 +80,6 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-fn ws_url(addr: SocketAddr) -> String {
-    format!("ws://{addr}/ws")
-}
-
-fn create_topic(addr: SocketAddr, name: &str) {
-    let (status, body) = http_json(
-        addr,
-        "POST",
-        "/topics",
-        Some(&json!({ "name": name }).to_string()),
-        &[],
-    );
-    assert_eq!(status, 201, "creating {name}: {body}");
-}
-
-fn delete_topic(addr: SocketAddr, name: &str) {
-    let (status, body) = http_json(addr, "DELETE", &format!("/topics/{name}"), None, &[]);
-    assert_eq!(status, 200, "deleting {name}: {body}");
-}
-
-/// `GET /topics`: name -> subscribers.
-fn topics(addr: SocketAddr) -> Vec<(String, u64)> {
-    let (status, body) = http_json(addr, "GET", "/topics", None, &[]);
-    assert_eq!(status, 200, "{body}");
-    body["topics"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no topics array: {body}"))
-        .iter()
-        .map(|t| {
-            (
-                t["name"].as_str().unwrap().to_string(),
-                t["subscribers"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn subscribers(addr: SocketAddr, topic: &str) -> Option<u64> {
-    topics(addr)
-        .into_iter()
-        .find(|(name, _)| name == topic)
-        .map(|(_, n)| n)
-}
-
 /// The plain TCP stream under a WebSocket client.
 fn tcp_of(client: &Client) -> TcpStream {
     match client.ws.get_ref() {
@@ -138,60 +94,6 @@ fn reset(stream: TcpStream) {
     let socket = socket2::Socket::from(stream);
     socket.set_linger(Some(Duration::ZERO)).unwrap();
     drop(socket);
-}
-
-/// A masked client frame; `first` is the FIN/RSV/opcode byte.
-fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5a, 0x0f, 0xc3, 0x81];
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
-fn is_timeout(kind: ErrorKind) -> bool {
-    matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
-
-/// Reads until the peer ends the stream (end of file or reset) or `limit`
-/// passes. Returns the bytes and whether the stream ended.
-fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
-    let deadline = Instant::now() + limit;
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (received, false);
-        }
-        stream.set_read_timeout(Some(left)).unwrap();
-        match stream.read(&mut chunk) {
-            Ok(0) => return (received, true),
-            Ok(n) => received.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return (received, true)
-            }
-            Err(e) if is_timeout(e.kind()) => return (received, false),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
 }
 
 /// Every complete response at the start of `bytes` (Content-Length bodies).
@@ -293,11 +195,6 @@ fn connect_retrying(addr: SocketAddr) -> Client {
     }
 }
 
-fn ping(client: &mut Client, tag: &str) {
-    client.send(json!({"type":"ping","request_id":tag}));
-    assert_eq!(client.expect("pong")["request_id"], tag);
-}
-
 /// A fresh client can create a topic, subscribe, publish and get the event.
 fn assert_serving(addr: SocketAddr) {
     let topic = unique("fresh");
@@ -318,46 +215,6 @@ fn expect_run(client: &mut Client, topic: &str, first: u64, count: u64) {
         let event = client.expect("event");
         assert_eq!(event["topic"], topic, "{event}");
         assert_eq!(event["seq"], seq, "gap, duplicate or reorder: {event}");
-    }
-}
-
-/// The text of `method path` as a keep-alive request.
-fn request_text(method: &str, path: &str, body: Option<&str>) -> String {
-    match body {
-        Some(body) => format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-        None => format!("{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n"),
-    }
-}
-
-/// A keep-alive HTTP connection that pipelines.
-struct KeepAlive {
-    writer: TcpStream,
-    reader: std::io::BufReader<TcpStream>,
-}
-
-impl KeepAlive {
-    fn connect(addr: SocketAddr) -> KeepAlive {
-        let writer = TcpStream::connect(addr).unwrap();
-        writer.set_read_timeout(Some(WAIT)).unwrap();
-        writer.set_nodelay(true).unwrap();
-        let reader = std::io::BufReader::with_capacity(256 * 1024, writer.try_clone().unwrap());
-        KeepAlive { writer, reader }
-    }
-
-    /// Sends `requests` in one write, then reads as many responses.
-    fn pipeline(&mut self, requests: &[String]) -> Vec<HttpResponse> {
-        self.writer.write_all(requests.concat().as_bytes()).unwrap();
-        requests
-            .iter()
-            .map(|_| read_response(&mut self.reader))
-            .collect()
-    }
-
-    fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
-        self.pipeline(&[request_text(method, path, body)]).remove(0)
     }
 }
 
@@ -514,7 +371,7 @@ fn half_sent_heads_are_closed_after_the_handshake_timeout() {
 
     // Meanwhile another client is served normally, on a keep-alive
     // connection, and the witness carries on.
-    let mut other = KeepAlive::connect(broker.addr);
+    let mut other = HttpConn::open(broker.addr);
     let began = Instant::now();
     let mut served = 0;
     while began.elapsed() < Duration::from_millis(700) && served < 100 {
@@ -554,7 +411,7 @@ fn connections_past_max_connections_are_refused_and_capacity_returns() {
     wait_for_open_connections(broker.addr, 2);
     let mut clients: Vec<Client> = (0..3).map(|_| connect_retrying(broker.addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
-        ping(c, &format!("open-{i}"));
+        c.ping(&format!("open-{i}"));
     }
 
     // Five open: every further connection gets a 503 and is closed.
@@ -579,7 +436,7 @@ fn connections_past_max_connections_are_refused_and_capacity_returns() {
 
     // The five keep working.
     for (i, c) in clients.iter_mut().enumerate() {
-        ping(c, &format!("still-{i}"));
+        c.ping(&format!("still-{i}"));
     }
     witness.advance(5);
 
@@ -587,7 +444,7 @@ fn connections_past_max_connections_are_refused_and_capacity_returns() {
     clients.truncate(1);
     let mut fresh: Vec<Client> = (0..2).map(|_| connect_retrying(broker.addr)).collect();
     for (i, c) in fresh.iter_mut().enumerate() {
-        ping(c, &format!("fresh-{i}"));
+        c.ping(&format!("fresh-{i}"));
     }
     let mut extra = TcpStream::connect(broker.addr).unwrap();
     let (received, _) = read_until_closed(&mut extra, WAIT);
@@ -596,7 +453,7 @@ fn connections_past_max_connections_are_refused_and_capacity_returns() {
         "at the limit again but not refused: {:?}",
         String::from_utf8_lossy(&received)
     );
-    ping(&mut clients[0], "last");
+    clients[0].ping("last");
 
     drop(fresh);
     drop(clients);
@@ -870,7 +727,7 @@ fn a_half_closed_websocket_subscriber_is_ended_and_cleaned_up() {
                     }
                 }
                 Ok(_) => {}
-                Err(tungstenite::Error::Io(e)) if is_timeout(e.kind()) => break false,
+                Err(tungstenite::Error::Io(e)) if is_timeout(&e) => break false,
                 Err(_) => break true,
             }
         };
@@ -990,7 +847,7 @@ fn ten_thousand_subscribe_unsubscribe_cycles_on_one_connection() {
     // A duplicate of the first three would come before the fourth.
     publisher.publish(&topic, "m4", json!(4));
     expect_run(&mut c, &topic, 4, 1);
-    ping(&mut c, "done");
+    c.ping("done");
     expect_run(&mut reader, &topic, 1, 4);
 
     witness.finish();
@@ -1096,7 +953,7 @@ fn a_hundred_thousand_topics_created_and_deleted_give_their_memory_back() {
     let mut broker = BrokerProcess::spawn(&[("LOG_LEVEL", "warn")]);
     let pid = broker.child.id();
     let witness = Witness::start(broker.addr);
-    let mut conn = KeepAlive::connect(broker.addr);
+    let mut conn = HttpConn::open(broker.addr);
 
     const TOPICS: usize = 100_000;
     const BATCH: usize = 500;

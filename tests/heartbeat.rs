@@ -6,106 +6,10 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 
 const INTERVAL: &[(&str, &str)] = &[("HEARTBEAT_INTERVAL_SECS", "1")];
-
-/// A WebSocket client done by hand: it writes only what the test sends,
-/// and never answers a ping.
-struct RawWs {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawWs {
-    fn connect(addr: SocketAddr) -> RawWs {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream
-            .write_all(
-                b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-            )
-            .unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        let end = loop {
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break pos + 4;
-            }
-            let n = stream.read(&mut chunk).expect("upgrade response");
-            assert!(n > 0, "closed during the upgrade");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        buf.drain(..end);
-        RawWs { stream, buf }
-    }
-
-    fn send(&mut self, value: Value) {
-        let payload = value.to_string().into_bytes();
-        assert!(payload.len() < 126);
-        let mask = [0x5a, 0x01, 0xc3, 0x77];
-        let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.stream.write_all(&frame).unwrap();
-    }
-
-    /// The next whole frame: `Ok(Some((opcode, payload)))`, `Ok(None)` at
-    /// end of stream.
-    fn next_frame(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some((opcode, payload, used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
-                return Ok(Some((opcode, payload)));
-            }
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-/// One unmasked server frame at the start of `buf`, if it is all there.
-fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    assert_eq!(buf[1] & 0x80, 0, "server frames are not masked");
-    let (len, header) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (
-            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    if buf.len() < header + len {
-        return None;
-    }
-    Some((
-        buf[0] & 0x0f,
-        buf[header..header + len].to_vec(),
-        header + len,
-    ))
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
 
 fn assert_info_ping(value: &Value) {
     assert_eq!(
@@ -219,7 +123,7 @@ fn a_peer_that_sends_frames_stays_connected_without_answering_pings() {
         n += 1;
         let tag = format!("p{n}");
         let sent_at = started.elapsed();
-        raw.send(json!({"type":"ping","request_id":tag}));
+        raw.send_text(&json!({"type":"ping","request_id":tag}).to_string());
         loop {
             match raw.next_frame() {
                 Ok(Some((0x1, payload))) => {

@@ -6,14 +6,10 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::io::{BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
 use std::time::Instant;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
-use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
-
-const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 /// A ping request of exactly `size` bytes (padded with an ignored field).
 fn ping_of_size(size: usize, request_id: &str) -> String {
@@ -27,150 +23,37 @@ fn ping_of_size(size: usize, request_id: &str) -> String {
     text
 }
 
-/// A client frame built by hand; `first` is the FIN/RSV/opcode byte.
-fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut out = vec![first, payload.len() as u8 | if masked { 0x80 } else { 0 }];
-    if masked {
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
-}
-
-/// A WebSocket connection upgraded by hand on raw TCP.
-struct RawWs {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl RawWs {
-    fn open(addr: SocketAddr) -> RawWs {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream.write_all(UPGRADE.as_bytes()).unwrap();
-        let mut raw = RawWs {
-            stream,
-            buf: Vec::new(),
-        };
-        let end = loop {
-            if let Some(at) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
+/// Reads frames until the server's close frame; returns its code.
+fn close_code(raw: &mut RawWs) -> u16 {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match raw.next_frame() {
+            Ok(Some((0x8, payload))) => {
+                assert!(payload.len() >= 2, "close frame without a code");
+                return u16::from_be_bytes([payload[0], payload[1]]);
             }
-            assert!(raw.fill(), "closed during the handshake");
-        };
-        let head = String::from_utf8_lossy(&raw.buf[..end]).into_owned();
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        raw.buf.drain(..end);
-        raw
-    }
-
-    /// Reads more bytes; false at end of stream.
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
+            Ok(Some((0x1, text))) => {
+                let text = String::from_utf8_lossy(&text);
+                assert!(
+                    !text.contains("\"pong\""),
+                    "the bad frame was answered: {text}"
+                );
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                false
-            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("connection ended without a close frame"),
+            Err(e) if is_reset(&e) => panic!("connection ended without a close frame: {e}"),
             Err(e) => panic!("read: {e}"),
         }
     }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    /// The next server frame (opcode, payload), or None at end of stream.
-    fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if self.buf.len() >= 2 {
-                assert_eq!(self.buf[1] & 0x80, 0, "server frames are not masked");
-                let (len, header) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    127 if self.buf.len() >= 10 => (
-                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
-                        10,
-                    ),
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
-                };
-                if len != usize::MAX && self.buf.len() >= header + len {
-                    let opcode = self.buf[0] & 0x0f;
-                    let payload = self.buf[header..header + len].to_vec();
-                    self.buf.drain(..header + len);
-                    return Some((opcode, payload));
-                }
-            }
-            if !self.fill() {
-                return None;
-            }
-        }
-    }
-
-    /// Reads frames until the server's close frame; returns its code.
-    fn close_code(&mut self) -> u16 {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            match self.next_frame() {
-                Some((0x8, payload)) => {
-                    assert!(payload.len() >= 2, "close frame without a code");
-                    return u16::from_be_bytes([payload[0], payload[1]]);
-                }
-                Some((0x1, text)) => {
-                    let text = String::from_utf8_lossy(&text);
-                    assert!(
-                        !text.contains("\"pong\""),
-                        "the bad frame was answered: {text}"
-                    );
-                }
-                Some(_) => {}
-                None => panic!("connection ended without a close frame"),
-            }
-        }
-        panic!("no close frame within {WAIT:?}");
-    }
+    panic!("no close frame within {WAIT:?}");
 }
 
 /// Asserts the connection is closed or refused: any bytes before the end
 /// must be an HTTP 503.
 fn assert_refused(mut stream: TcpStream) {
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => received.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                break
-            }
-            Err(e) => panic!(
-                "neither refused nor closed ({e}); got {:?}",
-                String::from_utf8_lossy(&received)
-            ),
-        }
-    }
+    let (received, closed) = read_until_closed(&mut stream, WAIT);
     let text = String::from_utf8_lossy(&received);
+    assert!(closed, "neither refused nor closed; got {text:?}");
     assert!(
         received.is_empty() || text.starts_with("HTTP/1.1 503 "),
         "expected a 503 or a closed connection, got {text:?}"
@@ -219,18 +102,8 @@ fn fragmented_message_over_the_limit_closes_with_1009() {
     let mut c = broker.client();
     let text = ping_of_size(1200, "frag");
     let (a, b) = text.split_at(600);
-    c.ws.write(Message::Frame(Frame::message(
-        a.as_bytes().to_vec(),
-        OpCode::Data(Data::Text),
-        false,
-    )))
-    .unwrap();
-    c.ws.write(Message::Frame(Frame::message(
-        b.as_bytes().to_vec(),
-        OpCode::Data(Data::Continue),
-        true,
-    )))
-    .unwrap();
+    c.write_fragment(a.as_bytes(), true, false);
+    c.write_fragment(b.as_bytes(), false, true);
     c.ws.flush().unwrap();
     let (code, _, seen) = c.read_until_close();
     assert_eq!(code, Some(1009), "seen {seen:?}");
@@ -243,12 +116,8 @@ fn invalid_utf8_in_a_text_frame_closes_with_1007() {
     let mut bytes = br#"{"type":"ping","request_id":""#.to_vec();
     bytes.extend_from_slice(&[0xff, 0xfe, 0xc3]);
     bytes.extend_from_slice(br#""}"#);
-    c.ws.send(Message::Frame(Frame::message(
-        bytes,
-        OpCode::Data(Data::Text),
-        true,
-    )))
-    .unwrap();
+    c.write_fragment(&bytes, true, true);
+    c.ws.flush().unwrap();
     let (code, _, seen) = c.read_until_close();
     assert_eq!(code, Some(1007), "seen {seen:?}");
 }
@@ -256,47 +125,45 @@ fn invalid_utf8_in_a_text_frame_closes_with_1007() {
 #[test]
 fn invalid_utf8_on_raw_tcp_closes_with_1007() {
     let broker = TestBroker::start();
-    let mut raw = RawWs::open(broker.addr);
-    raw.send(&frame(
+    let mut raw = RawWs::connect(broker.addr);
+    raw.send_frame(&masked_frame(
         0x81,
         b"{\"type\":\"ping\",\"x\":\"\xc0\xaf\"}",
-        true,
     ));
-    assert_eq!(raw.close_code(), 1007);
+    assert_eq!(close_code(&mut raw), 1007);
 }
 
 #[test]
 fn unmasked_client_frame_closes_with_1002() {
     let broker = TestBroker::start();
-    let mut raw = RawWs::open(broker.addr);
+    let mut raw = RawWs::connect(broker.addr);
     // A masked frame first: the connection works.
-    raw.send(&frame(0x81, br#"{"type":"ping","request_id":"ok"}"#, true));
-    let (opcode, text) = raw.next_frame().expect("pong");
+    raw.send_frame(&masked_frame(0x81, br#"{"type":"ping","request_id":"ok"}"#));
+    let (opcode, text) = raw.next_frame().expect("read").expect("pong");
     assert_eq!(opcode, 0x1);
     assert!(String::from_utf8_lossy(&text).contains(r#""request_id":"ok""#));
-    raw.send(&frame(
+    raw.send_frame(&unmasked_frame(
         0x81,
         br#"{"type":"ping","request_id":"bad"}"#,
-        false,
     ));
-    assert_eq!(raw.close_code(), 1002);
+    assert_eq!(close_code(&mut raw), 1002);
 }
 
 #[test]
 fn reserved_opcode_closes_with_1002() {
     let broker = TestBroker::start();
-    let mut raw = RawWs::open(broker.addr);
-    raw.send(&frame(0x83, b"x", true));
-    assert_eq!(raw.close_code(), 1002);
+    let mut raw = RawWs::connect(broker.addr);
+    raw.send_frame(&masked_frame(0x83, b"x"));
+    assert_eq!(close_code(&mut raw), 1002);
 }
 
 #[test]
 fn reserved_bits_without_an_extension_close_with_1002() {
     let broker = TestBroker::start();
-    let mut raw = RawWs::open(broker.addr);
+    let mut raw = RawWs::connect(broker.addr);
     // RSV1 set: compression was not negotiated.
-    raw.send(&frame(0xC1, br#"{"type":"ping"}"#, true));
-    assert_eq!(raw.close_code(), 1002);
+    raw.send_frame(&masked_frame(0xC1, br#"{"type":"ping"}"#));
+    assert_eq!(close_code(&mut raw), 1002);
 }
 
 // ---- connections ----------------------------------------------------------------
@@ -366,7 +233,7 @@ fn upgrade_without_upgrade_headers_is_a_4xx_json_error() {
     assert!(response.header("Sec-WebSocket-Accept").is_none());
 
     // Missing key: also refused, no 101.
-    let head = UPGRADE.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+    let head = WS_UPGRADE.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
     let mut stream = TcpStream::connect(broker.addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.write_all(head.as_bytes()).unwrap();
@@ -382,7 +249,7 @@ fn upgrade_without_upgrade_headers_is_a_4xx_json_error() {
 #[test]
 fn websocket_version_8_gets_426() {
     let broker = TestBroker::start();
-    let head = UPGRADE.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
+    let head = WS_UPGRADE.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
     let mut stream = TcpStream::connect(broker.addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.write_all(head.as_bytes()).unwrap();
@@ -415,23 +282,8 @@ fn handshake_timeout_closes_a_half_sent_request() {
     let mut stream = TcpStream::connect(broker.addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.write_all(b"GET /health HTTP/1.1\r\nHo").unwrap();
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => received.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                break
-            }
-            Err(e) => panic!("not closed within {WAIT:?}: {e}"),
-        }
-    }
+    let (received, closed) = read_until_closed(&mut stream, WAIT);
+    assert!(closed, "not closed within {WAIT:?}");
     assert!(
         !String::from_utf8_lossy(&received).contains(" 200 "),
         "the half request was served"

@@ -7,8 +7,7 @@ mod common;
 use common::*;
 use prometheus_parse::{Scrape, Value as Metric};
 use serde_json::{json, Value};
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -251,21 +250,13 @@ fn readyz_answers_without_a_key_and_503_on_an_open_connection_during_a_drain() {
         publisher.publish("t", &format!("m{i}"), json!("y".repeat(64 * 1024)));
     }
     // A keep-alive connection opened before the signal.
-    let mut probe = TcpStream::connect(broker.addr).unwrap();
-    probe.set_read_timeout(Some(WAIT)).unwrap();
-    let mut reader = BufReader::new(probe.try_clone().unwrap());
-    probe
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    assert_eq!(read_response(&mut reader).status, 200);
+    let mut probe = HttpConn::open(broker.addr);
+    assert_eq!(probe.request("GET", "/readyz", None).status, 200);
 
     broker.signal("TERM");
     let mut answer = None;
     for _ in 0..50 {
-        probe
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let response = read_response(&mut reader);
+        let response = probe.request("GET", "/readyz", None);
         if response.status == 503 {
             answer = Some(response);
             break;
@@ -275,13 +266,13 @@ fn readyz_answers_without_a_key_and_503_on_an_open_connection_during_a_drain() {
     let response = answer.expect("/readyz turns 503 once the drain begins");
     assert_eq!(response.json(), json!({"status":"draining"}));
     drop(stuck);
-    assert!(broker.wait_exit(Duration::from_secs(15)).success());
+    broker.wait_success(Duration::from_secs(15));
 }
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let mut broker = BrokerProcess::spawn(&[("LOG_FORMAT", "json"), ("LOG_LEVEL", "debug")]);
-    let url = format!("ws://{}/ws", broker.addr);
+    let broker = BrokerProcess::spawn(&[("LOG_FORMAT", "json"), ("LOG_LEVEL", "debug")]);
+    let url = ws_url(broker.addr);
     assert_eq!(
         http(broker.addr, "POST", "/topics", Some(r#"{"name":"t"}"#), &[]).status,
         201
@@ -295,9 +286,7 @@ fn json_logs_are_one_object_per_line() {
     eventually("the close to be logged", || {
         broker.stderr().contains("\"kind\":\"websocket\"")
     });
-    broker.signal("TERM");
-    assert!(broker.wait_exit(WAIT).success());
-    let stderr = broker.stderr();
+    let stderr = broker.stop();
     let lines: Vec<Value> = stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))

@@ -24,17 +24,6 @@ fn expect_event(client: &mut Client, topic: &str, seq: u64, id: &str) -> Value {
     event
 }
 
-/// Nothing but the pong is waiting: no stray replay or live event.
-fn expect_nothing_more(client: &mut Client, tag: &str) {
-    client.send(json!({"type":"ping","request_id":tag}));
-    let next = client.recv();
-    assert_eq!(
-        (next["type"].as_str(), next["request_id"].as_str()),
-        (Some("pong"), Some(tag)),
-        "expected only the pong, got {next}"
-    );
-}
-
 fn publish_many(publisher: &mut Client, topic: &str, range: std::ops::RangeInclusive<u64>) {
     for i in range {
         publisher.publish(topic, &format!("m{i}"), json!({ "n": i }));
@@ -63,7 +52,7 @@ fn last_n_replays_the_most_recent_oldest_first_then_live_continues() {
     for seq in 9..=11 {
         expect_event(&mut sub, "t", seq, &format!("m{seq}"));
     }
-    expect_nothing_more(&mut sub, "end");
+    sub.ping("end");
 }
 
 #[test]
@@ -80,13 +69,13 @@ fn last_n_larger_than_held_replays_everything_held_capped_by_the_ring() {
     for seq in 1..=3 {
         expect_event(&mut sub, "few", seq, &format!("m{seq}"));
     }
-    expect_nothing_more(&mut sub, "few-done");
+    sub.ping("few-done");
 
     sub.subscribe("many", 100);
     for seq in 4..=8 {
         expect_event(&mut sub, "many", seq, &format!("m{seq}"));
     }
-    expect_nothing_more(&mut sub, "many-done");
+    sub.ping("many-done");
 
     publisher.publish("many", "m9", json!({"n": 9}));
     expect_event(&mut sub, "many", 9, "m9");
@@ -109,7 +98,7 @@ fn last_n_zero_or_absent_replays_nothing() {
     publisher.publish("t", "m4", json!({"n": 4}));
     for sub in [&mut zero, &mut absent] {
         expect_event(sub, "t", 4, "m4");
-        expect_nothing_more(sub, "after");
+        sub.ping("after");
     }
 }
 
@@ -119,7 +108,7 @@ fn replay_on_an_empty_topic_is_just_the_ack() {
     broker.create_topic("empty");
     let mut sub = broker.client();
     sub.subscribe("empty", 5);
-    expect_nothing_more(&mut sub, "nothing");
+    sub.ping("nothing");
     broker.client().publish("empty", "first", json!(1));
     expect_event(&mut sub, "empty", 1, "first");
 }
@@ -137,7 +126,7 @@ fn replay_frames_do_not_count_against_the_subscriber_queue() {
         // An `error SLOW_CONSUMER` here would fail the `expect("event")`.
         expect_event(&mut sub, "t", seq, &format!("m{seq}"));
     }
-    expect_nothing_more(&mut sub, "still-open");
+    sub.ping("still-open");
     publisher.publish("t", "m21", json!({"n": 21}));
     expect_event(&mut sub, "t", 21, "m21");
 }

@@ -6,63 +6,9 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::time::Duration;
-
-/// A raw HTTP connection: bytes written by hand, responses read in order.
-struct Conn {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn {
-            writer: stream.try_clone().unwrap(),
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write");
-        self.writer.flush().unwrap();
-    }
-
-    fn response(&mut self) -> HttpResponse {
-        read_response(&mut self.reader)
-    }
-
-    /// The server has closed the connection: a read gives end of stream
-    /// (or a reset), not more bytes and not a timeout.
-    fn assert_closed(&mut self) {
-        let mut byte = [0u8; 1];
-        match self.reader.read(&mut byte) {
-            Ok(0) => {}
-            Ok(_) => panic!("expected the connection to be closed, got more bytes"),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) => {}
-            Err(e) => panic!("expected the connection to be closed: {e}"),
-        }
-    }
-}
-
-fn get(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
-}
-
-fn post(path: &str, body: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
 
 fn is_json(response: &HttpResponse) -> bool {
     response
@@ -98,30 +44,6 @@ fn assert_error(response: &HttpResponse, status: u16, code: &str) {
 
 fn create(addr: SocketAddr, body: &str) -> HttpResponse {
     http(addr, "POST", "/topics", Some(body), &[])
-}
-
-fn topic_list(addr: SocketAddr) -> Vec<(String, u64)> {
-    let (status, body) = http_json(addr, "GET", "/topics", None, &[]);
-    assert_eq!(status, 200, "{body}");
-    body["topics"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"))
-        .iter()
-        .map(|t| {
-            (
-                t["name"].as_str().unwrap().to_string(),
-                t["subscribers"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn subscribers_of(addr: SocketAddr, name: &str) -> u64 {
-    topic_list(addr)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("{name} is listed"))
-        .1
 }
 
 // ---- topics -------------------------------------------------------------------
@@ -302,13 +224,13 @@ fn subscriber_counts_follow_websocket_subscriptions() {
 
     two.send(json!({"type":"unsubscribe","topic":"a","client_id":"c","request_id":"u"}));
     two.expect("ack");
-    assert_eq!(subscribers_of(broker.addr, "a"), 1);
+    assert_eq!(subscribers(broker.addr, "a"), Some(1));
 
     drop(one);
     eventually("the closed connection's subscription is gone", || {
-        subscribers_of(broker.addr, "a") == 0
+        subscribers(broker.addr, "a") == Some(0)
     });
-    assert_eq!(subscribers_of(broker.addr, "b"), 1);
+    assert_eq!(subscribers(broker.addr, "b"), Some(1));
 }
 
 #[test]
@@ -426,35 +348,32 @@ fn wrong_method_is_405_with_an_allow_header() {
 #[test]
 fn keep_alive_serves_requests_one_after_another() {
     let broker = TestBroker::start();
-    let mut conn = Conn::open(broker.addr);
-    conn.send(post("/topics", r#"{"name":"ka"}"#).as_bytes());
-    let first = conn.response();
+    let mut conn = HttpConn::open(broker.addr);
+    let first = conn.request("POST", "/topics", Some(r#"{"name":"ka"}"#));
     assert_eq!(first.status, 201);
     assert_ne!(
         first.header("Connection").map(str::to_ascii_lowercase),
         Some("close".to_string())
     );
-    conn.send(get("/topics").as_bytes());
-    let second = conn.response();
+    let second = conn.request("GET", "/topics", None);
     assert_eq!(second.status, 200);
     assert_eq!(
         second.json(),
         json!({"topics":[{"name":"ka","subscribers":0}]})
     );
-    conn.send(get("/health").as_bytes());
-    assert_eq!(conn.response().status, 200);
+    assert_eq!(conn.request("GET", "/health", None).status, 200);
 }
 
 #[test]
 fn pipelined_requests_in_one_write_are_answered_in_order() {
     let broker = TestBroker::start();
-    let mut conn = Conn::open(broker.addr);
+    let mut conn = HttpConn::open(broker.addr);
     let mut bytes = String::new();
-    bytes.push_str(&get("/health"));
-    bytes.push_str(&post("/topics", r#"{"name":"p1"}"#));
-    bytes.push_str(&get("/topics"));
-    bytes.push_str(&post("/topics", r#"{"name":"p1"}"#));
-    bytes.push_str(&get("/nope"));
+    bytes.push_str(&request_text("GET", "/health", None));
+    bytes.push_str(&request_text("POST", "/topics", Some(r#"{"name":"p1"}"#)));
+    bytes.push_str(&request_text("GET", "/topics", None));
+    bytes.push_str(&request_text("POST", "/topics", Some(r#"{"name":"p1"}"#)));
+    bytes.push_str(&request_text("GET", "/nope", None));
     conn.send(bytes.as_bytes());
 
     let health = conn.response();
@@ -472,15 +391,14 @@ fn pipelined_requests_in_one_write_are_answered_in_order() {
     assert_error(&conn.response(), 409, "CONFLICT");
     assert_error(&conn.response(), 404, "NOT_FOUND");
     // The connection is still usable.
-    conn.send(get("/stats").as_bytes());
-    assert_eq!(conn.response().status, 200);
+    assert_eq!(conn.request("GET", "/stats", None).status, 200);
 }
 
 #[test]
 fn a_request_split_across_writes_is_served() {
     let broker = TestBroker::start();
-    let mut conn = Conn::open(broker.addr);
-    let request = post("/topics", r#"{"name":"split"}"#);
+    let mut conn = HttpConn::open(broker.addr);
+    let request = request_text("POST", "/topics", Some(r#"{"name":"split"}"#));
     let bytes = request.as_bytes();
     let head_end = request.find("\r\n\r\n").unwrap() + 4;
     // Mid request line, mid header name, at the end of the head, mid body.
@@ -512,7 +430,7 @@ fn a_request_split_across_writes_is_served() {
 #[test]
 fn connection_close_gets_the_response_then_end_of_stream() {
     let broker = TestBroker::start();
-    let mut conn = Conn::open(broker.addr);
+    let mut conn = HttpConn::open(broker.addr);
     conn.send(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     let response = conn.response();
     assert_eq!(response.status, 200);
@@ -528,12 +446,12 @@ fn connection_close_gets_the_response_then_end_of_stream() {
 #[test]
 fn post_without_content_length_is_411() {
     let broker = TestBroker::start();
-    let mut conn = Conn::open(broker.addr);
+    let mut conn = HttpConn::open(broker.addr);
     conn.send(b"POST /topics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     assert_error(&conn.response(), 411, "LENGTH_REQUIRED");
 
     // A chunked body has no Content-Length either.
-    let mut conn = Conn::open(broker.addr);
+    let mut conn = HttpConn::open(broker.addr);
     conn.send(
         b"POST /topics HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n{\"name\":\"orders\"}\r\n0\r\n\r\n",
     );
@@ -544,7 +462,7 @@ fn post_without_content_length_is_411() {
 #[test]
 fn body_over_64_kib_is_413_and_the_connection_closes() {
     let broker = TestBroker::start();
-    let mut conn = Conn::open(broker.addr);
+    let mut conn = HttpConn::open(broker.addr);
     conn.send(
         b"POST /topics HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 65537\r\n\r\n{\"name\":\"big\"",
     );
@@ -568,9 +486,8 @@ fn body_of_exactly_64_kib_is_accepted() {
         "x".repeat(65536 - prefix.len() - suffix.len())
     );
     assert_eq!(body.len(), 65536);
-    let mut conn = Conn::open(broker.addr);
-    conn.send(post("/topics", &body).as_bytes());
-    let response = conn.response();
+    let mut conn = HttpConn::open(broker.addr);
+    let response = conn.request("POST", "/topics", Some(&body));
     assert_eq!(
         response.status,
         201,
@@ -583,7 +500,7 @@ fn body_of_exactly_64_kib_is_accepted() {
 #[test]
 fn head_over_16_kib_is_431_and_the_connection_closes() {
     let broker = TestBroker::start();
-    let mut conn = Conn::open(broker.addr);
+    let mut conn = HttpConn::open(broker.addr);
     let head = format!(
         "GET /topics HTTP/1.1\r\nHost: test\r\nX-Padding: {}\r\n\r\n",
         "a".repeat(17 * 1024)
@@ -601,7 +518,7 @@ fn head_over_16_kib_is_431_and_the_connection_closes() {
 #[test]
 fn a_head_just_under_16_kib_is_served() {
     let broker = TestBroker::start();
-    let mut conn = Conn::open(broker.addr);
+    let mut conn = HttpConn::open(broker.addr);
     let head = format!(
         "GET /health HTTP/1.1\r\nHost: test\r\nX-Padding: {}\r\n\r\n",
         "a".repeat(15 * 1024)
@@ -617,7 +534,7 @@ fn garbage_request_line_is_400_and_the_connection_closes() {
         &b"this is not http\r\n\r\n"[..],
         &b"\x00\x01\x02garbage\r\n\r\n"[..],
     ] {
-        let mut conn = Conn::open(broker.addr);
+        let mut conn = HttpConn::open(broker.addr);
         conn.send(garbage);
         let response = conn.response();
         assert_error(&response, 400, "BAD_REQUEST");
@@ -632,15 +549,12 @@ fn garbage_request_line_is_400_and_the_connection_closes() {
 #[test]
 fn keep_alive_survives_a_404_and_a_405() {
     let broker = TestBroker::start();
-    let mut conn = Conn::open(broker.addr);
-    conn.send(get("/nope").as_bytes());
-    assert_error(&conn.response(), 404, "NOT_FOUND");
-    conn.send(get("/health").as_bytes());
-    assert_eq!(conn.response().status, 200);
+    let mut conn = HttpConn::open(broker.addr);
+    assert_error(&conn.request("GET", "/nope", None), 404, "NOT_FOUND");
+    assert_eq!(conn.request("GET", "/health", None).status, 200);
     conn.send(b"DELETE /topics HTTP/1.1\r\nHost: test\r\n\r\n");
     assert_error(&conn.response(), 405, "METHOD_NOT_ALLOWED");
-    conn.send(post("/topics", r#"{"name":"after"}"#).as_bytes());
-    let response = conn.response();
+    let response = conn.request("POST", "/topics", Some(r#"{"name":"after"}"#));
     assert_eq!(response.status, 201);
     let _: Value = response.json();
 }

@@ -18,21 +18,6 @@ use tungstenite::Message;
 const BACKLOG_EVENTS: usize = 1000;
 const BACKLOG_PAYLOAD: usize = 32 * 1024;
 
-fn ws_url(addr: SocketAddr) -> String {
-    format!("ws://{addr}/ws")
-}
-
-fn create_topic(addr: SocketAddr, name: &str) {
-    let (status, body) = http_json(
-        addr,
-        "POST",
-        "/topics",
-        Some(&json!({ "name": name }).to_string()),
-        &[],
-    );
-    assert_eq!(status, 201, "creating {name}: {body}");
-}
-
 /// Publishes `count` messages (ids `m1..`) in pipelined batches and checks
 /// that every one is acked.
 fn publish_many(publisher: &mut Client, topic: &str, count: usize, payload: &Value) {
@@ -190,8 +175,7 @@ fn reading_subscriber_gets_server_shutdown_then_close_1001() {
     assert_shutdown_notice(&seen[0]);
     assert_eq!(code, Some(1001), "close code; seen {seen:?}");
 
-    let status = broker.wait_exit(WAIT);
-    assert_eq!(status.code(), Some(0), "{status}; {}", broker.stderr());
+    broker.wait_success(WAIT);
 }
 
 #[test]
@@ -222,8 +206,7 @@ fn every_acked_event_is_delivered_before_the_shutdown() {
         assert_eq!(event["message"]["id"], format!("m{n}"), "#{n}: {event}");
     }
 
-    let status = broker.wait_exit(WAIT);
-    assert_eq!(status.code(), Some(0), "{status}; {}", broker.stderr());
+    broker.wait_success(WAIT);
 }
 
 #[test]
@@ -276,8 +259,7 @@ fn during_the_drain_requests_get_shutting_down_and_new_connections_are_refused()
     assert_shutdown_notice(seen.last().expect("messages before the close"));
     assert_eq!(code, Some(1001));
 
-    let status = broker.wait_exit(Duration::from_secs(20));
-    assert_eq!(status.code(), Some(0), "{status}; {}", broker.stderr());
+    broker.wait_success(Duration::from_secs(20));
     drop(stalled);
 }
 
@@ -292,8 +274,7 @@ fn a_subscriber_that_never_reads_does_not_hold_the_exit_past_the_deadline() {
 
     let started = Instant::now();
     broker.signal("TERM");
-    let status = broker.wait_exit(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(0), "{status}; {}", broker.stderr());
+    broker.wait_success(Duration::from_secs(10));
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(stalled);
 }

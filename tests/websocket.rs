@@ -282,8 +282,11 @@ fn frames_that_follow_the_upgrade_in_the_same_write_are_served() {
     let broker = TestBroker::start();
     let mut stream = TcpStream::connect(broker.addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut bytes = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
-    bytes.extend(masked_text_frame(r#"{"type":"ping","request_id":"early"}"#));
+    let mut bytes = WS_UPGRADE.as_bytes().to_vec();
+    bytes.extend(masked_frame(
+        0x81,
+        br#"{"type":"ping","request_id":"early"}"#,
+    ));
     stream.write_all(&bytes).unwrap();
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
@@ -301,39 +304,16 @@ fn frames_that_follow_the_upgrade_in_the_same_write_are_served() {
     assert!(text.contains(r#""type":"pong""#), "{text}");
 }
 
-/// A client frame built by hand: FIN, text, masked.
-pub fn masked_text_frame(text: &str) -> Vec<u8> {
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let payload = text.as_bytes();
-    assert!(payload.len() < 126);
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
-}
-
 #[test]
 fn fragmented_messages_and_control_frames_between_fragments() {
-    use tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tungstenite::protocol::frame::Frame;
     let broker = TestBroker::start();
     let mut c = broker.client();
     let text = r#"{"type":"ping","request_id":"frag"}"#;
     let (a, b) = text.split_at(10);
-    c.ws.write(Message::Frame(Frame::message(
-        a.as_bytes().to_vec(),
-        OpCode::Data(Data::Text),
-        false,
-    )))
-    .unwrap();
+    c.write_fragment(a.as_bytes(), true, false);
     c.ws.write(Message::Ping(b"between".to_vec().into()))
         .unwrap();
-    c.ws.write(Message::Frame(Frame::message(
-        b.as_bytes().to_vec(),
-        OpCode::Data(Data::Continue),
-        true,
-    )))
-    .unwrap();
+    c.write_fragment(b.as_bytes(), false, true);
     c.ws.flush().unwrap();
     let mut got_pong_frame = false;
     loop {
@@ -404,8 +384,9 @@ fn compression_is_not_negotiated() {
     );
     // Frames then flow uncompressed.
     stream
-        .write_all(&masked_text_frame(
-            r#"{"type":"ping","request_id":"plain"}"#,
+        .write_all(&masked_frame(
+            0x81,
+            br#"{"type":"ping","request_id":"plain"}"#,
         ))
         .unwrap();
     let mut header = [0u8; 2];
