@@ -271,3 +271,32 @@ mod tests {
         assert!(driver.is_closed(), "silent for three intervals: dead");
     }
 }
+
+/// Replays the inputs saved under `fuzz/regressions/connection/` through the
+/// body of the `connection` fuzz target (`fuzz/logic/connection.rs`, shared
+/// word for word). See fuzz/README.md.
+#[cfg(test)]
+mod fuzz_regressions {
+    use crate as pubsub;
+
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/logic/connection.rs"
+    ));
+
+    #[test]
+    fn connection_inputs() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/connection");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("a directory entry").path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no inputs in {}", dir.display());
+        for file in files {
+            eprintln!("replaying {}", file.display());
+            run(&std::fs::read(&file).expect("a readable input"));
+        }
+    }
+}
