@@ -27,7 +27,7 @@ const FIRST_CONNECTION: usize = 2;
 /// instead of spinning on a listener that stays readable.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const READ_BUFFER_BYTES: usize = 64 * 1024;
-const MEMORY_RELEASE_PERIOD: Duration = Duration::from_secs(1);
+const QUIET_BEFORE_MEMORY_RELEASE: Duration = Duration::from_secs(1);
 
 /// The per-worker state a connection may use while it runs.
 pub struct WorkerCtx {
@@ -90,7 +90,7 @@ pub struct Worker {
     read_again: Vec<ConnectionKey>,
     accept_paused_until: Option<Instant>,
     drain: Option<Drain>,
-    /// When this worker next returns freed memory to the system.
+    /// When this worker, if still quiet, returns freed memory to the system.
     memory_release_at: Option<Instant>,
 }
 
@@ -176,20 +176,17 @@ impl Worker {
         }
     }
 
-    /// A worker that has been busy hands the memory it freed back to the
-    /// system at most once a second, and once more when it goes quiet:
-    /// mimalloc only does that work when the thread asks for it.
+    /// A worker hands the memory it freed back to the system once it has
+    /// been quiet for a moment: mimalloc only does that work when the thread
+    /// asks for it, and asking while busy costs latency.
     fn return_freed_memory(&mut self, busy: bool) {
-        match self.memory_release_at {
-            None if busy => self.memory_release_at = Some(self.ctx.now + MEMORY_RELEASE_PERIOD),
-            Some(at) if self.ctx.now >= at => {
-                // SAFETY: mi_collect may be called at any time on any thread.
-                // Forced (pages decommitted at once) only when going quiet,
-                // so a busy worker does not pay for it every second.
-                unsafe { libmimalloc_sys::mi_collect(!busy) };
-                self.memory_release_at = busy.then(|| self.ctx.now + MEMORY_RELEASE_PERIOD);
-            }
-            _ => {}
+        if busy {
+            self.memory_release_at = Some(self.ctx.now + QUIET_BEFORE_MEMORY_RELEASE);
+        } else if self.memory_release_at.is_some_and(|at| self.ctx.now >= at) {
+            self.memory_release_at = None;
+            // SAFETY: mi_collect may be called at any time on any thread; it
+            // decommits this thread's free pages.
+            unsafe { libmimalloc_sys::mi_collect(true) };
         }
     }
 
