@@ -559,26 +559,33 @@ impl<S: Transport> Connection<S> {
                 .map_or(DisconnectReason::ProtocolError, |c| c.reason);
             return self.doom(ctx, reason);
         }
+        // A close frame's reason must fit in its 125-byte payload.
+        self.queue_close_frame(
+            code,
+            if why.len() <= 120 {
+                why
+            } else {
+                "protocol error"
+            },
+        );
+        self.begin_close(ctx, DisconnectReason::ProtocolError, CloseWait::Drain);
+    }
+
+    /// Queues a WebSocket close frame behind everything already in the
+    /// output; tungstenite then refuses to send anything else.
+    fn queue_close_frame(&mut self, code: CloseCode, reason: &str) {
         if let Phase::WebSocket(session) = &mut self.phase {
             let mut io = WsIo {
                 socket: &mut self.socket,
                 out: &mut self.out,
                 bytes_read: 0,
             };
-            let reason = if why.len() <= 120 {
-                why
-            } else {
-                "protocol error"
+            let close = CloseFrame {
+                code,
+                reason: reason.to_string().into(),
             };
-            let _ = session.ws.close(
-                &mut io,
-                Some(CloseFrame {
-                    code,
-                    reason: reason.to_string().into(),
-                }),
-            );
+            let _ = session.ws.close(&mut io, Some(close));
         }
-        self.begin_close(ctx, DisconnectReason::ProtocolError, CloseWait::Drain);
     }
 
     // ---- the JSON protocol -------------------------------------------------
@@ -925,21 +932,12 @@ impl<S: Transport> Connection<S> {
             SystemTime::now(),
         );
         append_text_frame(&mut self.out, &text);
-        let mut io = WsIo {
-            socket: &mut self.socket,
-            out: &mut self.out,
-            bytes_read: 0,
-        };
-        let close = CloseFrame {
-            code: CloseCode::Policy,
-            reason: "SLOW_CONSUMER".into(),
-        };
-        let _ = session.ws.close(&mut io, Some(close));
         log::warn!(
             conn:% = ConnectionKey { slot: self.slot, generation: self.generation }, peer:% = self.peer,
             worker = ctx.id, client_id = session.client_id.as_deref().unwrap_or("-"), queue_size = limit;
             "slow consumer"
         );
+        self.queue_close_frame(CloseCode::Policy, "SLOW_CONSUMER");
         self.begin_close(ctx, DisconnectReason::SlowConsumer, CloseWait::Drain);
     }
 
@@ -960,16 +958,7 @@ impl<S: Transport> Connection<S> {
             &mut self.out,
             &protocol::encode_info("server_shutdown", None, SystemTime::now()),
         );
-        let mut io = WsIo {
-            socket: &mut self.socket,
-            out: &mut self.out,
-            bytes_read: 0,
-        };
-        let close = CloseFrame {
-            code: CloseCode::Away,
-            reason: "server shutting down".into(),
-        };
-        let _ = session.ws.close(&mut io, Some(close));
+        self.queue_close_frame(CloseCode::Away, "server shutting down");
         self.begin_close(ctx, DisconnectReason::Shutdown, CloseWait::PeerCloseFrame);
     }
 
