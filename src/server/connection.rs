@@ -224,6 +224,13 @@ impl<S: Transport> Connection<S> {
         }
     }
 
+    /// Ends the connection at once, for the reason of the close already
+    /// under way if there is one, else for `otherwise`.
+    fn end_now(&mut self, ctx: &mut WorkerCtx, otherwise: DisconnectReason) {
+        let reason = self.closing.as_ref().map_or(otherwise, |c| c.reason);
+        self.doom(ctx, reason);
+    }
+
     fn pending_output(&self) -> usize {
         self.out.len() - self.out_pos
     }
@@ -511,20 +518,11 @@ impl<S: Transport> Connection<S> {
                 }
                 Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(WsError::Io(e)) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    let reason = self
-                        .closing
-                        .as_ref()
-                        .map_or(DisconnectReason::Normal, |c| c.reason);
-                    return self.doom(ctx, reason);
-                }
-                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                    let reason = self
-                        .closing
-                        .as_ref()
-                        .map_or(DisconnectReason::Normal, |c| c.reason);
-                    return self.doom(ctx, reason);
-                }
+                Err(
+                    WsError::ConnectionClosed
+                    | WsError::AlreadyClosed
+                    | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                ) => return self.end_now(ctx, DisconnectReason::Normal),
                 Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
                     return self.fail_protocol(
                         ctx,
@@ -553,11 +551,7 @@ impl<S: Transport> Connection<S> {
     fn fail_protocol(&mut self, ctx: &mut WorkerCtx, code: CloseCode, why: &str) {
         log::debug!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id, why; "protocol error");
         if self.closing.is_some() {
-            let reason = self
-                .closing
-                .as_ref()
-                .map_or(DisconnectReason::ProtocolError, |c| c.reason);
-            return self.doom(ctx, reason);
+            return self.end_now(ctx, DisconnectReason::ProtocolError);
         }
         // A close frame's reason must fit in its 125-byte payload.
         self.queue_close_frame(
@@ -842,11 +836,7 @@ impl<S: Transport> Connection<S> {
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
-                        let reason = self
-                            .closing
-                            .as_ref()
-                            .map_or(DisconnectReason::ConnectionError, |c| c.reason);
-                        self.doom(ctx, reason);
+                        self.end_now(ctx, DisconnectReason::ConnectionError);
                         return false;
                     }
                 }
