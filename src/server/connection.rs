@@ -363,6 +363,9 @@ impl<S: Transport> Connection<S> {
                 return;
             };
             let started = Instant::now();
+            // Read once: the route and the `Connection: close` decision must
+            // agree (a signal between two reads gave a 200 that closed).
+            let draining = ctx.shared.draining.load(Ordering::Acquire);
             let (action, keep_alive, used, request_line) = match parse_request(input) {
                 Parsed::Partial => return,
                 Parsed::Invalid(response) => {
@@ -390,7 +393,7 @@ impl<S: Transport> Connection<S> {
                     let rest = RestContext {
                         broker: &ctx.shared.broker,
                         api_key: ctx.shared.config.api_key.as_deref(),
-                        draining: ctx.shared.draining.load(Ordering::Acquire),
+                        draining,
                         uptime: ctx.shared.started.elapsed(),
                         connections: ctx.shared.connections.load(Ordering::Relaxed),
                         metrics: &ctx.shared.metrics,
@@ -422,7 +425,7 @@ impl<S: Transport> Connection<S> {
             }
             match action {
                 Action::Respond(mut response) => {
-                    response.close |= !keep_alive || ctx.shared.draining.load(Ordering::Acquire);
+                    response.close |= !keep_alive || draining;
                     response.write_to(&mut self.out);
                     input.drain(..used);
                     *request_started = ctx.now;
