@@ -7,7 +7,8 @@ use pubsub::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
 use pubsub::broker::Broker;
 use pubsub::http::routes::{self, RestContext};
 use pubsub::http::{parse_request, Parsed};
-use pubsub::protocol::{encode_event, parse_client_frame, shared_text_frame};
+use pubsub::protocol::{encode_event, parse_client_frame};
+use pubsub::ws::frame::shared_text_frame;
 use serde_json::value::RawValue;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -67,7 +68,7 @@ fn fan_out(c: &mut Criterion) {
                         let batch = BATCH.min(iters - done);
                         let start = Instant::now();
                         for _ in 0..batch {
-                            topic.publish(&message, Some(1)).unwrap();
+                            topic.publish(&message).unwrap();
                         }
                         elapsed += start.elapsed();
                         done += batch;
@@ -106,15 +107,7 @@ fn http(c: &mut Criterion) {
     });
     let broker = Broker::new(10);
     broker.create_topic("orders").unwrap();
-    let ctx = RestContext {
-        broker: &broker,
-        api_key: None,
-        draining: false,
-        uptime: Duration::ZERO,
-        connections: 1,
-        metrics: &[],
-        worker: None,
-    };
+    let ctx = RestContext::new(&broker);
     let get = b"GET /topics HTTP/1.1\r\nHost: localhost:8080\r\n\r\n";
     c.bench_function("parse_and_route_get_topics", |b| {
         b.iter(|| match parse_request(black_box(get)) {

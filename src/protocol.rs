@@ -1,21 +1,15 @@
 //! The JSON protocol spoken over `/ws`: decoding and validating client
 //! frames, and encoding every server message (ack, event, error, pong, info).
 //!
-//! Pure functions only: text in, values or bytes out. No sockets, no broker
-//! state. Server messages that go to many connections (events, deletion
-//! notices) are encoded here once, already framed as a WebSocket text frame,
-//! so that fan-out copies a pointer and never the message.
+//! Pure functions only: text in, values or text out. No sockets, no broker
+//! state, no WebSocket framing (that is [`crate::ws::frame`]). Server
+//! messages that go to many connections (events, deletion notices) are
+//! encoded here once; the broker frames them once, so that fan-out copies a
+//! pointer and never the message.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::sync::Arc;
 use std::time::SystemTime;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
-use tungstenite::protocol::frame::FrameHeader;
-
-/// A ready-to-write WebSocket frame shared by every connection it goes to.
-/// A thin pointer, so that a subscriber queue slot stays small.
-pub type SharedFrame = Arc<Vec<u8>>;
 
 /// The error codes sent in WebSocket `error` messages. The contract's
 /// `UNAUTHORIZED` is an HTTP 401 before any upgrade (see `http::routes`),
@@ -370,32 +364,6 @@ pub fn encode_event(topic: &str, message: &RawValue, seq: u64, at: SystemTime) -
     out
 }
 
-/// Appends `text` as one unmasked, final WebSocket text frame.
-pub fn append_text_frame(out: &mut Vec<u8>, text: &str) {
-    append_data_frame(out, Data::Text, text.as_bytes());
-}
-
-/// Appends `payload` as one unmasked, final data frame of type `data`.
-pub fn append_data_frame(out: &mut Vec<u8>, data: Data, payload: &[u8]) {
-    let header = FrameHeader {
-        opcode: OpCode::Data(data),
-        ..FrameHeader::default()
-    };
-    let len = payload.len() as u64;
-    out.reserve(header.len(len) + payload.len());
-    header
-        .format(len, out)
-        .expect("writing to a Vec cannot fail");
-    out.extend_from_slice(payload);
-}
-
-/// `text` framed once, to be shared by every connection it goes to.
-pub fn shared_text_frame(text: &str) -> SharedFrame {
-    let mut frame = Vec::new();
-    append_text_frame(&mut frame, text);
-    Arc::new(frame)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,19 +581,5 @@ mod tests {
         assert_eq!(v["topic"], "ord\"ers");
         assert_eq!(v["seq"], 42);
         assert_eq!(v["ts"], "1970-01-01T00:00:00.000Z");
-    }
-
-    #[test]
-    fn text_frames_are_unmasked_and_final() {
-        let small = shared_text_frame("hi");
-        assert_eq!(small.as_slice(), &[0x81, 2, b'h', b'i']);
-        let medium = "x".repeat(300);
-        let f = shared_text_frame(&medium);
-        assert_eq!(&f[..4], &[0x81, 126, 1, 44]);
-        assert_eq!(f.len(), 4 + 300);
-        let large = "y".repeat(70_000);
-        let f = shared_text_frame(&large);
-        assert_eq!(f[1], 127);
-        assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
     }
 }

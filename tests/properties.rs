@@ -12,12 +12,12 @@ use pubsub::broker::ring::ReplayRing;
 use pubsub::broker::Broker;
 use pubsub::http::routes::{handle, Action, RestContext};
 use pubsub::http::{parse_request, Parsed, MAX_BODY_BYTES};
-use pubsub::protocol::{parse_client_frame, validate_topic_name, ClientRequest, SharedFrame};
+use pubsub::protocol::{parse_client_frame, validate_topic_name, ClientRequest};
+use pubsub::ws::frame::SharedFrame;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Modest case counts, and no regression files written into the tree.
 fn config(cases: u32) -> ProptestConfig {
@@ -131,7 +131,7 @@ proptest! {
         let broker = Broker::new(ring);
         let topic = broker.create_topic("t").unwrap();
         for seq in 1..=prior {
-            prop_assert_eq!(topic.publish(&message(seq), None), Ok(seq));
+            prop_assert_eq!(topic.publish(&message(seq)), Ok(seq));
         }
         let mailbox = Arc::new(WorkerMailbox::new(0, None));
         let q = queue(1000, &mailbox);
@@ -146,7 +146,7 @@ proptest! {
         let mut published = prior;
         for _ in 0..live {
             published += 1;
-            topic.publish(&message(published), None).unwrap();
+            topic.publish(&message(published)).unwrap();
         }
         // A second subscribe on the same connection replays again but does
         // not join twice.
@@ -154,7 +154,7 @@ proptest! {
             let replay: Vec<u64> = topic.subscribe(&q, n, true).unwrap().iter().map(seq_of).collect();
             prop_assert_eq!(replay, held(n, published));
             published += 1;
-            topic.publish(&message(published), None).unwrap();
+            topic.publish(&message(published)).unwrap();
         }
         let live_seqs: Vec<u64> = std::iter::from_fn(|| q.pop()).map(|f| seq_of(&f)).collect();
         prop_assert_eq!(live_seqs, (prior + 1..=published).collect::<Vec<u64>>());
@@ -208,7 +208,7 @@ proptest! {
                 QueueOp::Deliver => {
                     let id = next;
                     next += 1;
-                    let accepted = q.deliver(&frame(id), Some(1));
+                    let accepted = q.deliver(&frame(id));
                     match first_refused {
                         Some(_) => prop_assert!(!accepted, "{} was taken after the overflow", id),
                         None if model.len() < capacity => {
@@ -286,13 +286,8 @@ fn topic_name() -> impl Strategy<Value = String> {
 
 fn rest<'a>(broker: &'a Broker, api_key: Option<&'a str>) -> RestContext<'a> {
     RestContext {
-        broker,
         api_key,
-        draining: false,
-        uptime: Duration::from_secs(1),
-        connections: 1,
-        metrics: &[],
-        worker: None,
+        ..RestContext::new(broker)
     }
 }
 

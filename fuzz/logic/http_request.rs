@@ -9,7 +9,6 @@
 use pubsub::broker::Broker;
 use pubsub::http::routes::{handle, Action, RestContext};
 use pubsub::http::{parse_request, Parsed, Response};
-use std::time::Duration;
 
 pub fn run(data: &[u8]) {
     run_with(data, None, false);
@@ -22,13 +21,9 @@ fn run_with(data: &[u8], api_key: Option<&str>, draining: bool) {
         broker.create_topic(name).expect("a valid, new topic");
     }
     let ctx = RestContext {
-        broker: &broker,
         api_key,
         draining,
-        uptime: Duration::from_secs(1),
-        connections: 1,
-        metrics: &[],
-        worker: None,
+        ..RestContext::new(&broker)
     };
     let mut rest = data;
     loop {

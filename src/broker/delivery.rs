@@ -41,10 +41,24 @@
 //! stress tests `concurrent_publishers_never_lose_a_post` (below) and
 //! `tests/concurrency.rs` exercise this path across threads and workers.
 
-use crate::protocol::SharedFrame;
+use crate::ws::frame::SharedFrame;
 use crossbeam_queue::{ArrayQueue, SegQueue};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
+
+thread_local! {
+    /// The worker whose event loop runs on this thread, if any.
+    static CURRENT_WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Marks this thread as worker `id`'s event loop, so that what it publishes
+/// to its own connections does not wake its own poll. Called once, by the
+/// worker thread itself; every other thread (the REST paths of tests,
+/// benchmarks) counts as no worker.
+pub fn enter_worker_thread(id: usize) {
+    CURRENT_WORKER.with(|current| current.set(Some(id)));
+}
 
 /// Names a connection across threads: its slab slot on its worker, and the
 /// generation that slot had when the connection was opened (slots are
@@ -82,12 +96,13 @@ impl WorkerMailbox {
         }
     }
 
-    /// Asks the worker to flush `key`. `origin` is the worker doing the
-    /// asking: a worker never wakes itself, since it drains its own mailbox
-    /// before it polls again.
-    fn post(&self, key: ConnectionKey, origin: Option<usize>) {
+    /// Asks the worker to flush `key`. A worker never wakes itself (it
+    /// drains its own mailbox before it polls again), so a post from the
+    /// owner's own thread skips the wake.
+    fn post(&self, key: ConnectionKey) {
         self.ready.push(key);
-        if origin != Some(self.worker) && !self.wake_pending.swap(true, Ordering::AcqRel) {
+        let from_owner = CURRENT_WORKER.with(Cell::get) == Some(self.worker);
+        if !from_owner && !self.wake_pending.swap(true, Ordering::AcqRel) {
             if let Some(waker) = &self.waker {
                 if let Err(e) = waker.wake() {
                     log::error!("cannot wake worker {}: {e}", self.worker);
@@ -156,7 +171,7 @@ impl SubscriberQueue {
 
     /// Queues `frame` and schedules the owner. Never blocks: a full queue
     /// makes the connection a slow consumer instead.
-    pub fn offer(&self, frame: &SharedFrame, origin: Option<usize>) -> Delivery {
+    pub fn offer(&self, frame: &SharedFrame) -> Delivery {
         if self.state.load(Ordering::Acquire) != OPEN {
             return Delivery::Refused;
         }
@@ -166,24 +181,24 @@ impl SubscriberQueue {
                 .compare_exchange(OPEN, SLOW, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                self.schedule(origin);
+                self.schedule();
                 return Delivery::Overflowed;
             }
             return Delivery::Refused;
         }
-        self.schedule(origin);
+        self.schedule();
         Delivery::Queued
     }
 
     /// [`offer`](Self::offer), true if the frame was queued; false means the
     /// connection should leave the topic.
-    pub fn deliver(&self, frame: &SharedFrame, origin: Option<usize>) -> bool {
-        self.offer(frame, origin) == Delivery::Queued
+    pub fn deliver(&self, frame: &SharedFrame) -> bool {
+        self.offer(frame) == Delivery::Queued
     }
 
-    fn schedule(&self, origin: Option<usize>) {
+    fn schedule(&self) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.mailbox.post(self.key, origin);
+            self.mailbox.post(self.key);
         }
     }
 
@@ -245,7 +260,7 @@ mod tests {
         let q = queue(10, &mailbox);
         let frame: SharedFrame = Arc::new(b"e".to_vec());
         for _ in 0..5 {
-            assert!(q.deliver(&frame, Some(1)));
+            assert!(q.deliver(&frame));
         }
         let mut posted = Vec::new();
         mailbox.drain(&mut posted);
@@ -258,7 +273,7 @@ mod tests {
         );
         assert_eq!(q.len(), 5);
         q.unschedule();
-        assert!(q.deliver(&frame, Some(1)));
+        assert!(q.deliver(&frame));
         posted.clear();
         mailbox.drain(&mut posted);
         assert_eq!(posted.len(), 1);
@@ -269,17 +284,14 @@ mod tests {
         let mailbox = Arc::new(WorkerMailbox::new(0, None));
         let q = queue(2, &mailbox);
         let frame: SharedFrame = Arc::new(b"e".to_vec());
-        assert!(q.deliver(&frame, None));
-        assert!(q.deliver(&frame, None));
+        assert!(q.deliver(&frame));
+        assert!(q.deliver(&frame));
         assert!(!q.is_slow());
-        assert!(!q.deliver(&frame, None));
+        assert!(!q.deliver(&frame));
         assert!(q.is_slow());
         assert_eq!(q.len(), 2, "the overflowing event is not queued");
         q.clear();
-        assert!(
-            !q.deliver(&frame, None),
-            "a slow consumer takes nothing more"
-        );
+        assert!(!q.deliver(&frame), "a slow consumer takes nothing more");
         assert!(q.is_empty());
     }
 
@@ -288,7 +300,7 @@ mod tests {
         let mailbox = Arc::new(WorkerMailbox::new(0, None));
         let q = queue(2, &mailbox);
         q.close();
-        assert!(!q.deliver(&Arc::new(vec![1]), None));
+        assert!(!q.deliver(&Arc::new(vec![1])));
         assert!(q.is_empty());
         assert!(!mailbox.has_posts());
     }
@@ -306,7 +318,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let frame: SharedFrame = Arc::new(vec![0]);
                     for _ in 0..per_thread {
-                        assert!(q.deliver(&frame, Some(1)));
+                        assert!(q.deliver(&frame));
                     }
                 })
             })

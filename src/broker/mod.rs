@@ -13,9 +13,8 @@
 pub mod delivery;
 pub mod ring;
 
-use crate::protocol::{
-    encode_event, encode_info, shared_text_frame, validate_topic_name, SharedFrame,
-};
+use crate::protocol::{encode_event, encode_info, validate_topic_name};
+use crate::ws::frame::{shared_text_frame, SharedFrame};
 use delivery::{Delivery, SubscriberQueue};
 use ring::ReplayRing;
 use serde_json::value::RawValue;
@@ -88,7 +87,7 @@ impl Topic {
     /// Assigns the next `seq`, keeps the event for replay and queues it to
     /// every subscriber. Returns the `seq`. Subscribers whose queue
     /// overflows are marked slow and leave the topic.
-    pub fn publish(&self, message: &RawValue, origin: Option<usize>) -> Result<u64, TopicGone> {
+    pub fn publish(&self, message: &RawValue) -> Result<u64, TopicGone> {
         let mut state = self.lock();
         if self.is_deleted() {
             return Err(TopicGone);
@@ -100,7 +99,7 @@ impl Topic {
         let (mut queued, mut overflowed) = (0, 0);
         state
             .subscribers
-            .retain(|subscriber| match subscriber.offer(&frame, origin) {
+            .retain(|subscriber| match subscriber.offer(&frame) {
                 Delivery::Queued => {
                     queued += 1;
                     true
@@ -156,7 +155,7 @@ impl Topic {
 
     /// Marks the topic deleted and queues `info topic_deleted` to every
     /// subscriber, behind the events already queued to it.
-    fn delete(&self, origin: Option<usize>) {
+    fn delete(&self) {
         let mut state = self.lock();
         self.deleted.store(true, Ordering::Release);
         let notice = shared_text_frame(&encode_info(
@@ -165,7 +164,7 @@ impl Topic {
             SystemTime::now(),
         ));
         for subscriber in state.subscribers.drain(..) {
-            subscriber.deliver(&notice, origin);
+            subscriber.deliver(&notice);
         }
         state.ring.clear();
     }
@@ -225,7 +224,7 @@ impl Broker {
 
     /// Deletes the topic and notifies its subscribers. False if there was
     /// no such topic.
-    pub fn delete_topic(&self, name: &str, origin: Option<usize>) -> bool {
+    pub fn delete_topic(&self, name: &str) -> bool {
         let removed = {
             let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
             let removed = topics.remove(name);
@@ -238,7 +237,7 @@ impl Broker {
         };
         match removed {
             Some(topic) => {
-                topic.delete(origin);
+                topic.delete();
                 true
             }
             None => false,
@@ -305,7 +304,7 @@ mod tests {
         topic.subscribe(&b, 0, false).unwrap();
         topic.subscribe(&b, 0, true).unwrap();
         for id in ["m1", "m2", "m3"] {
-            topic.publish(&message(id), None).unwrap();
+            topic.publish(&message(id)).unwrap();
         }
         for q in [&a, &b] {
             let events = drain(q);
@@ -337,7 +336,7 @@ mod tests {
         );
         let q = subscriber(1, 10);
         t1.subscribe(&q, 0, false).unwrap();
-        t2.publish(&message("x"), None).unwrap();
+        t2.publish(&message("x")).unwrap();
         assert!(q.is_empty());
     }
 
@@ -346,7 +345,7 @@ mod tests {
         let broker = Broker::new(5);
         let topic = broker.create_topic("t").unwrap();
         for i in 0..8 {
-            topic.publish(&message(&format!("m{i}")), None).unwrap();
+            topic.publish(&message(&format!("m{i}"))).unwrap();
         }
         let q = subscriber(1, 100);
         let replay: Vec<Value> = topic
@@ -355,7 +354,7 @@ mod tests {
             .iter()
             .map(decode)
             .collect();
-        topic.publish(&message("live"), None).unwrap();
+        topic.publish(&message("live")).unwrap();
         let live = drain(&q);
         let seqs: Vec<u64> = replay
             .iter()
@@ -383,7 +382,7 @@ mod tests {
             let topic = Arc::clone(&topic);
             std::thread::spawn(move || {
                 for i in 0..5_000 {
-                    topic.publish(&message(&i.to_string()), None).unwrap();
+                    topic.publish(&message(&i.to_string())).unwrap();
                 }
             })
         };
@@ -415,7 +414,7 @@ mod tests {
         topic.subscribe(&slow, 0, false).unwrap();
         topic.subscribe(&healthy, 0, false).unwrap();
         for i in 0..3 {
-            topic.publish(&message(&i.to_string()), None).unwrap();
+            topic.publish(&message(&i.to_string())).unwrap();
         }
         assert!(slow.is_slow());
         assert!(!healthy.is_slow());
@@ -437,9 +436,9 @@ mod tests {
         let topic = broker.create_topic("t").unwrap();
         let q = subscriber(1, 10);
         topic.subscribe(&q, 0, false).unwrap();
-        topic.publish(&message("m"), None).unwrap();
-        assert!(broker.delete_topic("t", None));
-        assert!(!broker.delete_topic("t", None));
+        topic.publish(&message("m")).unwrap();
+        assert!(broker.delete_topic("t"));
+        assert!(!broker.delete_topic("t"));
         let got = drain(&q);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0]["type"], "event");
@@ -448,12 +447,12 @@ mod tests {
             serde_json::json!({"type":"info","topic":"t","msg":"topic_deleted","ts":got[1]["ts"]})
         );
         assert!(topic.is_deleted());
-        assert_eq!(topic.publish(&message("late"), None), Err(TopicGone));
+        assert_eq!(topic.publish(&message("late")), Err(TopicGone));
         assert_eq!(topic.subscribe(&q, 0, false), Err(TopicGone));
         assert!(broker.topic("t").is_none());
         let again = broker.create_topic("t").unwrap();
         assert_eq!(
-            again.publish(&message("new"), None),
+            again.publish(&message("new")),
             Ok(1),
             "a new topic starts at seq 1"
         );

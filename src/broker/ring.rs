@@ -2,7 +2,7 @@
 //! first. It holds shared frames, so keeping a message for replay costs a
 //! pointer, not a copy.
 
-use crate::protocol::SharedFrame;
+use crate::ws::frame::SharedFrame;
 use std::collections::VecDeque;
 
 pub struct ReplayRing {

@@ -5,6 +5,7 @@
 use super::{Request, Response};
 use crate::broker::{Broker, CreateError};
 use crate::metrics::{render_prometheus, BrokerGauges, MetricsSnapshot, WorkerMetrics};
+use crate::ws::SessionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -22,8 +23,22 @@ pub struct RestContext<'a> {
     pub connections: usize,
     /// Every worker's counters.
     pub metrics: &'a [Arc<WorkerMetrics>],
-    /// The worker serving the request, for the broker's wake-ups.
-    pub worker: Option<usize>,
+}
+
+impl<'a> RestContext<'a> {
+    /// A context over `broker` alone: no key, not draining, no uptime, no
+    /// connections, no counters. The server fills in the rest; tests and
+    /// benchmarks override what they need.
+    pub fn new(broker: &'a Broker) -> RestContext<'a> {
+        RestContext {
+            broker,
+            api_key: None,
+            draining: false,
+            uptime: Duration::ZERO,
+            connections: 0,
+            metrics: &[],
+        }
+    }
 }
 
 /// What to do with a request.
@@ -32,17 +47,6 @@ pub enum Action {
     Respond(Response),
     /// Switch to WebSocket: write this `101` response, then frames.
     Upgrade(Vec<u8>, SessionKind),
-}
-
-/// What a WebSocket connection is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionKind {
-    /// The JSON protocol of `/ws`.
-    PubSub,
-    /// Every message sent back unchanged, for the Autobahn conformance
-    /// suite (`/` with the `autobahn` feature).
-    #[cfg(feature = "autobahn")]
-    Echo,
 }
 
 /// Routes one request.
@@ -218,7 +222,7 @@ fn delete_topic(encoded: &str, ctx: &RestContext<'_>) -> Response {
             "the topic name in the path is not valid UTF-8",
         );
     };
-    if ctx.broker.delete_topic(&name, ctx.worker) {
+    if ctx.broker.delete_topic(&name) {
         log::info!(topic = name.as_ref(); "topic deleted");
         Response::json(
             200,
@@ -406,13 +410,12 @@ mod tests {
 
         fn send(&self, raw: &str) -> Action {
             let ctx = RestContext {
-                broker: &self.broker,
                 api_key: self.api_key,
                 draining: self.draining,
                 uptime: Duration::from_secs(7),
                 connections: 1,
                 metrics: &self.metrics,
-                worker: None,
+                ..RestContext::new(&self.broker)
             };
             match parse_request(raw.as_bytes()) {
                 Parsed::Complete(req, _) => handle(&req, &ctx),
@@ -535,10 +538,7 @@ mod tests {
         topic.subscribe(&q, 0, false).unwrap();
         for _ in 0..3 {
             topic
-                .publish(
-                    &RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap(),
-                    None,
-                )
+                .publish(&RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap())
                 .unwrap();
         }
         let (status, health) = w.request("GET", "/health", None);
@@ -682,10 +682,7 @@ mod tests {
         let w = World::new();
         let topic = w.broker.create_topic("t").unwrap();
         topic
-            .publish(
-                &RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap(),
-                None,
-            )
+            .publish(&RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap())
             .unwrap();
         w.metrics[1].record_delivered(4);
         let (status, stats) = w.request("GET", "/stats", None);

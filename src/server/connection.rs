@@ -1,94 +1,49 @@
-//! One client connection and its state machine: HTTP (requests, possibly
-//! pipelined) -> WebSocket session -> closing. It owns the socket, the
-//! bytes waiting to be written, and, once upgraded, the tungstenite context
-//! and the connection's subscriptions.
+//! One client connection: its socket and the bytes that cross it. It reads
+//! (HTTP requests, then WebSocket frames), hands what it read to the
+//! protocol side (HTTP serving in [`super::http_service`], the JSON session
+//! in [`super::session`]), writes its output and its queued events, and
+//! moves through its [`Lifecycle`] (open, closing, ended).
+//!
+//! ```text
+//!   Http { requests, pipelined }  --101-->  WebSocket { codec, session }
+//! ```
 //!
 //! Everything here runs on the connection's own worker thread. The only
-//! state other threads touch is the `SubscriberQueue`, through the broker.
-//! A connection never frees itself: it records why it must close
-//! (`doom`) and the worker reaps it at the end of the loop turn.
+//! state other threads touch is the session's `SubscriberQueue`, through
+//! the broker. A connection never frees itself: when it ends, it tells the
+//! worker (`WorkerCtx::ended`), which reaps it at the end of the loop turn.
 
-use super::worker::WorkerCtx;
-use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
-use crate::broker::Topic;
-use crate::http::routes::{self, Action, RestContext, SessionKind};
-use crate::http::{parse_request, Parsed};
+use super::context::WorkerCtx;
+use super::http_service::{HttpInput, Served};
+use super::lifecycle::{CloseWait, Lifecycle, CLOSE_GRACE, MAX_LINGER_BYTES};
+use super::output::{Output, Written};
+use super::session::Session;
+use crate::broker::delivery::ConnectionKey;
 use crate::metrics::{ConnectionKind, DisconnectReason};
-use crate::protocol::{self, append_text_frame, ClientRequest, ErrorCode};
+use crate::ws::codec::{Codec, Incoming};
+use crate::ws::SessionKind;
 use mio::net::TcpStream;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use std::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
-use tungstenite::Message;
 
-/// How long a closing connection may take to get its last bytes out and
-/// hear the peer's close; after it, the socket is dropped.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// While more than this many bytes wait to be written, the connection's
-/// input is not read: a client that sends without reading cannot make the
-/// broker buffer without bound.
-const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 /// Messages one connection may have handled in a loop turn before the
 /// worker moves on to its other connections.
 const READ_BUDGET_MESSAGES: usize = 256;
 /// Queued events are gathered into writes of about this size.
 const GATHER_BYTES: usize = 64 * 1024;
-/// An output buffer larger than this is freed once empty, so that one burst
-/// does not pin memory for the connection's lifetime.
-const OUTPUT_KEEP_CAPACITY: usize = 16 * 1024;
-/// A closing connection that keeps sending more than this is dropped at
-/// once rather than read until its deadline.
-const MAX_DISCARD_BYTES: usize = 1024 * 1024;
-/// tungstenite's read buffer per connection (its default is 128 KiB): it is
-/// allocated for every WebSocket connection, idle or not, and is most of an
-/// idle subscriber's memory; a larger message grows it as needed.
-const WS_READ_BUFFER: usize = 2 * 1024;
-
-/// What a closing connection still waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CloseWait {
-    /// We sent a WebSocket close frame and read on for the peer's reply.
-    PeerCloseFrame,
-    /// Input is read and dropped; once our output is out we shut down our
-    /// side and wait for the peer's end of stream.
-    Drain,
-}
-
-#[derive(Debug)]
-struct Closing {
-    reason: DisconnectReason,
-    wait: CloseWait,
-    deadline: Instant,
-    write_shut: bool,
-    peer_eof: bool,
-    /// Input read and dropped while closing.
-    discarded: usize,
-}
 
 enum Phase {
-    Http {
-        input: Vec<u8>,
-        request_started: Instant,
-    },
-    WebSocket(Box<Session>),
+    Http(HttpInput),
+    WebSocket(Box<WebSocket>),
 }
 
-/// A WebSocket connection's protocol state.
-struct Session {
-    ws: WebSocketContext,
-    /// Created at the first subscribe, so that a connection that only
-    /// publishes costs no queue.
-    queue: Option<Arc<SubscriberQueue>>,
-    topics: Vec<Arc<Topic>>,
-    client_id: Option<String>,
+/// An upgraded connection: its framing, its session, its heartbeat.
+struct WebSocket {
+    codec: Codec,
+    session: Session,
     next_ping: Instant,
-    shutdown_sent: bool,
-    kind: SessionKind,
 }
 
 /// What a connection reads from and writes to: a non-blocking socket in
@@ -113,81 +68,46 @@ pub struct Connection<S = TcpStream> {
     peer: SocketAddr,
     opened: Instant,
     phase: Phase,
-    /// Bytes to write before any queued event: HTTP responses, replies,
-    /// replay, control frames, and the rest of a partly written batch.
-    out: Vec<u8>,
-    out_pos: usize,
+    life: Lifecycle,
+    output: Output,
     last_input: Instant,
-    /// Requests and client frames read; responses, replies and events
-    /// written. For the close log line.
+    /// Requests and client messages read. For the close log line.
     messages_in: u64,
-    messages_out: u64,
-    read_paused: bool,
-    closing: Option<Closing>,
-    pub(super) doomed: Option<DisconnectReason>,
     /// Already on this turn's flush list.
     pub(super) touched: bool,
     /// This connection's live deadline in the worker's timers.
     pub(super) timer: Option<Instant>,
 }
 
-/// tungstenite's view of the connection: reads come from the socket,
-/// writes go to the output buffer (so frames are written by the worker,
-/// batched, in order).
-struct WsIo<'a, S> {
-    socket: &'a mut S,
-    out: &'a mut Vec<u8>,
-    bytes_read: usize,
-}
-
-impl<S: Read> Read for WsIo<'_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.socket.read(buf)?;
-        self.bytes_read += n;
-        Ok(n)
-    }
-}
-
-impl<S> Write for WsIo<'_, S> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 impl<S: Transport> Connection<S> {
+    /// A new connection, its handshake timeout armed.
     pub fn new(
         socket: S,
         slot: usize,
         generation: u64,
         peer: SocketAddr,
-        now: Instant,
+        ctx: &mut WorkerCtx,
     ) -> Connection<S> {
-        Connection {
+        let mut conn = Connection {
             socket,
             slot,
             generation,
             peer,
-            opened: now,
-            phase: Phase::Http {
-                input: Vec::new(),
-                request_started: now,
-            },
-            out: Vec::new(),
-            out_pos: 0,
-            last_input: now,
+            opened: ctx.now,
+            phase: Phase::Http(HttpInput {
+                buffer: Vec::new(),
+                request_started: ctx.now,
+            }),
+            life: Lifecycle::Open,
+            output: Output::default(),
+            last_input: ctx.now,
             messages_in: 0,
-            messages_out: 0,
-            read_paused: false,
-            closing: None,
-            doomed: None,
             touched: false,
             timer: None,
-        }
+        };
+        let deadline = ctx.now + ctx.shared.config.handshake_timeout;
+        ctx.timers.arm(&mut conn.timer, deadline, slot, generation);
+        conn
     }
 
     pub fn socket_mut(&mut self) -> &mut S {
@@ -202,9 +122,10 @@ impl<S: Transport> Connection<S> {
         matches!(self.phase, Phase::WebSocket(_))
     }
 
-    /// The connection's first deadline: the handshake timeout.
-    pub fn first_deadline(&self, ctx: &WorkerCtx) -> Instant {
-        self.opened + ctx.shared.config.handshake_timeout
+    /// For the socket-free harness, which reaps by hand.
+    #[cfg(any(test, fuzzing))]
+    pub fn is_ended(&self) -> bool {
+        self.life.is_ended()
     }
 
     fn key(&self) -> ConnectionKey {
@@ -214,54 +135,53 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    /// Marks the connection for reaping at the end of the turn.
-    #[track_caller]
-    pub fn doom(&mut self, ctx: &mut WorkerCtx, reason: DisconnectReason) {
-        log::trace!("doom {reason:?} at {}", std::panic::Location::caller());
-        if self.doomed.is_none() {
-            self.doomed = Some(reason);
-            ctx.doomed.push(self.slot);
+    // ---- the lifecycle's transitions, with what the worker must know ----
+
+    /// Ends the connection (see [`Lifecycle::end`]); the worker reaps it
+    /// at the end of the turn.
+    pub fn end(&mut self, ctx: &mut WorkerCtx, otherwise: DisconnectReason) {
+        if self.life.end(otherwise) {
+            ctx.ended.push(self.slot);
         }
     }
 
-    /// Ends the connection at once, for the reason of the close already
-    /// under way if there is one, else for `otherwise`.
-    fn end_now(&mut self, ctx: &mut WorkerCtx, otherwise: DisconnectReason) {
-        let reason = self.closing.as_ref().map_or(otherwise, |c| c.reason);
-        self.doom(ctx, reason);
-    }
-
-    fn pending_output(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
-
-    /// Starts closing: the connection stops taking requests, gets its output
-    /// out, and is dropped by `deadline` at the latest.
+    /// Starts closing, with the close deadline armed.
     fn begin_close(&mut self, ctx: &mut WorkerCtx, reason: DisconnectReason, wait: CloseWait) {
-        if self.closing.is_some() {
-            return;
-        }
         let deadline = ctx.now + CLOSE_GRACE;
-        self.closing = Some(Closing {
-            reason,
-            wait,
-            deadline,
-            write_shut: false,
-            peer_eof: false,
-            discarded: 0,
-        });
-        ctx.timers
-            .arm(&mut self.timer, deadline, self.slot, self.generation);
+        if self.life.begin_close(reason, wait, deadline) {
+            ctx.timers
+                .arm(&mut self.timer, deadline, self.slot, self.generation);
+        }
+    }
+
+    /// Fails the WebSocket connection: a close frame with `code`, then no
+    /// further frames are read; the connection lingers until the peer is
+    /// done or the close deadline.
+    fn fail_protocol(&mut self, ctx: &mut WorkerCtx, code: CloseCode, why: &str) {
+        log::debug!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id, why; "protocol error");
+        if !self.life.takes_requests() {
+            return self.end(ctx, DisconnectReason::ProtocolError);
+        }
+        self.send_close_frame(code, why);
+        self.begin_close(ctx, DisconnectReason::ProtocolError, CloseWait::Linger);
+    }
+
+    /// Puts a WebSocket close frame behind everything already in the
+    /// output; nothing but the close follows it.
+    fn send_close_frame(&mut self, code: CloseCode, reason: &str) {
+        if let Phase::WebSocket(ws) = &mut self.phase {
+            ws.codec.close(self.output.buffer(), code, reason);
+        }
     }
 
     // ---- reading ----------------------------------------------------------
 
     /// The socket is readable (or closed): read until it would block.
     pub fn on_readable(&mut self, ctx: &mut WorkerCtx) {
-        if self.doomed.is_some() {
+        if self.life.is_ended() {
             return;
         }
-        if !self.is_discarding_input() {
+        if !self.life.lingers() {
             if self.is_websocket() {
                 self.read_websocket(ctx);
             } else {
@@ -269,23 +189,19 @@ impl<S: Transport> Connection<S> {
             }
         }
         // Reading may have started the close: what is left in the socket is
-        // read and dropped now, since readiness is edge-triggered and the
-        // peer's end of stream may already be among it.
-        if self.is_discarding_input() && self.doomed.is_none() {
-            self.discard_input(ctx);
+        // dropped now, since readiness is edge-triggered and the peer's end
+        // of stream may already be among it.
+        if self.life.lingers() {
+            self.drop_input(ctx);
         }
     }
 
-    fn is_discarding_input(&self) -> bool {
-        self.closing
-            .as_ref()
-            .is_some_and(|c| c.wait == CloseWait::Drain)
-    }
-
-    fn discard_input(&mut self, ctx: &mut WorkerCtx) {
+    /// While lingering: reads and drops input until it would block, noting
+    /// the peer's end of stream.
+    fn drop_input(&mut self, ctx: &mut WorkerCtx) {
         loop {
             let result = self.socket.read(&mut ctx.read_buffer);
-            let Some(closing) = &mut self.closing else {
+            let Some(closing) = self.life.closing_mut() else {
                 return;
             };
             match result {
@@ -295,18 +211,14 @@ impl<S: Transport> Connection<S> {
                 }
                 Ok(n) => {
                     ctx.metrics.record_received(n);
-                    closing.discarded += n;
-                    if closing.discarded > MAX_DISCARD_BYTES {
-                        let reason = closing.reason;
-                        return self.doom(ctx, reason);
+                    closing.dropped += n;
+                    if closing.dropped > MAX_LINGER_BYTES {
+                        return self.end(ctx, DisconnectReason::Normal);
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    let reason = closing.reason;
-                    return self.doom(ctx, reason);
-                }
+                Err(_) => return self.end(ctx, DisconnectReason::ConnectionError),
             }
         }
     }
@@ -316,23 +228,22 @@ impl<S: Transport> Connection<S> {
             // Requests already buffered first: a pause for output may have
             // left some behind.
             self.serve_requests(ctx);
-            if self.closing.is_some() || self.doomed.is_some() {
+            if !self.life.takes_requests() {
                 return;
             }
             if self.is_websocket() {
                 // Bytes that followed the upgrade request are already in the
-                // session; frames still in the socket follow them.
+                // codec; frames still in the socket follow them.
                 return self.read_websocket(ctx);
             }
-            if self.pending_output() > OUTPUT_HIGH_WATER {
-                self.read_paused = true;
-                return;
+            if self.output.over_high_water() {
+                return self.life.pause_input();
             }
             let n = match self.socket.read(&mut ctx.read_buffer) {
                 Ok(0) => {
                     // The peer is done sending; answer what it asked, then close.
-                    self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Drain);
-                    if let Some(closing) = &mut self.closing {
+                    self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger);
+                    if let Some(closing) = self.life.closing_mut() {
                         closing.peer_eof = true;
                     }
                     return;
@@ -340,124 +251,38 @@ impl<S: Transport> Connection<S> {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return self.doom(ctx, DisconnectReason::ConnectionError),
+                Err(_) => return self.end(ctx, DisconnectReason::ConnectionError),
             };
             ctx.metrics.record_received(n);
-            if let Phase::Http { input, .. } = &mut self.phase {
-                input.extend_from_slice(&ctx.read_buffer[..n]);
+            if let Phase::Http(http) = &mut self.phase {
+                http.buffer.extend_from_slice(&ctx.read_buffer[..n]);
             }
         }
     }
 
     /// Serves every whole request in the input buffer.
     fn serve_requests(&mut self, ctx: &mut WorkerCtx) {
-        loop {
-            if self.closing.is_some() || self.pending_output() > OUTPUT_HIGH_WATER {
-                return;
-            }
-            let Phase::Http {
-                input,
-                request_started,
-            } = &mut self.phase
-            else {
-                return;
-            };
-            let started = Instant::now();
-            // Read once: the route and the `Connection: close` decision must
-            // agree (a signal between two reads gave a 200 that closed).
-            let draining = ctx.shared.draining.load(Ordering::Acquire);
-            let (action, keep_alive, used, request_line) = match parse_request(input) {
-                Parsed::Partial => return,
-                Parsed::Invalid(response) => {
-                    response.write_to(&mut self.out);
-                    ctx.metrics.record_http_response(response.status);
-                    self.messages_in += 1;
-                    self.messages_out += 1;
-                    match response.consumed {
-                        Some(used) if !response.close => {
-                            input.drain(..used);
-                            *request_started = ctx.now;
-                            continue;
-                        }
-                        _ => {
-                            input.clear();
-                            return self.begin_close(
-                                ctx,
-                                DisconnectReason::Normal,
-                                CloseWait::Drain,
-                            );
-                        }
-                    }
-                }
-                Parsed::Complete(request, used) => {
-                    let rest = RestContext {
-                        broker: &ctx.shared.broker,
-                        api_key: ctx.shared.config.api_key.as_deref(),
-                        draining,
-                        uptime: ctx.shared.started.elapsed(),
-                        connections: ctx.shared.connections.load(Ordering::Relaxed),
-                        metrics: &ctx.shared.metrics,
-                        worker: Some(ctx.id),
-                    };
-                    let request_line = log::log_enabled!(log::Level::Debug)
-                        .then(|| (request.method.to_string(), request.path.to_string()));
-                    (
-                        routes::handle(&request, &rest),
-                        request.keep_alive,
-                        used,
-                        request_line,
-                    )
-                }
-            };
-            let status = match &action {
-                Action::Respond(response) => response.status,
-                Action::Upgrade(..) => 101,
-            };
-            ctx.metrics.record_http_response(status);
-            self.messages_in += 1;
-            self.messages_out += 1;
-            if let Some((method, path)) = request_line {
-                log::debug!(
-                    method = method.as_str(), path = path.as_str(), status,
-                    micros = started.elapsed().as_micros() as u64, peer:% = self.peer;
-                    "request"
-                );
-            }
-            match action {
-                Action::Respond(mut response) => {
-                    response.close |= !keep_alive || draining;
-                    response.write_to(&mut self.out);
-                    input.drain(..used);
-                    *request_started = ctx.now;
-                    if response.close {
-                        return self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Drain);
-                    }
-                }
-                Action::Upgrade(switching, kind) => {
-                    self.out.extend_from_slice(&switching);
-                    let early_frames = input.split_off(used);
-                    return self.become_websocket(ctx, early_frames, kind);
-                }
+        let Phase::Http(http) = &mut self.phase else {
+            return;
+        };
+        if !self.life.takes_requests() {
+            return;
+        }
+        match http.serve(ctx, &mut self.output, self.peer, &mut self.messages_in) {
+            Served::Waiting => {}
+            Served::Close => self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger),
+            Served::Upgrade { kind, early_frames } => {
+                self.become_websocket(ctx, early_frames, kind)
             }
         }
     }
 
     fn become_websocket(&mut self, ctx: &mut WorkerCtx, early_frames: Vec<u8>, kind: SessionKind) {
         let config = &ctx.shared.config;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(WS_READ_BUFFER)
-            .write_buffer_size(0)
-            .max_message_size(Some(config.max_message_bytes))
-            .max_frame_size(Some(config.max_message_bytes));
-        let ws = WebSocketContext::from_partially_read(early_frames, Role::Server, Some(ws_config));
-        self.phase = Phase::WebSocket(Box::new(Session {
-            ws,
-            queue: None,
-            topics: Vec::new(),
-            client_id: None,
+        self.phase = Phase::WebSocket(Box::new(WebSocket {
+            codec: Codec::new(early_frames, config.max_message_bytes),
+            session: Session::new(kind, self.key()),
             next_ping: ctx.now + config.heartbeat_interval,
-            shutdown_sent: false,
-            kind,
         }));
         self.last_input = ctx.now;
         self.timer = None;
@@ -469,298 +294,46 @@ impl<S: Transport> Connection<S> {
     fn read_websocket(&mut self, ctx: &mut WorkerCtx) {
         let mut budget = READ_BUDGET_MESSAGES;
         loop {
-            if self.pending_output() > OUTPUT_HIGH_WATER {
-                self.read_paused = true;
-                return;
+            if self.output.over_high_water() {
+                return self.life.pause_input();
             }
             if budget == 0 {
                 // Let the worker's other connections have their turn; the
                 // socket is still readable, so the worker comes back here
                 // next turn without waiting for a new readiness event.
-                ctx.read_again.push(self.key());
-                return;
+                return ctx.read_next_turn.push(self.key());
             }
             budget -= 1;
-            let Phase::WebSocket(session) = &mut self.phase else {
+            let Phase::WebSocket(ws) = &mut self.phase else {
                 return;
             };
-            let mut io = WsIo {
-                socket: &mut self.socket,
-                out: &mut self.out,
-                bytes_read: 0,
-            };
-            let result = session.ws.read(&mut io);
-            if io.bytes_read > 0 {
+            let (incoming, bytes_read) = ws.codec.read(&mut self.socket, self.output.buffer());
+            if bytes_read > 0 {
                 self.last_input = ctx.now;
-                ctx.metrics.record_received(io.bytes_read);
+                ctx.metrics.record_received(bytes_read);
             }
-            match result {
-                Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+            match incoming {
+                Incoming::Data(message) => {
                     self.messages_in += 1;
-                    if self.closing.is_none() {
-                        match session.kind {
-                            SessionKind::PubSub => self.handle_message(ctx, message),
-                            #[cfg(feature = "autobahn")]
-                            SessionKind::Echo => self.echo(message),
-                        }
+                    if self.life.takes_requests() {
+                        ws.session.on_message(ctx, message, &mut self.output);
                     }
                 }
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-                Ok(Message::Close(_)) => {
-                    match &mut self.closing {
-                        // The peer answered our close.
-                        Some(closing) => closing.wait = CloseWait::Drain,
-                        None => {
-                            // The peer closes: tungstenite queued the echo of
-                            // its close frame; put it in the output now.
-                            let _ = session.ws.flush(&mut io);
-                            self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Drain);
-                        }
+                Incoming::Control => {}
+                Incoming::Close => {
+                    if self.life.is_closing() {
+                        self.life.peer_answered_close();
+                    } else {
+                        self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger);
                     }
                     return;
                 }
-                Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(WsError::Io(e)) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(
-                    WsError::ConnectionClosed
-                    | WsError::AlreadyClosed
-                    | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
-                ) => return self.end_now(ctx, DisconnectReason::Normal),
-                Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
-                    return self.fail_protocol(
-                        ctx,
-                        CloseCode::Size,
-                        &format!("message of {size} bytes exceeds {max_size}"),
-                    );
-                }
-                Err(WsError::Utf8(_)) => {
-                    return self.fail_protocol(
-                        ctx,
-                        CloseCode::Invalid,
-                        "invalid UTF-8 in a text message",
-                    )
-                }
-                Err(WsError::Protocol(e)) => {
-                    return self.fail_protocol(ctx, CloseCode::Protocol, &e.to_string())
-                }
-                Err(WsError::Io(_)) => return self.doom(ctx, DisconnectReason::ConnectionError),
-                Err(e) => return self.fail_protocol(ctx, CloseCode::Error, &e.to_string()),
+                Incoming::WouldBlock => return,
+                Incoming::Gone => return self.end(ctx, DisconnectReason::Normal),
+                Incoming::Violation { code, why } => return self.fail_protocol(ctx, code, &why),
+                Incoming::Failed => return self.end(ctx, DisconnectReason::ConnectionError),
             }
         }
-    }
-
-    /// Fails the WebSocket connection: a close frame with `code`, then the
-    /// socket is closed without reading further frames.
-    fn fail_protocol(&mut self, ctx: &mut WorkerCtx, code: CloseCode, why: &str) {
-        log::debug!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id, why; "protocol error");
-        if self.closing.is_some() {
-            return self.end_now(ctx, DisconnectReason::ProtocolError);
-        }
-        // A close frame's reason must fit in its 125-byte payload.
-        self.queue_close_frame(
-            code,
-            if why.len() <= 120 {
-                why
-            } else {
-                "protocol error"
-            },
-        );
-        self.begin_close(ctx, DisconnectReason::ProtocolError, CloseWait::Drain);
-    }
-
-    /// Queues a WebSocket close frame behind everything already in the
-    /// output; tungstenite then refuses to send anything else.
-    fn queue_close_frame(&mut self, code: CloseCode, reason: &str) {
-        if let Phase::WebSocket(session) = &mut self.phase {
-            let mut io = WsIo {
-                socket: &mut self.socket,
-                out: &mut self.out,
-                bytes_read: 0,
-            };
-            let close = CloseFrame {
-                code,
-                reason: reason.to_string().into(),
-            };
-            let _ = session.ws.close(&mut io, Some(close));
-        }
-    }
-
-    // ---- the JSON protocol -------------------------------------------------
-
-    fn reply(&mut self, text: &str) {
-        self.messages_out += 1;
-        append_text_frame(&mut self.out, text);
-    }
-
-    fn reply_error(
-        &mut self,
-        code: ErrorCode,
-        message: &str,
-        request_id: Option<&str>,
-        topic: Option<&str>,
-    ) {
-        self.reply(&protocol::encode_error(
-            code,
-            message,
-            request_id,
-            topic,
-            SystemTime::now(),
-        ));
-    }
-
-    fn handle_message(&mut self, ctx: &mut WorkerCtx, message: Message) {
-        match message {
-            Message::Text(text) => self.handle_request(ctx, text.as_str()),
-            _ => self.reply_error(
-                ErrorCode::BadRequest,
-                "binary frames are not accepted; send JSON in text frames",
-                None,
-                None,
-            ),
-        }
-    }
-
-    /// The Autobahn echo session: the message goes back unchanged, through
-    /// the same output buffer and write path as every other frame.
-    #[cfg(feature = "autobahn")]
-    fn echo(&mut self, message: Message) {
-        use tungstenite::protocol::frame::coding::Data;
-        self.messages_out += 1;
-        match message {
-            Message::Text(text) => {
-                protocol::append_data_frame(&mut self.out, Data::Text, text.as_bytes())
-            }
-            Message::Binary(bytes) => {
-                protocol::append_data_frame(&mut self.out, Data::Binary, &bytes)
-            }
-            _ => {}
-        }
-    }
-
-    fn handle_request(&mut self, ctx: &mut WorkerCtx, text: &str) {
-        let request = match protocol::parse_client_frame(text) {
-            Ok(request) => request,
-            Err(invalid) => {
-                return self.reply_error(
-                    ErrorCode::BadRequest,
-                    &invalid.message,
-                    invalid.request_id.as_deref(),
-                    invalid.topic.as_deref(),
-                )
-            }
-        };
-        let request_id = request.request_id();
-        let draining = ctx.shared.draining.load(Ordering::Acquire);
-        match &request {
-            ClientRequest::Ping { .. } => {
-                self.reply(&protocol::encode_pong(request_id, SystemTime::now()));
-            }
-            ClientRequest::Subscribe { topic, .. } | ClientRequest::Publish { topic, .. }
-                if draining =>
-            {
-                self.reply_error(
-                    ErrorCode::ShuttingDown,
-                    "the server is shutting down",
-                    request_id,
-                    Some(topic),
-                );
-            }
-            ClientRequest::Subscribe {
-                topic,
-                client_id,
-                last_n,
-                ..
-            } => {
-                self.subscribe(ctx, topic, client_id, *last_n, request_id);
-            }
-            ClientRequest::Unsubscribe {
-                topic, client_id, ..
-            } => {
-                self.unsubscribe(ctx, topic, client_id, request_id);
-            }
-            ClientRequest::Publish { topic, message, .. } => {
-                let published = ctx
-                    .topics
-                    .get(&ctx.shared.broker, topic)
-                    .map(|t| t.publish(message, Some(ctx.id)));
-                match published {
-                    Some(Ok(_)) => {
-                        ctx.metrics.record_published();
-                        self.reply(&protocol::encode_ack(request_id, topic, SystemTime::now()))
-                    }
-                    _ => self.reply_topic_not_found(topic, request_id),
-                }
-            }
-        }
-    }
-
-    fn reply_topic_not_found(&mut self, topic: &str, request_id: Option<&str>) {
-        let message = format!("topic '{topic}' does not exist");
-        self.reply_error(ErrorCode::TopicNotFound, &message, request_id, Some(topic));
-    }
-
-    fn subscribe(
-        &mut self,
-        ctx: &mut WorkerCtx,
-        name: &str,
-        client_id: &str,
-        last_n: usize,
-        request_id: Option<&str>,
-    ) {
-        let key = self.key();
-        let Phase::WebSocket(session) = &mut self.phase else {
-            return;
-        };
-        session.client_id = Some(client_id.to_string());
-        let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
-            return self.reply_topic_not_found(name, request_id);
-        };
-        let queue = session.queue.get_or_insert_with(|| {
-            Arc::new(SubscriberQueue::new(
-                ctx.shared.config.subscriber_queue_size,
-                key,
-                Arc::clone(&ctx.mailbox),
-            ))
-        });
-        session.topics.retain(|t| !t.is_deleted());
-        let already_subscribed = session.topics.iter().any(|t| Arc::ptr_eq(t, &topic));
-        match topic.subscribe(queue, last_n, already_subscribed) {
-            Err(_) => self.reply_topic_not_found(name, request_id),
-            Ok(replay) => {
-                if !already_subscribed {
-                    session.topics.push(topic);
-                }
-                self.messages_out += replay.len() as u64;
-                ctx.metrics.record_delivered(replay.len() as u64);
-                self.reply(&protocol::encode_ack(request_id, name, SystemTime::now()));
-                for frame in &replay {
-                    self.out.extend_from_slice(frame);
-                }
-            }
-        }
-    }
-
-    fn unsubscribe(
-        &mut self,
-        ctx: &mut WorkerCtx,
-        name: &str,
-        client_id: &str,
-        request_id: Option<&str>,
-    ) {
-        let Phase::WebSocket(session) = &mut self.phase else {
-            return;
-        };
-        session.client_id = Some(client_id.to_string());
-        let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
-            return self.reply_topic_not_found(name, request_id);
-        };
-        if let Some(queue) = &session.queue {
-            topic.unsubscribe(queue);
-        }
-        session
-            .topics
-            .retain(|t| !Arc::ptr_eq(t, &topic) && !t.is_deleted());
-        self.reply(&protocol::encode_ack(request_id, name, SystemTime::now()));
     }
 
     // ---- writing -------------------------------------------------------------
@@ -768,26 +341,31 @@ impl<S: Transport> Connection<S> {
     /// Publishers queued events for this connection: clear the flag that
     /// keeps them from posting it again, before the flush pops the queue.
     pub fn unschedule(&self) {
-        if let Phase::WebSocket(session) = &self.phase {
-            if let Some(queue) = &session.queue {
-                queue.unschedule();
-            }
+        if let Some(queue) = self.session().and_then(Session::queue) {
+            queue.unschedule();
         }
     }
 
-    /// Writes what is pending, then queued events, until done or the socket
+    fn session(&self) -> Option<&Session> {
+        match &self.phase {
+            Phase::WebSocket(ws) => Some(&ws.session),
+            Phase::Http(_) => None,
+        }
+    }
+
+    /// Writes the output, then queued events, until done or the socket
     /// would block; then takes the closing and draining steps that were
     /// waiting for the output to be written.
     pub fn flush(&mut self, ctx: &mut WorkerCtx) {
         loop {
-            if self.doomed.is_some() {
+            if self.life.is_ended() {
                 return;
             }
             self.cut_if_slow(ctx);
             if !self.write_output(ctx) {
                 return;
             }
-            if self.closing.is_none()
+            if self.life.takes_requests()
                 && ctx.draining
                 && self.is_websocket()
                 && self.queue_is_empty()
@@ -795,19 +373,25 @@ impl<S: Transport> Connection<S> {
                 self.send_shutdown(ctx);
                 continue;
             }
-            if let Some(closing) = &mut self.closing {
-                if closing.wait == CloseWait::Drain && !closing.write_shut {
+            if let Some(closing) = self.life.closing_mut() {
+                if closing.wait != CloseWait::Linger {
+                    return;
+                }
+                if !closing.write_shut {
+                    // Everything is out: our side is done. The peer reads
+                    // our last bytes, then end of stream; what it still
+                    // sends is dropped, not left unread to reset the
+                    // connection.
                     closing.write_shut = true;
                     self.socket.shutdown_write();
+                    self.drop_input(ctx);
                 }
-                if closing.wait == CloseWait::Drain && closing.peer_eof {
-                    let reason = closing.reason;
-                    return self.doom(ctx, reason);
+                if self.life.closing_mut().is_some_and(|c| c.peer_eof) {
+                    self.end(ctx, DisconnectReason::Normal);
                 }
                 return;
             }
-            if self.read_paused {
-                self.read_paused = false;
+            if self.life.resume_input() {
                 self.on_readable(ctx);
                 continue;
             }
@@ -816,46 +400,27 @@ impl<S: Transport> Connection<S> {
     }
 
     fn queue_is_empty(&self) -> bool {
-        match &self.phase {
-            Phase::WebSocket(session) => session.queue.as_ref().is_none_or(|q| q.is_empty()),
-            Phase::Http { .. } => true,
-        }
+        self.session()
+            .and_then(Session::queue)
+            .is_none_or(|q| q.is_empty())
     }
 
-    /// Writes the output buffer, then (unless closing) queued events gathered
-    /// into large writes. Returns false if the socket would block or failed.
+    /// Writes the output, then (unless closing) queued events gathered into
+    /// large writes. Returns false if the socket would block or failed.
     fn write_output(&mut self, ctx: &mut WorkerCtx) -> bool {
         loop {
-            while self.out_pos < self.out.len() {
-                match self.socket.write(&self.out[self.out_pos..]) {
-                    Ok(0) => {
-                        self.doom(ctx, DisconnectReason::ConnectionError);
-                        return false;
-                    }
-                    Ok(n) => {
-                        self.out_pos += n;
-                        ctx.metrics.record_sent(n);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        self.end_now(ctx, DisconnectReason::ConnectionError);
-                        return false;
-                    }
+            match self.output.write_to(&mut self.socket, &ctx.metrics) {
+                Written::All => {}
+                Written::Blocked => return false,
+                Written::Failed => {
+                    self.end(ctx, DisconnectReason::ConnectionError);
+                    return false;
                 }
             }
-            self.out.clear();
-            self.out_pos = 0;
-            if self.out.capacity() > OUTPUT_KEEP_CAPACITY {
-                self.out = Vec::new();
-            }
-            if self.closing.is_some() {
+            if !self.life.takes_requests() {
                 return true;
             }
-            let Phase::WebSocket(session) = &mut self.phase else {
-                return true;
-            };
-            let Some(queue) = &session.queue else {
+            let Some(queue) = self.session().and_then(Session::queue) else {
                 return true;
             };
             ctx.metrics.record_queue_depth(queue.len());
@@ -869,102 +434,67 @@ impl<S: Transport> Connection<S> {
             if frames == 0 {
                 return true;
             }
-            self.messages_out += frames;
+            self.output.messages += frames;
             ctx.metrics.record_delivered(frames);
-            // Write the batch straight from the batch buffer; only what the
-            // socket does not take is copied into the connection's buffer.
-            let mut written = 0;
-            while written < ctx.batch.len() {
-                match self.socket.write(&ctx.batch[written..]) {
-                    Ok(0) => {
-                        self.doom(ctx, DisconnectReason::ConnectionError);
-                        return false;
-                    }
-                    Ok(n) => {
-                        written += n;
-                        ctx.metrics.record_sent(n);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        self.doom(ctx, DisconnectReason::ConnectionError);
-                        return false;
-                    }
+            match self
+                .output
+                .write_batch(&mut self.socket, &ctx.batch, &ctx.metrics)
+            {
+                Written::All => {}
+                Written::Blocked => return false,
+                Written::Failed => {
+                    self.end(ctx, DisconnectReason::ConnectionError);
+                    return false;
                 }
-            }
-            if written < ctx.batch.len() {
-                self.out.extend_from_slice(&ctx.batch[written..]);
-                return false;
             }
         }
     }
 
-    /// A publisher found this connection's queue full: drop what is queued,
-    /// leave every topic, send `SLOW_CONSUMER` and close with 1008.
+    /// A publisher found this connection's queue full: `SLOW_CONSUMER`,
+    /// then a close with 1008.
     fn cut_if_slow(&mut self, ctx: &mut WorkerCtx) {
-        if self.closing.is_some() {
+        if !self.life.takes_requests() {
             return;
         }
-        let Phase::WebSocket(session) = &mut self.phase else {
+        let key = self.key();
+        let Phase::WebSocket(ws) = &mut self.phase else {
             return;
         };
-        let Some(queue) = &session.queue else { return };
-        if !queue.is_slow() {
+        if !ws.session.cut_if_slow(ctx, &mut self.output) {
             return;
         }
-        queue.clear();
-        for topic in session.topics.drain(..) {
-            topic.unsubscribe(queue);
-        }
-        let limit = ctx.shared.config.subscriber_queue_size;
-        let text = protocol::encode_error(
-            ErrorCode::SlowConsumer,
-            &format!("more than {limit} events were waiting to be read; the connection is closed"),
-            None,
-            None,
-            SystemTime::now(),
-        );
-        append_text_frame(&mut self.out, &text);
         log::warn!(
-            conn:% = ConnectionKey { slot: self.slot, generation: self.generation }, peer:% = self.peer,
-            worker = ctx.id, client_id = session.client_id.as_deref().unwrap_or("-"), queue_size = limit;
+            conn:% = key, peer:% = self.peer, worker = ctx.id,
+            client_id = ws.session.client_id().unwrap_or("-"),
+            queue_size = ctx.shared.config.subscriber_queue_size;
             "slow consumer"
         );
-        self.queue_close_frame(CloseCode::Policy, "SLOW_CONSUMER");
-        self.begin_close(ctx, DisconnectReason::SlowConsumer, CloseWait::Drain);
+        self.send_close_frame(CloseCode::Policy, "SLOW_CONSUMER");
+        self.begin_close(ctx, DisconnectReason::SlowConsumer, CloseWait::Linger);
     }
 
     /// Shutdown: `info server_shutdown` and a close frame with 1001, then
     /// wait briefly for the peer's close.
-    pub fn send_shutdown(&mut self, ctx: &mut WorkerCtx) {
-        let Phase::WebSocket(session) = &mut self.phase else {
+    fn send_shutdown(&mut self, ctx: &mut WorkerCtx) {
+        if !self.life.takes_requests() {
+            return;
+        }
+        let Phase::WebSocket(ws) = &mut self.phase else {
             return;
         };
-        if session.shutdown_sent || self.closing.is_some() {
-            return;
-        }
-        session.shutdown_sent = true;
-        if let Some(queue) = &session.queue {
-            queue.close();
-        }
-        append_text_frame(
-            &mut self.out,
-            &protocol::encode_info("server_shutdown", None, SystemTime::now()),
-        );
-        self.queue_close_frame(CloseCode::Away, "server shutting down");
+        ws.session.shut_down(&mut self.output);
+        self.send_close_frame(CloseCode::Away, "server shutting down");
         self.begin_close(ctx, DisconnectReason::Shutdown, CloseWait::PeerCloseFrame);
     }
 
     /// The drain deadline passed: whatever is still queued is dropped.
     pub fn force_shutdown(&mut self, ctx: &mut WorkerCtx) {
         match &self.phase {
-            Phase::WebSocket(session) => {
-                if let Some(queue) = &session.queue {
-                    queue.clear();
-                }
+            Phase::WebSocket(ws) => {
+                ws.session.drop_queued();
                 self.send_shutdown(ctx);
             }
-            Phase::Http { .. } => self.doom(ctx, DisconnectReason::Shutdown),
+            Phase::Http(_) => self.end(ctx, DisconnectReason::Shutdown),
         }
     }
 
@@ -972,16 +502,16 @@ impl<S: Transport> Connection<S> {
     /// connection gets its last response out and closes.
     pub fn close_if_http(&mut self, ctx: &mut WorkerCtx) {
         if !self.is_websocket() {
-            self.begin_close(ctx, DisconnectReason::Shutdown, CloseWait::Drain);
+            self.begin_close(ctx, DisconnectReason::Shutdown, CloseWait::Linger);
         }
     }
 
     // ---- timers --------------------------------------------------------------
 
     fn arm_session_timer(&mut self, ctx: &mut WorkerCtx) {
-        if let Phase::WebSocket(session) = &self.phase {
+        if let Phase::WebSocket(ws) = &self.phase {
             let dead_at = self.last_input + 3 * ctx.shared.config.heartbeat_interval;
-            let at = session.next_ping.min(dead_at);
+            let at = ws.next_ping.min(dead_at);
             ctx.timers
                 .arm(&mut self.timer, at, self.slot, self.generation);
         }
@@ -991,53 +521,41 @@ impl<S: Transport> Connection<S> {
     /// arm the next deadline.
     pub fn on_timer(&mut self, ctx: &mut WorkerCtx) {
         self.timer = None;
-        if self.doomed.is_some() {
-            return;
-        }
-        if let Some(closing) = &self.closing {
-            if ctx.now >= closing.deadline {
-                let reason = closing.reason;
-                return self.doom(ctx, reason);
+        match &self.life {
+            Lifecycle::Ended(_) => return,
+            Lifecycle::Closing(closing) => {
+                if ctx.now >= closing.deadline {
+                    return self.end(ctx, DisconnectReason::Normal);
+                }
+                let deadline = closing.deadline;
+                return ctx
+                    .timers
+                    .arm(&mut self.timer, deadline, self.slot, self.generation);
             }
-            let deadline = closing.deadline;
-            return ctx
-                .timers
-                .arm(&mut self.timer, deadline, self.slot, self.generation);
+            Lifecycle::Open | Lifecycle::InputPaused => {}
         }
         let interval = ctx.shared.config.heartbeat_interval;
         match &mut self.phase {
-            Phase::Http {
-                request_started, ..
-            } => {
-                let deadline = *request_started + ctx.shared.config.handshake_timeout;
+            Phase::Http(http) => {
+                let deadline = http.request_started + ctx.shared.config.handshake_timeout;
                 if ctx.now >= deadline {
                     log::debug!(
-                        conn:% = ConnectionKey { slot: self.slot, generation: self.generation },
-                        peer:% = self.peer, worker = ctx.id;
+                        conn:% = self.key(), peer:% = self.peer, worker = ctx.id;
                         "no request within the handshake timeout"
                     );
-                    return self.doom(ctx, DisconnectReason::HandshakeTimeout);
+                    return self.end(ctx, DisconnectReason::HandshakeTimeout);
                 }
                 ctx.timers
                     .arm(&mut self.timer, deadline, self.slot, self.generation);
             }
-            Phase::WebSocket(session) => {
+            Phase::WebSocket(ws) => {
                 if ctx.now >= self.last_input + 3 * interval {
-                    return self.doom(ctx, DisconnectReason::DeadPeer);
+                    return self.end(ctx, DisconnectReason::DeadPeer);
                 }
-                if ctx.now >= session.next_ping {
-                    session.next_ping = ctx.now + interval;
-                    append_text_frame(
-                        &mut self.out,
-                        &protocol::encode_info("ping", None, SystemTime::now()),
-                    );
-                    let mut io = WsIo {
-                        socket: &mut self.socket,
-                        out: &mut self.out,
-                        bytes_read: 0,
-                    };
-                    let _ = session.ws.write(&mut io, Message::Ping(Default::default()));
-                    let _ = session.ws.flush(&mut io);
+                if ctx.now >= ws.next_ping {
+                    ws.next_ping = ctx.now + interval;
+                    ws.session.heartbeat(&mut self.output);
+                    ws.codec.ping(self.output.buffer());
                 }
                 self.arm_session_timer(ctx);
             }
@@ -1048,25 +566,22 @@ impl<S: Transport> Connection<S> {
 
     /// Leaves every topic, counts and logs the close; called by the worker
     /// when it reaps the connection.
-    pub fn release(&mut self, ctx: &WorkerCtx, reason: DisconnectReason) {
+    pub fn release(&mut self, ctx: &WorkerCtx) {
+        let reason = self.life.ended_reason().unwrap_or(DisconnectReason::Normal);
+        let key = self.key();
         let (kind, client_id) = match &mut self.phase {
-            Phase::WebSocket(session) => {
-                if let Some(queue) = &session.queue {
-                    queue.close();
-                    for topic in session.topics.drain(..) {
-                        topic.unsubscribe(queue);
-                    }
-                }
-                (ConnectionKind::WebSocket, session.client_id.take())
+            Phase::WebSocket(ws) => {
+                ws.session.leave_all();
+                (ConnectionKind::WebSocket, ws.session.client_id())
             }
-            Phase::Http { .. } => (ConnectionKind::Http, None),
+            Phase::Http(_) => (ConnectionKind::Http, None),
         };
         ctx.metrics.record_closed(kind, reason);
         log::info!(
-            conn:% = self.key(), peer:% = self.peer, worker = ctx.id,
+            conn:% = key, peer:% = self.peer, worker = ctx.id,
             kind = if kind == ConnectionKind::WebSocket { "websocket" } else { "http" },
-            reason = reason.as_str(), client_id = client_id.as_deref().unwrap_or("-"),
-            messages_in = self.messages_in, messages_out = self.messages_out,
+            reason = reason.as_str(), client_id = client_id.unwrap_or("-"),
+            messages_in = self.messages_in, messages_out = self.output.messages,
             lifetime_ms = self.opened.elapsed().as_millis() as u64;
             "connection closed"
         );

@@ -5,7 +5,7 @@
 //! inputs the fuzzer found; not built into the broker.
 
 use super::connection::{Connection, Transport};
-use super::worker::WorkerCtx;
+use super::context::WorkerCtx;
 use super::Shared;
 use crate::broker::delivery::WorkerMailbox;
 use crate::config::Config;
@@ -86,9 +86,7 @@ impl ConnectionDriver {
         ));
         let mut ctx = WorkerCtx::new(0, shared);
         let peer = "127.0.0.1:9".parse().expect("a valid address");
-        let mut conn = Connection::new(MemoryTransport::default(), 0, 1, peer, ctx.now);
-        let deadline = conn.first_deadline(&ctx);
-        ctx.timers.arm(&mut conn.timer, deadline, 0, 1);
+        let conn = Connection::new(MemoryTransport::default(), 0, 1, peer, &mut ctx);
         ConnectionDriver {
             ctx,
             conn: Some(conn),
@@ -150,14 +148,14 @@ impl ConnectionDriver {
                 }
             }
             conn.flush(&mut self.ctx);
-            if let Some(reason) = conn.doomed {
-                conn.release(&self.ctx, reason);
-                self.ctx.doomed.clear();
+            if conn.is_ended() {
+                conn.release(&self.ctx);
+                self.ctx.ended.clear();
                 self.conn = None;
                 return;
             }
-            readable = !self.ctx.read_again.is_empty();
-            self.ctx.read_again.clear();
+            readable = !self.ctx.read_next_turn.is_empty();
+            self.ctx.read_next_turn.clear();
             if !readable {
                 return;
             }

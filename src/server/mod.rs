@@ -6,8 +6,13 @@
 //! workers and returns; `wait` joins them after a shutdown.
 
 mod connection;
+mod context;
 #[cfg(any(test, fuzzing))]
 pub mod harness;
+mod http_service;
+mod lifecycle;
+mod output;
+mod session;
 mod timers;
 mod topic_cache;
 mod worker;

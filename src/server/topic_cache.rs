@@ -60,7 +60,7 @@ mod tests {
         assert!(cache.get(&broker, "t").is_none());
         let first = broker.create_topic("t").unwrap();
         assert!(Arc::ptr_eq(cache.get(&broker, "t").unwrap(), &first));
-        broker.delete_topic("t", None);
+        broker.delete_topic("t");
         assert!(
             cache.get(&broker, "t").is_none(),
             "a deleted topic is not served from the cache"
@@ -69,7 +69,7 @@ mod tests {
         let got = cache.get(&broker, "t").unwrap();
         assert!(Arc::ptr_eq(got, &second));
         let message = RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap();
-        assert_eq!(got.publish(&message, None), Ok(1));
+        assert_eq!(got.publish(&message), Ok(1));
     }
 
     #[test]
@@ -80,7 +80,7 @@ mod tests {
             let name = format!("t{i}");
             broker.create_topic(&name).unwrap();
             cache.get(&broker, &name).unwrap();
-            broker.delete_topic(&name, None);
+            broker.delete_topic(&name);
         }
         assert!(
             cache.topics.len() <= 2 * MIN_SWEEP_LEN + 1,

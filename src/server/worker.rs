@@ -1,17 +1,30 @@
 //! One event-loop thread: its own `Poll`, `Waker`, listening socket and slab
-//! of connections. A turn of the loop is: poll; read every ready
-//! connection; take the connections publishers posted; fire due timers;
-//! flush every connection touched in this turn, once; reap the ones that
-//! ended. Connections are only freed in that last step, so no event, post
-//! or timer of this turn can name a slot that was reused.
+//! of connections. A turn of the loop ([`Worker::turn`]) runs these phases,
+//! each a function below, in this order:
+//!
+//! 1. `poll` for readiness (with a timeout to the nearest deadline, or
+//!    none at all while posts or unread input wait);
+//! 2. `handle_events`: accept, and read every ready connection;
+//! 3. `read_carried_over`: read the connections whose read budget ran out
+//!    last turn (their socket is still readable, with no new event);
+//! 4. `resume_accepting` after an accept back-off;
+//! 5. `take_posts`: the connections publishers queued events to;
+//! 6. `fire_timers`: handshake timeouts, heartbeats, close deadlines;
+//! 7. `step_shutdown`: start or force the drain;
+//! 8. `flush_touched`: write every connection touched this turn, once;
+//! 9. `reap`: free the connections that ended;
+//! 10. `close_http_when_drained` and `return_freed_memory`.
+//!
+//! Connections are only freed in `reap`, so no event, post or timer of a
+//! turn can name a slot that was reused.
 
-use super::connection::{Connection, CLOSE_GRACE};
-use super::timers::Timers;
-use super::topic_cache::TopicCache;
+use super::connection::Connection;
+use super::context::WorkerCtx;
+use super::lifecycle::CLOSE_GRACE;
 use super::Shared;
-use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
+use crate::broker::delivery::{self, ConnectionKey};
 use crate::http::Response;
-use crate::metrics::{DisconnectReason, WorkerMetrics};
+use crate::metrics::DisconnectReason;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -26,52 +39,7 @@ const FIRST_CONNECTION: usize = 2;
 /// After running out of file descriptors, accepting pauses this long
 /// instead of spinning on a listener that stays readable.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-const READ_BUFFER_BYTES: usize = 64 * 1024;
 const QUIET_BEFORE_MEMORY_RELEASE: Duration = Duration::from_secs(1);
-
-/// The per-worker state a connection may use while it runs.
-pub struct WorkerCtx {
-    pub id: usize,
-    pub shared: Arc<Shared>,
-    pub mailbox: Arc<WorkerMailbox>,
-    /// This worker's counters (only this thread writes them).
-    pub metrics: Arc<WorkerMetrics>,
-    /// Every socket read of this worker lands here first.
-    pub read_buffer: Box<[u8]>,
-    /// Queued events are gathered here into one write.
-    pub batch: Vec<u8>,
-    pub timers: Timers,
-    /// Topics by name, without the broker's shared lock.
-    pub topics: TopicCache,
-    /// The time at the start of this turn.
-    pub now: Instant,
-    /// True once this worker has begun to drain.
-    pub draining: bool,
-    /// Slots to reap at the end of this turn.
-    pub doomed: Vec<usize>,
-    /// Connections that stopped reading with input left, to be read again
-    /// next turn.
-    pub read_again: Vec<ConnectionKey>,
-}
-
-impl WorkerCtx {
-    pub fn new(id: usize, shared: Arc<Shared>) -> WorkerCtx {
-        WorkerCtx {
-            id,
-            mailbox: Arc::clone(&shared.mailboxes[id]),
-            metrics: Arc::clone(&shared.metrics[id]),
-            shared,
-            read_buffer: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
-            batch: Vec::new(),
-            timers: Timers::default(),
-            topics: TopicCache::default(),
-            now: Instant::now(),
-            draining: false,
-            doomed: Vec::new(),
-            read_again: Vec::new(),
-        }
-    }
-}
 
 struct Drain {
     deadline: Instant,
@@ -86,8 +54,6 @@ pub struct Worker {
     ctx: WorkerCtx,
     touched: Vec<usize>,
     posts: Vec<ConnectionKey>,
-    /// Connections to read this turn that have no new readiness event.
-    read_again: Vec<ConnectionKey>,
     accept_paused_until: Option<Instant>,
     drain: Option<Drain>,
     /// When this worker, if still quiet, returns freed memory to the system.
@@ -111,7 +77,6 @@ impl Worker {
             ctx: WorkerCtx::new(id, shared),
             touched: Vec::new(),
             posts: Vec::new(),
-            read_again: Vec::new(),
             accept_paused_until: None,
             drain: None,
             memory_release_at: None,
@@ -120,6 +85,7 @@ impl Worker {
 
     /// Runs until shutdown has drained every connection of this worker.
     pub fn run(mut self) {
+        delivery::enter_worker_thread(self.ctx.id);
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
@@ -130,49 +96,68 @@ impl Worker {
                 }
                 continue;
             }
-            self.ctx.now = Instant::now();
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept_connections(),
-                    WAKER => {}
-                    Token(token) => {
-                        let slot = token - FIRST_CONNECTION;
-                        if let Some(conn) = self.connections.get_mut(slot) {
-                            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                                conn.on_readable(&mut self.ctx);
-                            }
-                            touch(&mut self.touched, conn, slot);
-                        }
-                    }
-                }
-            }
-            for key in std::mem::take(&mut self.read_again) {
-                if let Some(conn) = self.connections.get_mut(key.slot) {
-                    if conn.generation() == key.generation {
-                        conn.on_readable(&mut self.ctx);
-                        touch(&mut self.touched, conn, key.slot);
-                    }
-                }
-            }
-            if self
-                .accept_paused_until
-                .is_some_and(|until| self.ctx.now >= until)
-            {
-                self.accept_paused_until = None;
-                self.accept_connections();
-            }
-            self.take_posts();
-            self.fire_timers();
-            self.step_shutdown();
-            self.flush_touched();
-            self.reap();
-            self.close_http_when_drained();
-            self.return_freed_memory(!events.is_empty());
-            std::mem::swap(&mut self.read_again, &mut self.ctx.read_again);
+            self.turn(&events);
             if self.drain.is_some() && self.connections.is_empty() {
                 log::debug!(worker = self.ctx.id; "worker drained");
                 return;
             }
+        }
+    }
+
+    /// One loop turn after `poll` returned `events`; the phases of the
+    /// module doc, in order.
+    fn turn(&mut self, events: &Events) {
+        self.ctx.now = Instant::now();
+        // Taken before this turn's reads, which may add to it for the next.
+        let carried_over = std::mem::take(&mut self.ctx.read_next_turn);
+        self.handle_events(events);
+        self.read_carried_over(carried_over);
+        self.resume_accepting();
+        self.take_posts();
+        self.fire_timers();
+        self.step_shutdown();
+        self.flush_touched();
+        self.reap();
+        self.close_http_when_drained();
+        self.return_freed_memory(!events.is_empty());
+    }
+
+    fn handle_events(&mut self, events: &Events) {
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept_connections(),
+                WAKER => {}
+                Token(token) => {
+                    let slot = token - FIRST_CONNECTION;
+                    if let Some(conn) = self.connections.get_mut(slot) {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            conn.on_readable(&mut self.ctx);
+                        }
+                        touch(&mut self.touched, conn, slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_carried_over(&mut self, keys: Vec<ConnectionKey>) {
+        for key in keys {
+            if let Some(conn) = self.connections.get_mut(key.slot) {
+                if conn.generation() == key.generation {
+                    conn.on_readable(&mut self.ctx);
+                    touch(&mut self.touched, conn, key.slot);
+                }
+            }
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        if self
+            .accept_paused_until
+            .is_some_and(|until| self.ctx.now >= until)
+        {
+            self.accept_paused_until = None;
+            self.accept_connections();
         }
     }
 
@@ -191,7 +176,7 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.ctx.mailbox.has_posts() || !self.read_again.is_empty() {
+        if self.ctx.mailbox.has_posts() || !self.ctx.read_next_turn.is_empty() {
             return Some(Duration::ZERO);
         }
         let drain_deadline = self
@@ -267,17 +252,14 @@ impl Worker {
                 continue;
             }
             self.next_generation += 1;
-            let conn = entry.insert(Connection::new(
+            let generation = self.next_generation;
+            entry.insert(Connection::new(
                 socket,
                 slot,
-                self.next_generation,
+                generation,
                 peer,
-                self.ctx.now,
+                &mut self.ctx,
             ));
-            let (deadline, generation) = (conn.first_deadline(&self.ctx), conn.generation());
-            self.ctx
-                .timers
-                .arm(&mut conn.timer, deadline, slot, generation);
             self.ctx.metrics.record_accepted();
             log::debug!(conn = format!("{slot}.{generation}"), peer:% = peer, worker = self.ctx.id; "connection opened");
         }
@@ -343,7 +325,7 @@ impl Worker {
                 }
             } else if drain.forced && self.ctx.now >= drain.deadline + 2 * CLOSE_GRACE {
                 for (_, conn) in self.connections.iter_mut() {
-                    conn.doom(&mut self.ctx, DisconnectReason::Shutdown);
+                    conn.end(&mut self.ctx, DisconnectReason::Shutdown);
                 }
             }
         }
@@ -381,13 +363,12 @@ impl Worker {
     }
 
     fn reap(&mut self) {
-        for slot in std::mem::take(&mut self.ctx.doomed) {
+        for slot in std::mem::take(&mut self.ctx.ended) {
             let Some(mut conn) = self.connections.try_remove(slot) else {
                 continue;
             };
-            let reason = conn.doomed.unwrap_or(DisconnectReason::Normal);
             let _ = self.poll.registry().deregister(conn.socket_mut());
-            conn.release(&self.ctx, reason);
+            conn.release(&self.ctx);
             self.ctx.shared.connections.fetch_sub(1, Ordering::AcqRel);
         }
     }

@@ -1,0 +1,91 @@
+//! What a connection may use of its worker while it runs: the shared
+//! state, this worker's counters, buffers, timers and topic cache, the time
+//! of this turn, and the lists the worker acts on at the end of the turn.
+//!
+//! Connections get a `&mut WorkerCtx` on every call; they never see the
+//! worker itself, so imports run one way: worker -> connection -> context.
+
+use super::timers::Timers;
+use super::topic_cache::TopicCache;
+use super::Shared;
+use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
+use crate::http::routes::RestContext;
+use crate::metrics::WorkerMetrics;
+use serde_json::value::RawValue;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Every socket read of a worker lands in its read buffer first.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+pub struct WorkerCtx {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub mailbox: Arc<WorkerMailbox>,
+    /// This worker's counters (only this thread writes them).
+    pub metrics: Arc<WorkerMetrics>,
+    /// Every socket read of this worker lands here first.
+    pub read_buffer: Box<[u8]>,
+    /// Queued events are gathered here into one write.
+    pub batch: Vec<u8>,
+    pub timers: Timers,
+    /// Topics by name, without the broker's shared lock.
+    pub topics: TopicCache,
+    /// The time at the start of this turn.
+    pub now: Instant,
+    /// True once this worker has begun to drain.
+    pub draining: bool,
+    /// Slots of connections that ended this turn, to reap at its end.
+    pub ended: Vec<usize>,
+    /// Connections that stopped reading with input left (their read budget
+    /// ran out): the worker reads them again next turn.
+    pub read_next_turn: Vec<ConnectionKey>,
+}
+
+impl WorkerCtx {
+    pub fn new(id: usize, shared: Arc<Shared>) -> WorkerCtx {
+        WorkerCtx {
+            id,
+            mailbox: Arc::clone(&shared.mailboxes[id]),
+            metrics: Arc::clone(&shared.metrics[id]),
+            shared,
+            read_buffer: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
+            batch: Vec::new(),
+            timers: Timers::default(),
+            topics: TopicCache::default(),
+            now: Instant::now(),
+            draining: false,
+            ended: Vec::new(),
+            read_next_turn: Vec::new(),
+        }
+    }
+
+    /// Where every publish of this worker enters the broker: finds the
+    /// topic, assigns `seq` and fans out, and counts it. `None` if there is
+    /// no such topic. The cluster backplane sits behind this call.
+    pub fn publish(&mut self, topic: &str, message: &RawValue) -> Option<u64> {
+        let seq = self
+            .topics
+            .get(&self.shared.broker, topic)?
+            .publish(message)
+            .ok()?;
+        self.metrics.record_published();
+        Some(seq)
+    }
+
+    /// What the REST handlers see of the world, now. `draining` is read
+    /// once by the caller, so that the route and its `Connection: close`
+    /// agree.
+    pub fn rest_context(&self, draining: bool) -> RestContext<'_> {
+        let shared = &*self.shared;
+        RestContext {
+            api_key: shared.config.api_key.as_deref(),
+            draining,
+            uptime: shared.started.elapsed(),
+            connections: shared.connections.load(Ordering::Relaxed),
+            metrics: &shared.metrics,
+            ..RestContext::new(&shared.broker)
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! A WebSocket connection's session: what its JSON messages mean. It
+//! decodes each client message ([`crate::protocol`]), acts on the broker
+//! (subscribe, unsubscribe, publish, ping), and puts its replies in the
+//! connection's output; it owns the connection's subscriptions and event
+//! queue.
+//!
+//! No sockets and no framing state: the connection hands it whole
+//! messages and writes what it leaves in the output. A new message type
+//! touches `protocol` (its shape) and this module (what it does).
+
+use super::context::WorkerCtx;
+use super::output::Output;
+use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
+use crate::broker::Topic;
+use crate::protocol::{self, ClientRequest, ErrorCode};
+use crate::ws::frame::append_text_frame;
+use crate::ws::SessionKind;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tungstenite::Message;
+
+pub struct Session {
+    kind: SessionKind,
+    key: ConnectionKey,
+    /// Created at the first subscribe, so that a connection that only
+    /// publishes costs no queue.
+    queue: Option<Arc<SubscriberQueue>>,
+    topics: Vec<Arc<Topic>>,
+    client_id: Option<String>,
+}
+
+impl Session {
+    pub fn new(kind: SessionKind, key: ConnectionKey) -> Session {
+        Session {
+            kind,
+            key,
+            queue: None,
+            topics: Vec::new(),
+            client_id: None,
+        }
+    }
+
+    /// The `client_id` of the last subscribe or unsubscribe, for logs.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// One whole text or binary message from the client.
+    pub fn on_message(&mut self, ctx: &mut WorkerCtx, message: Message, out: &mut Output) {
+        match (self.kind, message) {
+            (SessionKind::PubSub, Message::Text(text)) => self.on_request(ctx, text.as_str(), out),
+            (SessionKind::PubSub, _) => reply_error(
+                out,
+                ErrorCode::BadRequest,
+                "binary frames are not accepted; send JSON in text frames",
+                None,
+                None,
+            ),
+            #[cfg(feature = "autobahn")]
+            (SessionKind::Echo, message) => echo(message, out),
+        }
+    }
+
+    fn on_request(&mut self, ctx: &mut WorkerCtx, text: &str, out: &mut Output) {
+        let request = match protocol::parse_client_frame(text) {
+            Ok(request) => request,
+            Err(invalid) => {
+                return reply_error(
+                    out,
+                    ErrorCode::BadRequest,
+                    &invalid.message,
+                    invalid.request_id.as_deref(),
+                    invalid.topic.as_deref(),
+                )
+            }
+        };
+        let request_id = request.request_id();
+        let draining = ctx.shared.draining.load(Ordering::Acquire);
+        match &request {
+            ClientRequest::Ping { .. } => {
+                reply(out, &protocol::encode_pong(request_id, SystemTime::now()));
+            }
+            ClientRequest::Subscribe { topic, .. } | ClientRequest::Publish { topic, .. }
+                if draining =>
+            {
+                reply_error(
+                    out,
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down",
+                    request_id,
+                    Some(topic),
+                );
+            }
+            ClientRequest::Subscribe {
+                topic,
+                client_id,
+                last_n,
+                ..
+            } => self.subscribe(ctx, topic, client_id, *last_n, request_id, out),
+            ClientRequest::Unsubscribe {
+                topic, client_id, ..
+            } => self.unsubscribe(ctx, topic, client_id, request_id, out),
+            ClientRequest::Publish { topic, message, .. } => match ctx.publish(topic, message) {
+                Some(_seq) => reply(
+                    out,
+                    &protocol::encode_ack(request_id, topic, SystemTime::now()),
+                ),
+                None => reply_topic_not_found(out, topic, request_id),
+            },
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        name: &str,
+        client_id: &str,
+        last_n: usize,
+        request_id: Option<&str>,
+        out: &mut Output,
+    ) {
+        self.client_id = Some(client_id.to_string());
+        let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
+            return reply_topic_not_found(out, name, request_id);
+        };
+        let key = self.key;
+        let queue = self.queue.get_or_insert_with(|| {
+            Arc::new(SubscriberQueue::new(
+                ctx.shared.config.subscriber_queue_size,
+                key,
+                Arc::clone(&ctx.mailbox),
+            ))
+        });
+        self.topics.retain(|t| !t.is_deleted());
+        let already_subscribed = self.topics.iter().any(|t| Arc::ptr_eq(t, &topic));
+        match topic.subscribe(queue, last_n, already_subscribed) {
+            Err(_) => reply_topic_not_found(out, name, request_id),
+            Ok(replay) => {
+                if !already_subscribed {
+                    self.topics.push(topic);
+                }
+                ctx.metrics.record_delivered(replay.len() as u64);
+                reply(
+                    out,
+                    &protocol::encode_ack(request_id, name, SystemTime::now()),
+                );
+                out.messages += replay.len() as u64;
+                for frame in &replay {
+                    out.buffer().extend_from_slice(frame);
+                }
+            }
+        }
+    }
+
+    fn unsubscribe(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        name: &str,
+        client_id: &str,
+        request_id: Option<&str>,
+        out: &mut Output,
+    ) {
+        self.client_id = Some(client_id.to_string());
+        let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
+            return reply_topic_not_found(out, name, request_id);
+        };
+        if let Some(queue) = &self.queue {
+            topic.unsubscribe(queue);
+        }
+        self.topics
+            .retain(|t| !Arc::ptr_eq(t, &topic) && !t.is_deleted());
+        reply(
+            out,
+            &protocol::encode_ack(request_id, name, SystemTime::now()),
+        );
+    }
+
+    /// The event queue, once the session has subscribed.
+    pub fn queue(&self) -> Option<&Arc<SubscriberQueue>> {
+        self.queue.as_ref()
+    }
+
+    /// If a publisher found the queue full: drops what is queued, leaves
+    /// every topic and puts the `SLOW_CONSUMER` error in the output.
+    /// True if so; the connection then closes with 1008.
+    pub fn cut_if_slow(&mut self, ctx: &WorkerCtx, out: &mut Output) -> bool {
+        let Some(queue) = &self.queue else {
+            return false;
+        };
+        if !queue.is_slow() {
+            return false;
+        }
+        queue.clear();
+        for topic in self.topics.drain(..) {
+            topic.unsubscribe(queue);
+        }
+        let limit = ctx.shared.config.subscriber_queue_size;
+        reply_error(
+            out,
+            ErrorCode::SlowConsumer,
+            &format!("more than {limit} events were waiting to be read; the connection is closed"),
+            None,
+            None,
+        );
+        true
+    }
+
+    /// Drops the events still queued (the drain deadline passed).
+    pub fn drop_queued(&self) {
+        if let Some(queue) = &self.queue {
+            queue.clear();
+        }
+    }
+
+    /// Shutdown: no more events; `info server_shutdown` in the output.
+    pub fn shut_down(&mut self, out: &mut Output) {
+        if let Some(queue) = &self.queue {
+            queue.close();
+        }
+        reply(
+            out,
+            &protocol::encode_info("server_shutdown", None, SystemTime::now()),
+        );
+    }
+
+    /// The heartbeat's `info ping`.
+    pub fn heartbeat(&self, out: &mut Output) {
+        append_text_frame(
+            out.buffer(),
+            &protocol::encode_info("ping", None, SystemTime::now()),
+        );
+    }
+
+    /// The connection is gone: no more events, and every topic forgets it.
+    pub fn leave_all(&mut self) {
+        if let Some(queue) = &self.queue {
+            queue.close();
+            for topic in self.topics.drain(..) {
+                topic.unsubscribe(queue);
+            }
+        }
+    }
+}
+
+fn reply(out: &mut Output, text: &str) {
+    out.messages += 1;
+    append_text_frame(out.buffer(), text);
+}
+
+fn reply_error(
+    out: &mut Output,
+    code: ErrorCode,
+    message: &str,
+    request_id: Option<&str>,
+    topic: Option<&str>,
+) {
+    reply(
+        out,
+        &protocol::encode_error(code, message, request_id, topic, SystemTime::now()),
+    );
+}
+
+fn reply_topic_not_found(out: &mut Output, topic: &str, request_id: Option<&str>) {
+    let message = format!("topic '{topic}' does not exist");
+    reply_error(
+        out,
+        ErrorCode::TopicNotFound,
+        &message,
+        request_id,
+        Some(topic),
+    );
+}
+
+/// The Autobahn echo session: the message goes back unchanged, through the
+/// same output and write path as every other frame.
+#[cfg(feature = "autobahn")]
+fn echo(message: Message, out: &mut Output) {
+    use crate::ws::frame::append_data_frame;
+    use tungstenite::protocol::frame::coding::Data;
+    out.messages += 1;
+    match message {
+        Message::Text(text) => append_data_frame(out.buffer(), Data::Text, text.as_bytes()),
+        Message::Binary(bytes) => append_data_frame(out.buffer(), Data::Binary, &bytes),
+        _ => {}
+    }
+}
