@@ -36,15 +36,12 @@ fn fan_out(c: &mut Criterion) {
     for subscribers in [1usize, 100, 10_000] {
         let broker = Broker::new(100);
         let topic = broker.create_topic("orders").unwrap();
-        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let mailbox = WorkerMailbox::unpolled();
         // Queues deep enough for one timed batch; drained between batches.
         const BATCH: u64 = 64;
         let queues: Vec<Arc<SubscriberQueue>> = (0..subscribers)
             .map(|slot| {
-                let key = ConnectionKey {
-                    slot,
-                    generation: 0,
-                };
+                let key = ConnectionKey::new(slot, 0);
                 Arc::new(SubscriberQueue::new(
                     BATCH as usize,
                     key,

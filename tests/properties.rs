@@ -61,10 +61,7 @@ fn message(seq: u64) -> Box<RawValue> {
 fn queue(capacity: usize, mailbox: &Arc<WorkerMailbox>) -> Arc<SubscriberQueue> {
     Arc::new(SubscriberQueue::new(
         capacity,
-        ConnectionKey {
-            slot: 3,
-            generation: 9,
-        },
+        ConnectionKey::new(3, 9),
         Arc::clone(mailbox),
     ))
 }
@@ -133,7 +130,7 @@ proptest! {
         for seq in 1..=prior {
             prop_assert_eq!(topic.publish(&message(seq)), Ok(seq));
         }
-        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let mailbox = WorkerMailbox::unpolled();
         let q = queue(1000, &mailbox);
         // The model: the min(last_n, ring, prior) newest, oldest first.
         let held = |n: usize, published: u64| -> Vec<u64> {
@@ -194,7 +191,7 @@ proptest! {
         capacity in 1usize..24,
         ops in queue_ops(),
     ) {
-        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let mailbox = WorkerMailbox::unpolled();
         let q = queue(capacity, &mailbox);
         let mut model: VecDeque<u32> = VecDeque::new();
         let mut popped: Vec<u32> = Vec::new();

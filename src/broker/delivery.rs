@@ -69,6 +69,12 @@ pub struct ConnectionKey {
     pub generation: u64,
 }
 
+impl ConnectionKey {
+    pub const fn new(slot: usize, generation: u64) -> ConnectionKey {
+        ConnectionKey { slot, generation }
+    }
+}
+
 /// `slot.generation`, as logged.
 impl std::fmt::Display for ConnectionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,6 +115,12 @@ impl WorkerMailbox {
                 }
             }
         }
+    }
+
+    /// A mailbox of worker 0 with no poll to wake, drained by hand: for
+    /// tests, benchmarks and the socket-free harness.
+    pub fn unpolled() -> Arc<WorkerMailbox> {
+        Arc::new(WorkerMailbox::new(0, None))
     }
 
     /// Wakes the worker for a reason of its own (shutdown).
@@ -244,19 +256,12 @@ mod tests {
     use super::*;
 
     fn queue(capacity: usize, mailbox: &Arc<WorkerMailbox>) -> SubscriberQueue {
-        SubscriberQueue::new(
-            capacity,
-            ConnectionKey {
-                slot: 7,
-                generation: 3,
-            },
-            Arc::clone(mailbox),
-        )
+        SubscriberQueue::new(capacity, ConnectionKey::new(7, 3), Arc::clone(mailbox))
     }
 
     #[test]
     fn one_post_per_connection_until_the_owner_unschedules() {
-        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let mailbox = WorkerMailbox::unpolled();
         let q = queue(10, &mailbox);
         let frame: SharedFrame = Arc::new(b"e".to_vec());
         for _ in 0..5 {
@@ -264,13 +269,7 @@ mod tests {
         }
         let mut posted = Vec::new();
         mailbox.drain(&mut posted);
-        assert_eq!(
-            posted,
-            vec![ConnectionKey {
-                slot: 7,
-                generation: 3
-            }]
-        );
+        assert_eq!(posted, vec![ConnectionKey::new(7, 3)]);
         assert_eq!(q.len(), 5);
         q.unschedule();
         assert!(q.deliver(&frame));
@@ -281,7 +280,7 @@ mod tests {
 
     #[test]
     fn overflow_marks_a_slow_consumer_and_refuses_more() {
-        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let mailbox = WorkerMailbox::unpolled();
         let q = queue(2, &mailbox);
         let frame: SharedFrame = Arc::new(b"e".to_vec());
         assert!(q.deliver(&frame));
@@ -297,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_closed_queue_takes_nothing() {
-        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let mailbox = WorkerMailbox::unpolled();
         let q = queue(2, &mailbox);
         q.close();
         assert!(!q.deliver(&Arc::new(vec![1])));
@@ -309,7 +308,7 @@ mod tests {
     fn concurrent_publishers_never_lose_a_post() {
         // Many threads push while the owner keeps draining; every pushed
         // frame must be popped, and the owner must always have been told.
-        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let mailbox = WorkerMailbox::unpolled();
         let q = Arc::new(queue(1 << 16, &mailbox));
         let per_thread = 20_000;
         let publishers: Vec<_> = (0..3)

@@ -266,13 +266,10 @@ mod tests {
     use serde_json::Value;
 
     fn subscriber(slot: usize, capacity: usize) -> Arc<SubscriberQueue> {
-        let mailbox = Arc::new(WorkerMailbox::new(0, None));
+        let mailbox = WorkerMailbox::unpolled();
         Arc::new(SubscriberQueue::new(
             capacity,
-            ConnectionKey {
-                slot,
-                generation: 0,
-            },
+            ConnectionKey::new(slot, 0),
             mailbox,
         ))
     }

@@ -526,15 +526,8 @@ mod tests {
     fn health_and_stats_count_subscriptions_and_messages() {
         let w = World::new();
         let topic = w.broker.create_topic("orders").unwrap();
-        let mailbox = Arc::new(WorkerMailbox::new(0, None));
-        let q = Arc::new(SubscriberQueue::new(
-            10,
-            ConnectionKey {
-                slot: 0,
-                generation: 0,
-            },
-            mailbox,
-        ));
+        let mailbox = WorkerMailbox::unpolled();
+        let q = Arc::new(SubscriberQueue::new(10, ConnectionKey::new(0, 0), mailbox));
         topic.subscribe(&q, 0, false).unwrap();
         for _ in 0..3 {
             topic

@@ -129,10 +129,7 @@ impl<S: Transport> Connection<S> {
     }
 
     fn key(&self) -> ConnectionKey {
-        ConnectionKey {
-            slot: self.slot,
-            generation: self.generation,
-        }
+        ConnectionKey::new(self.slot, self.generation)
     }
 
     // ---- the lifecycle's transitions, with what the worker must know ----

@@ -80,10 +80,7 @@ pub struct ConnectionDriver {
 
 impl ConnectionDriver {
     pub fn new(config: Config) -> ConnectionDriver {
-        let shared = Arc::new(Shared::new(
-            config,
-            vec![Arc::new(WorkerMailbox::new(0, None))],
-        ));
+        let shared = Arc::new(Shared::new(config, vec![WorkerMailbox::unpolled()]));
         let mut ctx = WorkerCtx::new(0, shared);
         let peer = "127.0.0.1:9".parse().expect("a valid address");
         let conn = Connection::new(MemoryTransport::default(), 0, 1, peer, &mut ctx);
