@@ -46,9 +46,10 @@ use crossbeam_queue::{ArrayQueue, SegQueue};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
-/// Names a connection across threads: its slab slot on its worker, and the
-/// generation that slot had when the connection was opened (slots are
-/// reused, generations are not).
+/// Names a connection across threads: its slab slot on its worker, and its
+/// generation, a number the process gives each connection it accepts (slots
+/// are reused, generations are not: a key, logged as `conn`, names one
+/// connection for the life of the process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionKey {
     pub slot: usize,

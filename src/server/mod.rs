@@ -22,7 +22,7 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -131,6 +131,15 @@ impl Server {
             }
         }
     }
+}
+
+/// Numbers the connections of the whole process, whichever worker accepts
+/// them: the `generation` of a [`ConnectionKey`](crate::broker::delivery::ConnectionKey),
+/// so that a key, logged as `conn`, names one connection for the life of
+/// the process.
+pub(crate) fn next_connection_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// `count` non-blocking listening sockets on `addr`, all on one port, which

@@ -82,7 +82,6 @@ pub struct Worker {
     poll: Poll,
     listener: Option<TcpListener>,
     connections: Slab<Connection>,
-    next_generation: u64,
     ctx: WorkerCtx,
     touched: Vec<usize>,
     posts: Vec<ConnectionKey>,
@@ -107,7 +106,6 @@ impl Worker {
             poll,
             listener: Some(listener),
             connections: Slab::new(),
-            next_generation: 0,
             ctx: WorkerCtx::new(id, shared),
             touched: Vec::new(),
             posts: Vec::new(),
@@ -266,11 +264,10 @@ impl Worker {
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
-            self.next_generation += 1;
             let conn = entry.insert(Connection::new(
                 socket,
                 slot,
-                self.next_generation,
+                super::next_connection_id(),
                 peer,
                 self.ctx.now,
             ));
