@@ -365,7 +365,7 @@ fn help_names_every_variable_the_config_reads_and_version_prints() {
         "{help}"
     );
     for setting in pubsub::config::SETTINGS {
-        assert!(help.contains(setting.meaning), "{}", setting.name);
+        assert!(help.contains(&setting.meaning()), "{}", setting.name());
     }
 
     let output = Command::new(env!("CARGO_BIN_EXE_pubsub"))
