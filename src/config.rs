@@ -1,41 +1,315 @@
-//! Every setting of the broker: its environment variable, default, range and
-//! meaning, in one table (`SETTINGS`) that the parser, the start-up log and
-//! the README are checked against.
+//! Every setting of the broker, in one typed table: each environment
+//! variable's name, default, accepted values and meaning, and how its text
+//! becomes a field of [`Config`]. The parser ([`Config::from_vars`]),
+//! `--help`, the start-up log ([`Config::shown`]) and the README check (a
+//! test below) all read it; a new setting is one entry here and one field.
 //!
 //! This module only turns text into a [`Config`]; it never reads the process
 //! environment itself except in [`Config::from_env`], so every rule here is
 //! testable with a plain closure.
 
 use crate::logging::LogFormat;
+use log::LevelFilter;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// One environment variable the broker reads.
-pub struct Setting {
+/// One environment variable the broker reads, whose value is a `T`.
+pub struct Setting<T: 'static> {
     pub name: &'static str,
-    pub default: &'static str,
+    /// What the setting is when its variable is unset or empty.
+    pub default: Fallback<T>,
+    pub values: Values<T>,
+    /// What it does, for `--help` and the README (which add the range).
     pub meaning: &'static str,
+    /// Its value in a config, as the start-up log shows it.
+    pub shown: fn(&Config) -> String,
+}
+
+/// A setting's default.
+pub enum Fallback<T> {
+    /// This text, read as if the variable said it.
+    Text(&'static str),
+    /// Worked out at start-up; `--help` and the README say `shown`.
+    Computed {
+        shown: &'static str,
+        value: fn() -> T,
+    },
+}
+
+/// The values a setting accepts, and how its text becomes a `T`.
+pub enum Values<T: 'static> {
+    /// A whole number from `min` to `max`, turned into a `T` by `into`.
+    Whole {
+        min: u64,
+        max: u64,
+        into: fn(u64) -> T,
+    },
+    /// One of these words, in any case.
+    OneOf(&'static [(&'static str, T)]),
+    /// What `parse` accepts (the text is trimmed); its error says why not.
+    Parsed(fn(&str) -> Result<T, String>),
+    /// Any text, kept as it is, spaces included (a secret).
+    Verbatim(fn(String) -> T),
+}
+
+impl<T: Clone> Values<T> {
+    fn parse(&self, text: &str) -> Result<T, String> {
+        match self {
+            Values::Whole { min, max, into } => {
+                let n: u64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| "not a whole number".to_string())?;
+                if n < *min || n > *max {
+                    return Err(format!("must be between {min} and {max}"));
+                }
+                Ok(into(n))
+            }
+            Values::OneOf(choices) => choices
+                .iter()
+                .find(|(word, _)| word.eq_ignore_ascii_case(text.trim()))
+                .map(|(_, value)| value.clone())
+                .ok_or_else(|| {
+                    let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+                    format!("must be one of {}", words.join(", "))
+                }),
+            Values::Parsed(parse) => parse(text.trim()),
+            Values::Verbatim(keep) => Ok(keep(text.to_string())),
+        }
+    }
+
+    /// True if `text` means "unset": empty, or for anything but a verbatim
+    /// value, only spaces.
+    fn is_unset(&self, text: &str) -> bool {
+        match self {
+            Values::Verbatim(_) => text.is_empty(),
+            _ => text.trim().is_empty(),
+        }
+    }
+}
+
+impl<T: Clone> Setting<T> {
+    /// The setting's value from `lookup`, or its default.
+    pub fn read(&self, lookup: &impl Fn(&str) -> Option<String>) -> Result<T, ConfigError> {
+        let text = match lookup(self.name).filter(|text| !self.values.is_unset(text)) {
+            Some(text) => text,
+            None => match &self.default {
+                Fallback::Text(text) => text.to_string(),
+                Fallback::Computed { value, .. } => return Ok(value()),
+            },
+        };
+        self.values.parse(&text).map_err(|reason| ConfigError {
+            variable: self.name,
+            value: text,
+            reason,
+        })
+    }
+}
+
+/// What `--help`, the start-up log and the README check need of a setting,
+/// whatever the type of its value.
+pub trait Described {
+    fn name(&self) -> &'static str;
+    /// The default as the README writes it; empty for none.
+    fn default_text(&self) -> &'static str;
+    /// The meaning, with the range of a number: "... (1 to 1000000)".
+    fn meaning(&self) -> String;
+    /// The value in `config`, as the start-up log shows it.
+    fn shown(&self, config: &Config) -> String;
+}
+
+impl<T> Described for Setting<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn default_text(&self) -> &'static str {
+        match self.default {
+            Fallback::Text(text) | Fallback::Computed { shown: text, .. } => text,
+        }
+    }
+
+    fn meaning(&self) -> String {
+        match self.values {
+            Values::Whole { min, max, .. } => format!("{} ({min} to {max})", self.meaning),
+            _ => self.meaning.to_string(),
+        }
+    }
+
+    fn shown(&self, config: &Config) -> String {
+        (self.shown)(config)
+    }
+}
+
+pub const ADDR: Setting<SocketAddr> = Setting {
+    name: "ADDR",
+    default: Fallback::Text(":8080"),
+    values: Values::Parsed(parse_addr),
+    meaning: "listen address; `:PORT` means all interfaces, IPv6 and IPv4 (IPv4 alone on a host without IPv6); `127.0.0.1:0` picks a free port",
+    shown: |c| c.addr.to_string(),
+};
+
+pub const API_KEY: Setting<Option<String>> = Setting {
+    name: "API_KEY",
+    default: Fallback::Computed {
+        shown: "",
+        value: || None,
+    },
+    values: Values::Verbatim(Some),
+    meaning: "enables authentication when set and non-empty",
+    shown: |c| if c.api_key.is_some() { "set" } else { "unset" }.to_string(),
+};
+
+pub const SUBSCRIBER_QUEUE_SIZE: Setting<usize> = Setting {
+    name: "SUBSCRIBER_QUEUE_SIZE",
+    default: Fallback::Text("100"),
+    values: Values::Whole {
+        min: 1,
+        max: 1_000_000,
+        into: |n| n as usize,
+    },
+    meaning: "events a connection may have queued before it is a slow consumer",
+    shown: |c| c.subscriber_queue_size.to_string(),
+};
+
+pub const RING_BUFFER_SIZE: Setting<usize> = Setting {
+    name: "RING_BUFFER_SIZE",
+    default: Fallback::Text("100"),
+    values: Values::Whole {
+        min: 1,
+        max: 1_000_000,
+        into: |n| n as usize,
+    },
+    meaning: "messages kept per topic for replay",
+    shown: |c| c.ring_buffer_size.to_string(),
+};
+
+const MAX_WORKERS: u64 = 1024;
+
+pub const WORKERS: Setting<usize> = Setting {
+    name: "WORKERS",
+    default: Fallback::Computed {
+        shown: "number of cores",
+        value: || {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cores.min(MAX_WORKERS as usize)
+        },
+    },
+    values: Values::Whole {
+        min: 1,
+        max: MAX_WORKERS,
+        into: |n| n as usize,
+    },
+    meaning: "event-loop threads",
+    shown: |c| c.workers.to_string(),
+};
+
+pub const HEARTBEAT_INTERVAL_SECS: Setting<Duration> = Setting {
+    name: "HEARTBEAT_INTERVAL_SECS",
+    default: Fallback::Text("30"),
+    values: Values::Whole {
+        min: 1,
+        max: 86_400,
+        into: Duration::from_secs,
+    },
+    meaning: "heartbeat period; a peer silent for three periods is closed as dead",
+    shown: |c| c.heartbeat_interval.as_secs().to_string(),
+};
+
+pub const SHUTDOWN_TIMEOUT_SECS: Setting<Duration> = Setting {
+    name: "SHUTDOWN_TIMEOUT_SECS",
+    default: Fallback::Text("5"),
+    values: Values::Whole {
+        min: 0,
+        max: 3600,
+        into: Duration::from_secs,
+    },
+    meaning: "drain deadline on shutdown",
+    shown: |c| c.shutdown_timeout.as_secs().to_string(),
+};
+
+pub const MAX_MESSAGE_BYTES: Setting<usize> = Setting {
+    name: "MAX_MESSAGE_BYTES",
+    default: Fallback::Text("1048576"),
+    values: Values::Whole {
+        min: 128,
+        max: 64 << 20,
+        into: |n| n as usize,
+    },
+    meaning: "largest WebSocket message accepted",
+    shown: |c| c.max_message_bytes.to_string(),
+};
+
+pub const MAX_CONNECTIONS: Setting<usize> = Setting {
+    name: "MAX_CONNECTIONS",
+    default: Fallback::Text("100000"),
+    values: Values::Whole {
+        min: 1,
+        max: 10_000_000,
+        into: |n| n as usize,
+    },
+    meaning: "open connections; past it new ones get HTTP 503 and are closed",
+    shown: |c| c.max_connections.to_string(),
+};
+
+pub const HANDSHAKE_TIMEOUT_SECS: Setting<Duration> = Setting {
+    name: "HANDSHAKE_TIMEOUT_SECS",
+    default: Fallback::Text("10"),
+    values: Values::Whole { min: 1, max: 3600, into: Duration::from_secs },
+    meaning: "an HTTP connection that has not completed a request within this time (since it opened or since its last response) is closed",
+    shown: |c| c.handshake_timeout.as_secs().to_string(),
+};
+
+const LOG_LEVELS: &[(&str, LevelFilter)] = &[
+    ("error", LevelFilter::Error),
+    ("warn", LevelFilter::Warn),
+    ("info", LevelFilter::Info),
+    ("debug", LevelFilter::Debug),
+    ("trace", LevelFilter::Trace),
+];
+
+pub const LOG_LEVEL: Setting<LevelFilter> = Setting {
+    name: "LOG_LEVEL",
+    default: Fallback::Text("info"),
+    values: Values::OneOf(LOG_LEVELS),
+    meaning: "`error`, `warn`, `info`, `debug` or `trace`",
+    shown: |c| word_for(LOG_LEVELS, &c.log_level),
+};
+
+const LOG_FORMATS: &[(&str, LogFormat)] = &[("text", LogFormat::Text), ("json", LogFormat::Json)];
+
+pub const LOG_FORMAT: Setting<LogFormat> = Setting {
+    name: "LOG_FORMAT",
+    default: Fallback::Text("text"),
+    values: Values::OneOf(LOG_FORMATS),
+    meaning: "`text` (one readable line per event) or `json` (one JSON object per line, with `ts`, `level`, `msg` and fields)",
+    shown: |c| word_for(LOG_FORMATS, &c.log_format),
+};
+
+/// The word of `choices` that means `value`.
+fn word_for<T: PartialEq>(choices: &[(&'static str, T)], value: &T) -> String {
+    choices
+        .iter()
+        .find(|(_, v)| v == value)
+        .map_or("?", |(word, _)| word)
+        .to_string()
 }
 
 /// Every variable `Config::from_vars` reads, in the order the README lists them.
-pub const SETTINGS: &[Setting] = &[
-    Setting { name: "ADDR", default: ":8080", meaning: "listen address; `:PORT` means all interfaces; `127.0.0.1:0` picks a free port" },
-    Setting { name: "API_KEY", default: "", meaning: "enables authentication when set and non-empty" },
-    Setting { name: "SUBSCRIBER_QUEUE_SIZE", default: "100", meaning: "events a connection may have queued before it is a slow consumer (1 to 1000000)" },
-    Setting { name: "RING_BUFFER_SIZE", default: "100", meaning: "messages kept per topic for replay (1 to 1000000)" },
-    Setting { name: "WORKERS", default: "number of cores", meaning: "event-loop threads (1 to 1024)" },
-    Setting { name: "HEARTBEAT_INTERVAL_SECS", default: "30", meaning: "heartbeat period; a peer silent for three periods is closed as dead (1 to 86400)" },
-    Setting { name: "SHUTDOWN_TIMEOUT_SECS", default: "5", meaning: "drain deadline on shutdown (0 to 3600)" },
-    Setting { name: "MAX_MESSAGE_BYTES", default: "1048576", meaning: "largest WebSocket message accepted (128 to 67108864)" },
-    Setting { name: "MAX_CONNECTIONS", default: "100000", meaning: "open connections; past it new ones get HTTP 503 and are closed (1 to 10000000)" },
-    Setting { name: "HANDSHAKE_TIMEOUT_SECS", default: "10", meaning: "an HTTP connection that has not completed a request within this time (since it opened or since its last response) is closed (1 to 3600)" },
-    Setting { name: "LOG_LEVEL", default: "info", meaning: "`error`, `warn`, `info`, `debug` or `trace`" },
-    Setting {
-        name: "LOG_FORMAT",
-        default: "text",
-        meaning: "`text` (one readable line per event) or `json` (one JSON object per line, with `ts`, `level`, `msg` and fields)",
-    },
+pub const SETTINGS: &[&dyn Described] = &[
+    &ADDR,
+    &API_KEY,
+    &SUBSCRIBER_QUEUE_SIZE,
+    &RING_BUFFER_SIZE,
+    &WORKERS,
+    &HEARTBEAT_INTERVAL_SECS,
+    &SHUTDOWN_TIMEOUT_SECS,
+    &MAX_MESSAGE_BYTES,
+    &MAX_CONNECTIONS,
+    &HANDSHAKE_TIMEOUT_SECS,
+    &LOG_LEVEL,
+    &LOG_FORMAT,
 ];
 
 /// The broker's settings, parsed and range-checked.
@@ -51,7 +325,7 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_connections: usize,
     pub handshake_timeout: Duration,
-    pub log_level: log::LevelFilter,
+    pub log_level: LevelFilter,
     pub log_format: LogFormat,
 }
 
@@ -91,69 +365,29 @@ impl Config {
     /// Builds a config from a lookup function. An unset or empty variable
     /// takes its default.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
-        let number =
-            |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
-                match get(name) {
-                    None => Ok(default),
-                    Some(text) => {
-                        let fail = |reason: String| ConfigError {
-                            variable: name,
-                            value: text.clone(),
-                            reason,
-                        };
-                        let n: u64 = text
-                            .trim()
-                            .parse()
-                            .map_err(|_| fail("not a whole number".into()))?;
-                        if n < min || n > max {
-                            return Err(fail(format!("must be between {min} and {max}")));
-                        }
-                        Ok(n)
-                    }
-                }
-            };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         Ok(Config {
-            addr: match get("ADDR") {
-                None => parse_addr(":8080").expect("default address parses"),
-                Some(text) => parse_addr(&text).map_err(|reason| ConfigError {
-                    variable: "ADDR",
-                    value: text,
-                    reason,
-                })?,
-            },
-            api_key: lookup("API_KEY").filter(|k| !k.is_empty()),
-            subscriber_queue_size: number("SUBSCRIBER_QUEUE_SIZE", 100, 1, 1_000_000)? as usize,
-            ring_buffer_size: number("RING_BUFFER_SIZE", 100, 1, 1_000_000)? as usize,
-            workers: number("WORKERS", cores.min(1024), 1, 1024)? as usize,
-            heartbeat_interval: Duration::from_secs(number(
-                "HEARTBEAT_INTERVAL_SECS",
-                30,
-                1,
-                86_400,
-            )?),
-            shutdown_timeout: Duration::from_secs(number("SHUTDOWN_TIMEOUT_SECS", 5, 0, 3600)?),
-            max_message_bytes: number("MAX_MESSAGE_BYTES", 1 << 20, 128, 64 << 20)? as usize,
-            max_connections: number("MAX_CONNECTIONS", 100_000, 1, 10_000_000)? as usize,
-            handshake_timeout: Duration::from_secs(number("HANDSHAKE_TIMEOUT_SECS", 10, 1, 3600)?),
-            log_level: match get("LOG_LEVEL") {
-                None => log::LevelFilter::Info,
-                Some(text) => parse_log_level(&text).ok_or_else(|| ConfigError {
-                    variable: "LOG_LEVEL",
-                    value: text,
-                    reason: "must be one of error, warn, info, debug, trace".into(),
-                })?,
-            },
-            log_format: match get("LOG_FORMAT") {
-                None => LogFormat::Text,
-                Some(text) => LogFormat::parse(&text).ok_or_else(|| ConfigError {
-                    variable: "LOG_FORMAT",
-                    value: text,
-                    reason: "must be text or json".into(),
-                })?,
-            },
+            addr: ADDR.read(&lookup)?,
+            api_key: API_KEY.read(&lookup)?,
+            subscriber_queue_size: SUBSCRIBER_QUEUE_SIZE.read(&lookup)?,
+            ring_buffer_size: RING_BUFFER_SIZE.read(&lookup)?,
+            workers: WORKERS.read(&lookup)?,
+            heartbeat_interval: HEARTBEAT_INTERVAL_SECS.read(&lookup)?,
+            shutdown_timeout: SHUTDOWN_TIMEOUT_SECS.read(&lookup)?,
+            max_message_bytes: MAX_MESSAGE_BYTES.read(&lookup)?,
+            max_connections: MAX_CONNECTIONS.read(&lookup)?,
+            handshake_timeout: HANDSHAKE_TIMEOUT_SECS.read(&lookup)?,
+            log_level: LOG_LEVEL.read(&lookup)?,
+            log_format: LOG_FORMAT.read(&lookup)?,
         })
+    }
+
+    /// Every setting's name and value, for the start-up log (the API key
+    /// only as `set` or `unset`).
+    pub fn shown(&self) -> Vec<(&'static str, String)> {
+        SETTINGS
+            .iter()
+            .map(|setting| (setting.name(), setting.shown(self)))
+            .collect()
     }
 
     /// A config for tests and embedding: loopback, a free port, defaults otherwise.
@@ -165,11 +399,11 @@ impl Config {
     }
 }
 
-/// `:PORT` means every IPv4 interface; anything else is `host:port`.
+/// `:PORT` means every interface, `[::]:PORT` (dual-stack: see
+/// `server::bind_listeners`); anything else is `host:port`.
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim();
     let full = if text.starts_with(':') {
-        format!("0.0.0.0{text}")
+        format!("[::]{text}")
     } else {
         text.to_string()
     };
@@ -183,17 +417,6 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve: {e}"))?
         .next()
         .ok_or_else(|| "resolves to no address".to_string())
-}
-
-fn parse_log_level(text: &str) -> Option<log::LevelFilter> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "error" => Some(log::LevelFilter::Error),
-        "warn" => Some(log::LevelFilter::Warn),
-        "info" => Some(log::LevelFilter::Info),
-        "debug" => Some(log::LevelFilter::Debug),
-        "trace" => Some(log::LevelFilter::Trace),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -212,7 +435,7 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let c = with(&[]).unwrap();
-        assert_eq!(c.addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.addr, "[::]:8080".parse().unwrap());
         assert_eq!(c.api_key, None);
         assert_eq!(c.subscriber_queue_size, 100);
         assert_eq!(c.ring_buffer_size, 100);
@@ -228,7 +451,7 @@ mod tests {
     fn addresses_parse() {
         assert_eq!(
             with(&[("ADDR", ":9000")]).unwrap().addr,
-            "0.0.0.0:9000".parse().unwrap()
+            "[::]:9000".parse().unwrap()
         );
         assert_eq!(
             with(&[("ADDR", "127.0.0.1:0")]).unwrap().addr,
@@ -269,10 +492,22 @@ mod tests {
 
     #[test]
     fn empty_values_take_the_default_and_empty_key_disables_auth() {
-        let c = with(&[("API_KEY", ""), ("WORKERS", ""), ("LOG_LEVEL", "DEBUG")]).unwrap();
+        let c = with(&[
+            ("API_KEY", ""),
+            ("WORKERS", ""),
+            ("RING_BUFFER_SIZE", "  "),
+            ("LOG_LEVEL", "DEBUG"),
+        ])
+        .unwrap();
         assert_eq!(c.api_key, None);
         assert!(c.workers >= 1);
+        assert_eq!(c.ring_buffer_size, 100);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
+        assert_eq!(
+            with(&[("API_KEY", " ")]).unwrap().api_key.as_deref(),
+            Some(" "),
+            "a key is taken verbatim: spaces do not turn authentication off"
+        );
         assert_eq!(
             with(&[("API_KEY", "s3cret")]).unwrap().api_key.as_deref(),
             Some("s3cret")
@@ -290,16 +525,113 @@ mod tests {
         let mut read = read.into_inner();
         read.sort();
         read.dedup();
-        let mut listed: Vec<String> = SETTINGS.iter().map(|s| s.name.to_string()).collect();
+        let mut listed: Vec<String> = SETTINGS.iter().map(|s| s.name().to_string()).collect();
         listed.sort();
         assert_eq!(read, listed);
     }
 
     #[test]
     fn settings_table_names_every_variable_once() {
-        let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
+        let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name()).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), SETTINGS.len());
+    }
+
+    #[test]
+    fn every_choice_is_named_in_its_meaning() {
+        for (name, meaning, words) in [
+            (
+                LOG_LEVEL.name,
+                LOG_LEVEL.meaning,
+                LOG_LEVELS.iter().map(|c| c.0).collect::<Vec<_>>(),
+            ),
+            (
+                LOG_FORMAT.name,
+                LOG_FORMAT.meaning,
+                LOG_FORMATS.iter().map(|c| c.0).collect(),
+            ),
+        ] {
+            for word in words {
+                assert!(meaning.contains(&format!("`{word}`")), "{name}: {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_start_up_log_shows_every_setting_but_not_the_key() {
+        let c = with(&[
+            ("API_KEY", "s3cret"),
+            ("HEARTBEAT_INTERVAL_SECS", "7"),
+            ("LOG_FORMAT", "JSON"),
+        ])
+        .unwrap();
+        let shown = c.shown();
+        let names: Vec<&str> = shown.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, SETTINGS.iter().map(|s| s.name()).collect::<Vec<_>>());
+        let value = |name: &str| shown.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+        assert_eq!(value("API_KEY"), "set");
+        assert_eq!(value("HEARTBEAT_INTERVAL_SECS"), "7");
+        assert_eq!(value("LOG_FORMAT"), "json");
+        assert_eq!(value("ADDR"), "[::]:8080");
+        assert!(!shown.iter().any(|(_, v)| v.contains("s3cret")));
+    }
+
+    /// The rows `| `NAME` | default | meaning |` of the table under `heading`.
+    fn table_rows(markdown: &str, heading: &str) -> Vec<(String, String, String)> {
+        let section = markdown
+            .split_once(&format!("\n{heading}\n"))
+            .unwrap_or_else(|| panic!("no {heading:?} section"))
+            .1;
+        section
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .skip(2) // the header and the separator
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                assert_eq!(cells.len(), 5, "{line}");
+                let name = cells[1].trim_matches('`').to_string();
+                let default = match cells[2] {
+                    "empty" => String::new(),
+                    text => text.trim_matches('`').to_string(),
+                };
+                (name, default, cells[3].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_documents_every_setting_as_the_table_does() {
+        let rows = table_rows(include_str!("../README.md"), "## Configuration");
+        let table: Vec<(String, String, String)> = SETTINGS
+            .iter()
+            .map(|s| {
+                (
+                    s.name().to_string(),
+                    s.default_text().to_string(),
+                    s.meaning(),
+                )
+            })
+            .collect();
+        assert_eq!(rows, table, "README.md's configuration table");
+    }
+
+    #[test]
+    fn the_protocol_copy_gives_the_same_defaults() {
+        let rows = table_rows(
+            include_str!("../docs/PROTOCOL.md"),
+            "## Configuration (environment)",
+        );
+        assert!(rows.len() >= 10, "{rows:?}");
+        for (name, default, _) in rows {
+            let setting = SETTINGS
+                .iter()
+                .find(|s| s.name() == name)
+                .unwrap_or_else(|| {
+                    panic!("docs/PROTOCOL.md names {name}, which the broker does not read")
+                });
+            assert_eq!(default, setting.default_text(), "{name}");
+        }
     }
 }

@@ -18,16 +18,6 @@ pub enum LogFormat {
     Json,
 }
 
-impl LogFormat {
-    pub fn parse(text: &str) -> Option<LogFormat> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => None,
-        }
-    }
-}
-
 /// Installs the logger for the whole process.
 pub fn init(level: log::LevelFilter, format: LogFormat) {
     env_logger::Builder::new()
@@ -179,7 +169,5 @@ mod tests {
                 ("s".into(), Json::from("x"))
             ]
         );
-        assert_eq!(LogFormat::parse("JSON"), Some(LogFormat::Json));
-        assert_eq!(LogFormat::parse("xml"), None);
     }
 }

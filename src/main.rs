@@ -5,7 +5,7 @@
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use log::Level;
-use pubsub::config::SETTINGS;
+use pubsub::config::{LOG_FORMAT, SETTINGS};
 use pubsub::logging::{self, LogFormat};
 use pubsub::{Config, Server};
 use std::process::ExitCode;
@@ -21,14 +21,14 @@ struct Cli {}
 fn environment_help() -> String {
     let mut text = String::from("Environment variables:\n");
     for setting in SETTINGS {
-        let default = if setting.default.is_empty() {
-            "empty"
-        } else {
-            setting.default
+        let default = match setting.default_text() {
+            "" => "empty",
+            text => text,
         };
         text.push_str(&format!(
             "  {:<24} default {default}\n      {}\n",
-            setting.name, setting.meaning
+            setting.name(),
+            setting.meaning()
         ));
     }
     text
@@ -48,9 +48,8 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => {
             // The configured format if LOG_FORMAT itself is valid.
-            let format = std::env::var("LOG_FORMAT")
-                .ok()
-                .and_then(|f| LogFormat::parse(&f))
+            let format = LOG_FORMAT
+                .read(&|name| std::env::var(name).ok())
                 .unwrap_or(LogFormat::Text);
             logging::announce(format, Level::Error, &format!("pubsub: {e}"));
             return ExitCode::from(2);
@@ -58,13 +57,15 @@ fn main() -> ExitCode {
     };
     let format = config.log_format;
     logging::init(config.log_level, format);
-    log::info!(
-        workers = config.workers, subscriber_queue_size = config.subscriber_queue_size,
-        ring_buffer_size = config.ring_buffer_size, heartbeat_secs = config.heartbeat_interval.as_secs(),
-        shutdown_timeout_secs = config.shutdown_timeout.as_secs(), max_message_bytes = config.max_message_bytes,
-        max_connections = config.max_connections, handshake_timeout_secs = config.handshake_timeout.as_secs(),
-        auth = config.api_key.is_some(), version = env!("CARGO_PKG_VERSION");
-        "starting"
+    let mut settings = config.shown();
+    settings.push(("version", env!("CARGO_PKG_VERSION").to_string()));
+    log::logger().log(
+        &log::Record::builder()
+            .level(Level::Info)
+            .target(module_path!())
+            .args(format_args!("starting"))
+            .key_values(&settings)
+            .build(),
     );
     let server = match Server::start(config.clone()) {
         Ok(server) => server,

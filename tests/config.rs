@@ -1,7 +1,7 @@
 //! Configuration of the real binary through its environment: bad values
 //! stop it with exit code 2 naming the variable, the `listening on` line
-//! carries the real port, settings take effect, and a port in use fails
-//! fast.
+//! carries the real port, `ADDR=:PORT` takes IPv4 and IPv6, settings take
+//! effect, and a port in use (by another broker too) fails fast.
 
 mod common;
 
@@ -106,6 +106,63 @@ fn listening_line_names_the_real_port_which_answers_health() {
     assert_eq!(status, 200, "{body}");
     assert!(body["uptime_sec"].is_u64(), "{body}");
     broker.stop();
+}
+
+/// True if this host can listen on IPv6's loopback.
+fn has_ipv6_loopback() -> bool {
+    TcpListener::bind("[::1]:0").is_ok()
+}
+
+#[test]
+fn all_interfaces_means_ipv4_and_ipv6() {
+    let broker = BrokerProcess::spawn(&[("ADDR", ":0")]);
+    assert!(broker.addr.ip().is_unspecified(), "{}", broker.addr);
+    let port = broker.addr.port();
+    let (status, _) = http_json(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "GET",
+        "/health",
+        None,
+        &[],
+    );
+    assert_eq!(status, 200, "over IPv4");
+    if has_ipv6_loopback() {
+        assert_eq!(broker.addr.to_string(), format!("[::]:{port}"));
+        let ipv6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        assert_eq!(
+            http_json(ipv6, "GET", "/health", None, &[]).0,
+            200,
+            "over IPv6"
+        );
+    } else {
+        println!("this host has no IPv6 loopback: only IPv4 was checked");
+    }
+    broker.stop();
+}
+
+#[test]
+fn a_second_broker_on_the_same_address_exits_1_and_the_first_serves_on() {
+    let first = BrokerProcess::spawn(&[]);
+    let port = first.addr.port();
+    // The same address, and all interfaces (`[::]`) on the same port.
+    for (addr, named) in [
+        (first.addr.to_string(), first.addr.to_string()),
+        (format!(":{port}"), format!("[::]:{port}")),
+    ] {
+        let (code, stderr) = run_to_exit(&[("ADDR", &addr)]);
+        assert_eq!(code, Some(1), "ADDR={addr}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {named}: "))
+                && stderr.to_lowercase().contains("address already in use"),
+            "ADDR={addr}: {stderr}"
+        );
+        assert!(!stderr.contains("listening on"), "{stderr}");
+    }
+    for _ in 0..16 {
+        let (status, _) = http_json(first.addr, "GET", "/health", None, &[]);
+        assert_eq!(status, 200, "the first broker serves every connection");
+    }
+    first.stop();
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! What operators rely on: `/metrics` (parsed by a real Prometheus
-//! text-format parser), `/readyz` through a drain, JSON logs, `--help` and
-//! `--version`.
+//! text-format parser), `/readyz` through a drain, JSON logs (whose `conn`
+//! names one connection), `--help` and `--version`.
 
 mod common;
 
@@ -337,6 +337,38 @@ fn json_logs_are_one_object_per_line() {
 }
 
 #[test]
+fn log_lines_of_two_workers_never_share_a_conn_id() {
+    let broker = BrokerProcess::spawn(&[("LOG_FORMAT", "json"), ("WORKERS", "2")]);
+    const CONNECTIONS: usize = 64;
+    for _ in 0..CONNECTIONS {
+        assert_eq!(http(broker.addr, "GET", "/health", None, &[]).status, 200);
+    }
+    let closes = |stderr: &str| -> Vec<Value> {
+        stderr
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["msg"] == "connection closed")
+            .collect()
+    };
+    eventually("every close to be logged", || {
+        closes(&broker.stderr()).len() == CONNECTIONS
+    });
+    let closes = closes(&broker.stop());
+    let workers: std::collections::BTreeSet<u64> = closes
+        .iter()
+        .map(|l| l["worker"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        workers.len(),
+        2,
+        "both workers accepted connections: {closes:?}"
+    );
+    let ids: std::collections::BTreeSet<&str> =
+        closes.iter().map(|l| l["conn"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), CONNECTIONS, "conn ids repeat: {closes:?}");
+}
+
+#[test]
 fn help_names_every_variable_the_config_reads_and_version_prints() {
     let output = Command::new(env!("CARGO_BIN_EXE_pubsub"))
         .arg("--help")
@@ -365,7 +397,7 @@ fn help_names_every_variable_the_config_reads_and_version_prints() {
         "{help}"
     );
     for setting in pubsub::config::SETTINGS {
-        assert!(help.contains(setting.meaning), "{}", setting.name);
+        assert!(help.contains(&setting.meaning()), "{}", setting.name());
     }
 
     let output = Command::new(env!("CARGO_BIN_EXE_pubsub"))

@@ -460,6 +460,21 @@ fn post_without_content_length_is_411() {
 }
 
 #[test]
+fn a_wrong_method_is_405_before_any_complaint_about_the_body() {
+    let broker = TestBroker::start();
+    let mut conn = HttpConn::open(broker.addr);
+    conn.send(b"POST /health HTTP/1.1\r\nHost: test\r\n\r\n");
+    let response = conn.response();
+    assert_error(&response, 405, "METHOD_NOT_ALLOWED");
+    assert_eq!(response.header("Allow"), Some("GET"));
+    // No body followed, so the connection serves the next request.
+    assert_eq!(conn.request("GET", "/health", None).status, 200);
+    conn.send(b"PUT /stats HTTP/1.1\r\nHost: test\r\nContent-Length: 65537\r\n\r\n");
+    assert_error(&conn.response(), 405, "METHOD_NOT_ALLOWED");
+    conn.assert_closed();
+}
+
+#[test]
 fn body_over_64_kib_is_413_and_the_connection_closes() {
     let broker = TestBroker::start();
     let mut conn = HttpConn::open(broker.addr);

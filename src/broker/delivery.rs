@@ -60,9 +60,10 @@ pub fn enter_worker_thread(id: usize) {
     CURRENT_WORKER.with(|current| current.set(Some(id)));
 }
 
-/// Names a connection across threads: its slab slot on its worker, and the
-/// generation that slot had when the connection was opened (slots are
-/// reused, generations are not).
+/// Names a connection across threads: its slab slot on its worker, and its
+/// generation, a number the process gives each connection it accepts (slots
+/// are reused, generations are not: a key, logged as `conn`, names one
+/// connection for the life of the process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionKey {
     pub slot: usize,

@@ -117,8 +117,21 @@ pub fn parse_request(buf: &[u8]) -> Parsed<'_> {
         !request.header_has_token("Connection", "close")
     };
 
+    // A request that no route takes (404) or that uses a method its path
+    // does not allow (405) gets that answer rather than one about its body,
+    // with the same fate for the connection.
+    let body_refused = |response: Response| {
+        Parsed::Invalid(match routes::misrouted(method, path) {
+            Some(misrouted) => Response {
+                close: response.close,
+                consumed: response.consumed,
+                ..misrouted
+            },
+            None => response,
+        })
+    };
     if request.header("Transfer-Encoding").is_some() {
-        return Parsed::Invalid(
+        return body_refused(
             Response::error(
                 411,
                 "LENGTH_REQUIRED",
@@ -145,7 +158,7 @@ pub fn parse_request(buf: &[u8]) -> Parsed<'_> {
     };
     let body_len = match content_length {
         Some(n) if n > MAX_BODY_BYTES as u64 => {
-            return Parsed::Invalid(
+            return body_refused(
                 Response::error(
                     413,
                     "PAYLOAD_TOO_LARGE",
@@ -163,7 +176,7 @@ pub fn parse_request(buf: &[u8]) -> Parsed<'_> {
                 "LENGTH_REQUIRED",
                 "a request body needs Content-Length",
             );
-            return Parsed::Invalid(response.keeping_connection_if(request.keep_alive, head_len));
+            return body_refused(response.keeping_connection_if(request.keep_alive, head_len));
         }
         None => 0,
     };
@@ -418,6 +431,45 @@ mod tests {
         let r = invalid(b"\x00\x01garbage\r\n\r\n");
         assert_eq!((r.status, r.close), (400, true));
         assert!(r.body.contains("BAD_REQUEST"));
+    }
+
+    #[test]
+    fn a_wrong_method_or_path_is_refused_before_its_body() {
+        for (method, path, status) in [
+            ("POST", "/health", 405),
+            ("PUT", "/stats", 405),
+            ("POST", "/ws", 405),
+            ("POST", "/topics/x", 405),
+            ("PATCH", "/topics", 405),
+            ("POST", "/metrics", 405),
+            ("POST", "/readyz", 405),
+            ("POST", "/nope", 404),
+        ] {
+            let bodiless = format!("{method} {path} HTTP/1.1\r\n\r\n");
+            let r = invalid(bodiless.as_bytes());
+            assert_eq!(
+                (r.status, r.close),
+                (status, false),
+                "bodiless {method} {path}"
+            );
+            assert_eq!(r.consumed, Some(bodiless.len()), "{method} {path}");
+            assert_eq!(r.headers.iter().any(|(n, _)| *n == "Allow"), status == 405);
+            for head in ["Transfer-Encoding: chunked", "Content-Length: 65537"] {
+                let raw = format!("{method} {path} HTTP/1.1\r\n{head}\r\n\r\n");
+                let r = invalid(raw.as_bytes());
+                assert_eq!(
+                    (r.status, r.close),
+                    (status, true),
+                    "{head}: {method} {path}"
+                );
+            }
+        }
+        // An allowed method still gets the body's error.
+        assert_eq!(invalid(b"POST /topics HTTP/1.1\r\n\r\n").status, 411);
+        assert_eq!(
+            invalid(b"DELETE /topics/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").status,
+            411
+        );
     }
 
     #[test]

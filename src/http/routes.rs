@@ -59,23 +59,8 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
             "missing or wrong API key",
         ));
     }
-    let allowed = route.allowed_methods();
-    if allowed.is_empty() {
-        return Action::Respond(Response::error(
-            404,
-            "NOT_FOUND",
-            &format!("no such path: {}", req.path),
-        ));
-    }
-    if !allowed.contains(&req.method) {
-        return Action::Respond(
-            Response::error(
-                405,
-                "METHOD_NOT_ALLOWED",
-                &format!("{} is not allowed on {}", req.method, req.path),
-            )
-            .with_header("Allow", allowed.join(", ")),
-        );
+    if let Some(response) = misrouted(req.method, req.path) {
+        return Action::Respond(response);
     }
     if ctx.draining && route.needs_key() {
         return Action::Respond(
@@ -102,6 +87,31 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         Route::Unknown => unreachable!("unknown routes allow no method"),
     };
     Action::Respond(response)
+}
+
+/// 404 for a path no route takes, 405 with `Allow` for a method its route
+/// does not allow; `None` for a request a route serves. The parser asks too,
+/// before it refuses a body (a bodiless `POST /health` gets 405, not 411).
+pub fn misrouted(method: &str, path: &str) -> Option<Response> {
+    let allowed = Route::of(path).allowed_methods();
+    if allowed.is_empty() {
+        return Some(Response::error(
+            404,
+            "NOT_FOUND",
+            &format!("no such path: {path}"),
+        ));
+    }
+    if !allowed.contains(&method) {
+        return Some(
+            Response::error(
+                405,
+                "METHOD_NOT_ALLOWED",
+                &format!("{method} is not allowed on {path}"),
+            )
+            .with_header("Allow", allowed.join(", ")),
+        );
+    }
+    None
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

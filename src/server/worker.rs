@@ -50,7 +50,6 @@ pub struct Worker {
     poll: Poll,
     listener: Option<TcpListener>,
     connections: Slab<Connection>,
-    next_generation: u64,
     ctx: WorkerCtx,
     touched: Vec<usize>,
     posts: Vec<ConnectionKey>,
@@ -73,7 +72,6 @@ impl Worker {
             poll,
             listener: Some(listener),
             connections: Slab::new(),
-            next_generation: 0,
             ctx: WorkerCtx::new(id, shared),
             touched: Vec::new(),
             posts: Vec::new(),
@@ -251,8 +249,7 @@ impl Worker {
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
-            self.next_generation += 1;
-            let generation = self.next_generation;
+            let generation = super::next_connection_id();
             entry.insert(Connection::new(
                 socket,
                 slot,
