@@ -60,8 +60,9 @@ pub struct ServerOptions {
     /// Start the server on a free loopback port, and stop it at the end.
     #[arg(long)]
     pub spawn: bool,
-    /// The server binary for --spawn (default: the workspace's
-    /// target/release/pubsub, or nats-server from PATH).
+    /// The server binary for --spawn (default: pubsub next to this
+    /// loadtest binary, else the workspace's target/release/pubsub;
+    /// nats-server from PATH for --target nats).
     #[arg(long, requires = "spawn")]
     pub broker: Option<PathBuf>,
     /// KEY=VALUE for the spawned pubsub broker's environment (repeatable).

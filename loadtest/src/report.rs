@@ -445,6 +445,25 @@ mod tests {
         );
     }
 
+    /// Every key of the JSON report, nested ones included, is in the
+    /// README's table.
+    #[test]
+    fn the_readme_lists_every_json_key() {
+        let readme = include_str!("../README.md");
+        let mut report = passing("slow");
+        report.slow = Some(SlowOutcome::default());
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        let mut keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        keys.extend(json["slow"].as_object().unwrap().keys());
+        keys.extend(json["latency_us"].as_object().unwrap().keys());
+        for key in keys {
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "loadtest/README.md does not list `{key}`"
+            );
+        }
+    }
+
     #[test]
     fn the_table_names_the_target_as_the_flag_does() {
         let table = passing("fanout").table();
