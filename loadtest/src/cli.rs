@@ -60,8 +60,9 @@ pub struct ServerOptions {
     /// Start the server on a free loopback port, and stop it at the end.
     #[arg(long)]
     pub spawn: bool,
-    /// The server binary for --spawn (default: the workspace's
-    /// target/release/pubsub, or nats-server from PATH).
+    /// The server binary for --spawn (default: pubsub next to this
+    /// loadtest binary, else the workspace's target/release/pubsub;
+    /// nats-server from PATH for --target nats).
     #[arg(long, requires = "spawn")]
     pub broker: Option<PathBuf>,
     /// KEY=VALUE for the spawned pubsub broker's environment (repeatable).
@@ -118,7 +119,7 @@ pub fn execute(cli: &Cli) -> Result<Report> {
             let mut endpoint = Endpoint::local(server.target, spawned.addr, path)?;
             endpoint.api_key = server.api_key.clone();
             eprintln!(
-                "spawned {:?} (pid {}) on {}",
+                "spawned {} (pid {}) on {}",
                 server.target,
                 spawned.pid(),
                 spawned.addr
@@ -194,5 +195,71 @@ fn raise_open_file_limit() {
         if soft < hard {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn refusal(args: &[&str]) -> String {
+        let error = Cli::try_parse_from(std::iter::once("loadtest").chain(args.iter().copied()))
+            .expect_err("refused");
+        assert_eq!(error.kind(), ErrorKind::ValueValidation, "{error}");
+        error.to_string()
+    }
+
+    #[test]
+    fn options_that_leave_no_measured_window_are_refused() {
+        for args in [
+            &["fanout", "--duration", "0"][..],
+            &["slow", "--duration", "0"],
+            &["conns", "--hold", "0"],
+        ] {
+            let message = refusal(args);
+            assert!(message.contains("more than 0 seconds"), "{message}");
+        }
+        let message = refusal(&["fanout", "--duration=-1"]);
+        assert!(message.contains("seconds ≥ 0"), "{message}");
+        let message = refusal(&["fanout", "--warmup", "NaN"]);
+        assert!(message.contains("seconds ≥ 0"), "{message}");
+    }
+
+    #[test]
+    fn counts_and_rates_that_leave_nothing_to_measure_are_refused() {
+        for args in [
+            &["fanout", "--publishers", "0"][..],
+            &["fanout", "--subscribers", "0"],
+            &["fanout", "--topics", "0"],
+            &["fanout", "--window", "0"],
+            &["fanout", "--threads", "0"],
+            &["conns", "--connections", "0"],
+            &["slow", "--subscribers", "0"],
+            &["fanout", "--rate=-5"],
+            &["slow", "--rate", "0"],
+        ] {
+            refusal(args);
+        }
+    }
+
+    #[test]
+    fn sensible_options_parse() {
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "fanout",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--rate",
+            "0",
+        ])
+        .expect("parses");
+        let ScenarioCommand::Fanout { options, .. } = cli.scenario else {
+            panic!("fanout")
+        };
+        assert_eq!((options.duration, options.warmup), (0.5, 0.0));
+        Cli::try_parse_from(["loadtest", "slow", "--slow", "0"]).expect("no slow ones is allowed");
     }
 }

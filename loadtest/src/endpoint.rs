@@ -15,6 +15,15 @@ pub enum TargetKind {
     Nats,
 }
 
+/// The flag's spelling: `pubsub`, `nats`.
+impl std::fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
 /// A loopback WebSocket endpoint.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -100,6 +109,12 @@ mod tests {
         assert_eq!(e.addr, "[::1]:81".parse().unwrap());
         assert_eq!(e.path, "/ws?api_key=k");
         assert!(Endpoint::from_url(TargetKind::Pubsub, "ws://127.9.8.7/ws", None).is_ok());
+    }
+
+    #[test]
+    fn targets_print_as_the_flag_spells_them() {
+        assert_eq!(TargetKind::Pubsub.to_string(), "pubsub");
+        assert_eq!(TargetKind::Nats.to_string(), "nats");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The `loadtest` binary: parses the command line, runs the scenario,
 //! prints the summary table (and with `--json`, the report as the last
-//! line of stdout). Exit code 1 if the run could not be carried out.
+//! line of stdout). Exit code 2 for options clap refuses; 1 if the run could
+//! not be carried out, or if it fails (`Report::failures`: nothing
+//! published, deliveries missing, ...), after the report, with the reasons
+//! on stderr.
 
 use clap::Parser;
 use loadtest::cli::{self, Cli};
@@ -14,7 +17,15 @@ fn main() -> ExitCode {
             if cli.scenario.server().json {
                 println!("{}", report.to_json());
             }
-            ExitCode::SUCCESS
+            let failures = report.failures();
+            for failure in &failures {
+                eprintln!("loadtest: FAILED: {failure}");
+            }
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(error) => {
             eprintln!("loadtest: {error:#}");

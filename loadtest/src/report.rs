@@ -139,6 +139,79 @@ impl Report {
         }
     }
 
+    /// Why the run fails, if it does: `fanout` and `slow` must publish in
+    /// the measured window and deliver every expected message, once, in
+    /// order, to subscribers that stay connected, with no error reply and
+    /// every scheduled message sent; `conns` must set up and hold every
+    /// connection. Empty if the run passed.
+    pub fn failures(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        let mut fail_if = |failed: bool, why: String| {
+            if failed {
+                failures.push(why);
+            }
+        };
+        if self.scenario == "conns" {
+            let asked = self.connections + self.connect_failures;
+            fail_if(self.connections == 0, "no connection was set up".into());
+            fail_if(
+                self.connect_failures > 0,
+                format!(
+                    "{} of {asked} connections failed to set up",
+                    self.connect_failures
+                ),
+            );
+        } else {
+            fail_if(
+                self.published == 0,
+                "nothing was published in the measured window".into(),
+            );
+            fail_if(
+                self.published > 0 && self.expected == 0,
+                "no delivery was expected: no subscriber was connected".into(),
+            );
+            fail_if(
+                self.delivered < self.expected,
+                format!(
+                    "{} of {} expected deliveries arrived ({} lost)",
+                    self.delivered, self.expected, self.lost
+                ),
+            );
+            fail_if(
+                self.duplicates + self.out_of_order + self.gaps > 0,
+                format!(
+                    "{} duplicates, {} out of order, {} gaps",
+                    self.duplicates, self.out_of_order, self.gaps
+                ),
+            );
+            fail_if(
+                self.malformed > 0,
+                format!("{} deliveries without the harness's probe", self.malformed),
+            );
+            fail_if(
+                self.unsent > 0,
+                format!("{} scheduled messages were never sent", self.unsent),
+            );
+            fail_if(
+                self.errors > 0,
+                format!(
+                    "{} error replies ({})",
+                    self.errors,
+                    join(&self.error_codes)
+                ),
+            );
+        }
+        fail_if(
+            self.disconnects > 0,
+            format!(
+                "{} connections were lost during the run ({})",
+                self.disconnects,
+                join(&self.disconnect_reasons)
+            ),
+        );
+        failures
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("the report always serialises")
     }
@@ -148,7 +221,7 @@ impl Report {
         let mut rows: Vec<(&str, String)> = vec![
             (
                 "scenario",
-                format!("{} against {:?}", self.scenario, self.target),
+                format!("{} against {}", self.scenario, self.target),
             ),
             ("measured window", format!("{:.1} s", self.measured_secs)),
         ];
@@ -221,6 +294,14 @@ impl Report {
                     slow.cut, slow.slow_subscribers, slow.slow_consumer_errors, slow.close_1008, slow.still_open, slow.events_read
                 ),
             ));
+            if slow.cut == 0 && slow.slow_subscribers > 0 {
+                rows.push((
+                    "",
+                    "none cut: their queues and socket buffers never filled \
+                     (raise --rate, --size or --duration; see loadtest/README.md)"
+                        .to_string(),
+                ));
+            }
         }
         for sample in &self.connect_failure_samples {
             rows.push(("connect failure", sample.clone()));
@@ -252,10 +333,157 @@ fn with_breakdown(total: u64, parts: &BTreeMap<String, u64>) -> String {
     if parts.is_empty() {
         return total.to_string();
     }
+    format!("{total} ({})", join(parts))
+}
+
+/// `key: count, key: count`.
+fn join(parts: &BTreeMap<String, u64>) -> String {
     let detail: Vec<String> = parts.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    format!("{total} ({})", detail.join(", "))
+    detail.join(", ")
 }
 
 fn optional(value: Option<String>) -> String {
     value.unwrap_or_else(|| "-".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tally::Tally;
+
+    /// A report of `scenario` against pubsub that passes: 100 published,
+    /// 300 expected and delivered; `conns`: 3 connections.
+    fn passing(scenario: &'static str) -> Report {
+        let tally = Tally {
+            delivered_measured: 300,
+            connected: 3,
+            ..Tally::default()
+        };
+        let outcome = Outcome {
+            tally,
+            published: 100,
+            expected: 300,
+            measured_secs: 1.0,
+            connect_secs: 0.1,
+            harness_cpu_pct: None,
+            server_cpu_pct: None,
+            server_rss_kib: None,
+            server_rss_before_kib: None,
+            slow: None,
+        };
+        Report::new(scenario, TargetKind::Pubsub, outcome, true)
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        for scenario in ["fanout", "slow", "conns"] {
+            assert_eq!(passing(scenario).failures(), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn a_run_that_publishes_nothing_fails() {
+        let mut report = passing("fanout");
+        (report.published, report.expected, report.delivered) = (0, 0, 0);
+        assert_eq!(
+            report.failures(),
+            ["nothing was published in the measured window"]
+        );
+    }
+
+    #[test]
+    fn a_run_that_receives_less_than_expected_fails() {
+        let mut report = passing("slow");
+        (report.delivered, report.lost) = (299, 1);
+        assert_eq!(
+            report.failures(),
+            ["299 of 300 expected deliveries arrived (1 lost)"]
+        );
+        let mut report = passing("fanout");
+        (report.expected, report.delivered) = (0, 0);
+        assert_eq!(
+            report.failures(),
+            ["no delivery was expected: no subscriber was connected"]
+        );
+    }
+
+    #[test]
+    fn disorder_errors_disconnects_and_unsent_messages_fail() {
+        let mut report = passing("fanout");
+        report.duplicates = 1;
+        report.unsent = 2;
+        report.errors = 1;
+        report.error_codes.insert("TOPIC_NOT_FOUND".into(), 1);
+        report.disconnects = 1;
+        report.disconnect_reasons.insert("close 1008".into(), 1);
+        assert_eq!(
+            report.failures(),
+            [
+                "1 duplicates, 0 out of order, 0 gaps",
+                "2 scheduled messages were never sent",
+                "1 error replies (TOPIC_NOT_FOUND: 1)",
+                "1 connections were lost during the run (close 1008: 1)",
+            ]
+        );
+    }
+
+    #[test]
+    fn conns_fails_when_a_connection_is_not_set_up_or_not_held() {
+        let mut report = passing("conns");
+        // Publishing figures do not apply to conns.
+        (report.published, report.expected, report.delivered) = (0, 0, 0);
+        assert!(report.failures().is_empty());
+        report.connect_failures = 2;
+        assert_eq!(report.failures(), ["2 of 5 connections failed to set up"]);
+        report.connections = 0;
+        assert_eq!(
+            report.failures(),
+            [
+                "no connection was set up",
+                "2 of 2 connections failed to set up"
+            ]
+        );
+    }
+
+    /// Every key of the JSON report, nested ones included, is in the
+    /// README's table.
+    #[test]
+    fn the_readme_lists_every_json_key() {
+        let readme = include_str!("../README.md");
+        let mut report = passing("slow");
+        report.slow = Some(SlowOutcome::default());
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        let mut keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        keys.extend(json["slow"].as_object().unwrap().keys());
+        keys.extend(json["latency_us"].as_object().unwrap().keys());
+        for key in keys {
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "loadtest/README.md does not list `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn the_table_names_the_target_as_the_flag_does() {
+        let table = passing("fanout").table();
+        assert!(table.contains("fanout against pubsub"), "{table}");
+    }
+
+    #[test]
+    fn the_table_says_when_no_slow_subscriber_was_cut() {
+        let mut report = passing("slow");
+        report.slow = Some(SlowOutcome {
+            slow_subscribers: 2,
+            still_open: 2,
+            ..SlowOutcome::default()
+        });
+        assert!(report.table().contains("none cut"), "{}", report.table());
+        report.slow = Some(SlowOutcome {
+            slow_subscribers: 2,
+            cut: 2,
+            ..SlowOutcome::default()
+        });
+        assert!(!report.table().contains("none cut"));
+    }
 }

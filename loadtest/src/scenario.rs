@@ -7,20 +7,21 @@ use crate::endpoint::Endpoint;
 use crate::event_loop::Pacing;
 use crate::report::Report;
 use crate::run::{self, Plan};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+use clap::builder::RangedU64ValueParser;
 use std::time::Duration;
 
 /// Options every scenario has.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
     /// Event-loop threads in the harness (connections are spread over them).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
     pub threads: usize,
     /// Seconds to wait after the window for deliveries still in flight.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = seconds_arg)]
     pub grace: f64,
     /// Seconds allowed for setting up every connection.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_parser = seconds_arg)]
     pub setup_timeout: f64,
     /// Topics are named PREFIX-0, PREFIX-1, ...
     #[arg(long, default_value = "lt")]
@@ -34,30 +35,30 @@ pub struct RunOptions {
 #[derive(Debug, Clone, clap::Args)]
 pub struct FanoutOptions {
     /// Publishing connections.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
     pub publishers: usize,
     /// Topics (created over REST first, for pubsub).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
     pub topics: usize,
     /// Subscribers per topic.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one())]
     pub subscribers: usize,
     /// Approximate size of a published frame, in bytes.
     #[arg(long, default_value_t = 256)]
     pub size: usize,
     /// Publishes per second in total, on a fixed schedule (open loop);
     /// 0: as fast as the window allows (closed loop).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = rate_arg)]
     pub rate: f64,
     /// Closed loop: messages per publisher not yet delivered to all
     /// subscribers.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
     /// Seconds of publishing before the measured window.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = seconds_arg)]
     pub warmup: f64,
-    /// Seconds of the measured window.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds of the measured window (more than 0).
+    #[arg(long, default_value_t = 5.0, value_parser = window_arg)]
     pub duration: f64,
     #[command(flatten)]
     pub run: RunOptions,
@@ -67,17 +68,18 @@ pub struct FanoutOptions {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnsOptions {
     /// Subscriber connections to open.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one())]
     pub connections: usize,
     /// Topics the connections subscribe to, round-robin.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one())]
     pub topics: usize,
-    /// Seconds to hold the connections open.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds to hold the connections open: the measured window (more
+    /// than 0).
+    #[arg(long, default_value_t = 5.0, value_parser = window_arg)]
     pub hold: f64,
     /// Source addresses to spread connections over (127.0.0.1, .2, ...);
     /// default: one per 20000 connections.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     pub source_addrs: Option<usize>,
     #[command(flatten)]
     pub run: RunOptions,
@@ -87,13 +89,13 @@ pub struct ConnsOptions {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SlowOptions {
     /// Publishing connections.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
     pub publishers: usize,
     /// Topics (created over REST first, for pubsub).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
     pub topics: usize,
     /// Healthy (reading) subscribers per topic.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one())]
     pub subscribers: usize,
     /// Subscribers that stop reading, in total (spread over the topics).
     #[arg(long, default_value_t = 2)]
@@ -101,17 +103,17 @@ pub struct SlowOptions {
     /// SO_RCVBUF of the slow subscribers, in bytes.
     #[arg(long, default_value_t = 4096)]
     pub slow_rcvbuf: usize,
-    /// Publishes per second in total (open loop).
-    #[arg(long, default_value_t = 2000.0)]
+    /// Publishes per second in total (open loop, more than 0).
+    #[arg(long, default_value_t = 2000.0, value_parser = positive_rate_arg)]
     pub rate: f64,
     /// Approximate size of a published frame, in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
     /// Seconds of publishing before the measured window.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = seconds_arg)]
     pub warmup: f64,
-    /// Seconds of the measured window.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds of the measured window (more than 0).
+    #[arg(long, default_value_t = 5.0, value_parser = window_arg)]
     pub duration: f64,
     #[command(flatten)]
     pub run: RunOptions,
@@ -128,7 +130,7 @@ pub fn fanout(
     if options.publishers == 0 || options.subscribers == 0 {
         bail!("fanout needs at least one publisher and one subscriber");
     }
-    let pacing = pacing(options.rate, options.window)?;
+    let pacing = pacing(options.rate, options.window, options.duration)?;
     let plan = Plan {
         topics: options.topics,
         subscribers: options.subscribers * options.topics,
@@ -136,7 +138,7 @@ pub fn fanout(
         pacing,
         message_size: options.size,
         warmup: seconds("--warmup", options.warmup)?,
-        duration: seconds("--duration", options.duration)?,
+        duration: window("--duration", options.duration)?,
         source_addrs: 1,
         slow_subscribers: 0,
         slow_recv_buffer: 0,
@@ -164,7 +166,7 @@ pub fn conns(
         pacing: Pacing::ClosedLoop { window: 1 },
         message_size: 0,
         warmup: Duration::ZERO,
-        duration: seconds("--hold", options.hold)?,
+        duration: window("--hold", options.hold)?,
         source_addrs: options
             .source_addrs
             .unwrap_or(options.connections.div_ceil(CONNECTIONS_PER_SOURCE_ADDR)),
@@ -184,7 +186,7 @@ pub fn slow(endpoint: &Endpoint, options: &SlowOptions, server_pid: Option<i32>)
     if options.rate <= 0.0 {
         bail!("slow runs at a fixed --rate above 0");
     }
-    let pacing = pacing(options.rate, 1)?;
+    let pacing = pacing(options.rate, 1, options.duration)?;
     let plan = Plan {
         topics: options.topics,
         subscribers: options.subscribers * options.topics,
@@ -192,7 +194,7 @@ pub fn slow(endpoint: &Endpoint, options: &SlowOptions, server_pid: Option<i32>)
         pacing,
         message_size: options.size,
         warmup: seconds("--warmup", options.warmup)?,
-        duration: seconds("--duration", options.duration)?,
+        duration: window("--duration", options.duration)?,
         source_addrs: 1,
         slow_subscribers: options.slow,
         slow_recv_buffer: options.slow_rcvbuf,
@@ -226,11 +228,17 @@ fn common(options: &RunOptions) -> Result<Plan> {
     })
 }
 
-fn pacing(rate: f64, window: u64) -> Result<Pacing> {
-    if !rate.is_finite() || rate < 0.0 {
-        bail!("--rate must be 0 or more");
-    }
+/// Open loop at `rate` if it is above 0, else closed loop with `window`.
+/// An open loop must schedule at least one message in the `duration`
+/// seconds measured.
+fn pacing(rate: f64, window: u64, duration: f64) -> Result<Pacing> {
+    let rate = check_rate(rate).map_err(|e| anyhow!("--rate {e}"))?;
     if rate > 0.0 {
+        if rate * duration < 1.0 {
+            bail!(
+                "--rate {rate} schedules no message in a --duration of {duration} s: raise either"
+            );
+        }
         Ok(Pacing::OpenLoop { rate })
     } else if window == 0 {
         bail!("--window must be at least 1")
@@ -243,7 +251,100 @@ fn is_open_loop(pacing: Pacing) -> bool {
     matches!(pacing, Pacing::OpenLoop { .. })
 }
 
+/// A count option's parser: a whole number, at least 1.
+fn at_least_one() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..)
+}
+
+/// `value` seconds as a duration: finite and not negative, and with
+/// `positive`, more than 0.
+fn duration(value: f64, positive: bool) -> Result<Duration, String> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(d) if positive && d.is_zero() => Err(format!(
+            "must be more than 0 seconds (it is the measured window), not {value}"
+        )),
+        Ok(d) => Ok(d),
+        Err(_) => Err(format!("must be a number of seconds ≥ 0, not {value}")),
+    }
+}
+
+fn number(text: &str) -> Result<f64, String> {
+    text.parse()
+        .map_err(|_| format!("must be a number, not {text:?}"))
+}
+
+/// Parser of `--warmup`, `--grace`, `--setup-timeout`: seconds, 0 or more.
+fn seconds_arg(text: &str) -> Result<f64, String> {
+    let value = number(text)?;
+    duration(value, false).map(|_| value)
+}
+
+/// Parser of `--duration` and `--hold`: the measured window, more than 0
+/// seconds.
+fn window_arg(text: &str) -> Result<f64, String> {
+    let value = number(text)?;
+    duration(value, true).map(|_| value)
+}
+
+/// Publishes per second: finite and 0 (closed loop) or more.
+fn check_rate(value: f64) -> Result<f64, String> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(format!(
+            "must be 0 or more publishes per second, not {value}"
+        ))
+    }
+}
+
+/// Parser of `fanout --rate`: 0 (closed loop) or more.
+fn rate_arg(text: &str) -> Result<f64, String> {
+    check_rate(number(text)?)
+}
+
+/// Parser of `slow --rate`: more than 0.
+fn positive_rate_arg(text: &str) -> Result<f64, String> {
+    let value = rate_arg(text)?;
+    if value == 0.0 {
+        return Err("must be more than 0 (slow publishes on a fixed schedule)".to_string());
+    }
+    Ok(value)
+}
+
 fn seconds(option: &str, value: f64) -> Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .with_context(|| format!("{option} must be a number of seconds ≥ 0"))
+    duration(value, false).map_err(|e| anyhow!("{option} {e}"))
+}
+
+fn window(option: &str, value: f64) -> Result<Duration> {
+    duration(value, true).map_err(|e| anyhow!("{option} {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_loop_must_schedule_a_message_in_the_window() {
+        let error = pacing(0.5, 64, 1.0).expect_err("half a message");
+        assert!(
+            error.to_string().contains("schedules no message"),
+            "{error}"
+        );
+        assert!(matches!(
+            pacing(1.0, 64, 1.0),
+            Ok(Pacing::OpenLoop { rate }) if rate == 1.0
+        ));
+        assert!(matches!(
+            pacing(0.0, 8, 0.1),
+            Ok(Pacing::ClosedLoop { window: 8 })
+        ));
+    }
+
+    #[test]
+    fn the_library_refuses_an_empty_window_too() {
+        assert!(window("--duration", 0.0).is_err());
+        assert!(window("--duration", f64::INFINITY).is_err());
+        assert_eq!(window("--hold", 0.25).unwrap(), Duration::from_millis(250));
+        assert_eq!(seconds("--warmup", 0.0).unwrap(), Duration::ZERO);
+    }
 }

@@ -28,8 +28,8 @@ pub struct SpawnedServer {
     stop_signal: Signal,
     /// The WebSocket listener.
     pub addr: SocketAddr,
-    /// Holds the NATS config file for as long as the server runs.
-    _config_dir: Option<tempfile::TempDir>,
+    /// The NATS config file, removed when the server is dropped.
+    _config: Option<ConfigFile>,
 }
 
 impl SpawnedServer {
@@ -86,7 +86,7 @@ impl SpawnedServer {
             child,
             stop_signal: Signal::SIGTERM,
             addr,
-            _config_dir: None,
+            _config: None,
         })
     }
 
@@ -94,20 +94,13 @@ impl SpawnedServer {
     /// WebSocket, without TLS, on a free loopback port.
     pub fn nats(path: &Path, cpus: Option<&CpuList>) -> Result<SpawnedServer> {
         let ws_port = free_loopback_port()?;
-        let dir = tempfile::tempdir()?;
-        let config = dir.path().join("nats.conf");
-        let mut file = std::fs::File::create(&config)?;
-        writeln!(file, "host: 127.0.0.1")?;
-        writeln!(file, "port: -1")?;
-        writeln!(
-            file,
-            "websocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}"
-        )?;
-        drop(file);
+        let config = ConfigFile::create(&format!(
+            "host: 127.0.0.1\nport: -1\nwebsocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}\n"
+        ))?;
         let mut command = Command::new(path);
         command
             .arg("-c")
-            .arg(&config)
+            .arg(&config.path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -137,7 +130,7 @@ impl SpawnedServer {
             child,
             stop_signal: Signal::SIGINT,
             addr,
-            _config_dir: Some(dir),
+            _config: Some(config),
         })
     }
 
@@ -169,6 +162,33 @@ impl Drop for SpawnedServer {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A file in the temporary directory, named after this process, removed
+/// when dropped.
+struct ConfigFile {
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    fn create(text: &str) -> Result<ConfigFile> {
+        let path = std::env::temp_dir().join(format!("loadtest-nats-{}.conf", std::process::id()));
+        // create_new: never follows or reuses a file someone else put there.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let config = ConfigFile { path };
+        file.write_all(text.as_bytes())?;
+        Ok(config)
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

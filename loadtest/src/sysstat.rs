@@ -1,8 +1,8 @@
-//! CPU time and resident memory of a process, from `/proc` (the `procfs`
-//! crate): the broker's, by pid, and the harness's own. CPU% over a span is
-//! (utime + stime) divided by wall time; 100% is one core.
+//! CPU time and resident memory of a process, from `/proc/<pid>/stat` and
+//! `/proc/<pid>/status`: the broker's, by pid, and the harness's own. CPU%
+//! over a span is (utime + stime) divided by wall time; 100% is one core.
 
-use procfs::process::Process;
+use nix::unistd::{sysconf, SysconfVar};
 use std::time::{Duration, Instant};
 
 /// Whose figures to read.
@@ -10,6 +10,37 @@ use std::time::{Duration, Instant};
 pub enum Subject {
     Harness,
     Pid(i32),
+}
+
+impl Subject {
+    fn read(self, file: &str) -> Option<String> {
+        let path = match self {
+            Subject::Harness => format!("/proc/self/{file}"),
+            Subject::Pid(pid) => format!("/proc/{pid}/{file}"),
+        };
+        std::fs::read_to_string(path).ok()
+    }
+}
+
+/// utime + stime, in clock ticks, from the text of `/proc/<pid>/stat`. The
+/// command name (field 2, in parentheses) may hold spaces and parentheses,
+/// so fields are counted from the last `)`: utime and stime are fields 14
+/// and 15, the 12th and 13th after it.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// VmRSS in KiB, from the text of `/proc/<pid>/status`.
+fn vm_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..]
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// CPU time used so far, at a moment.
@@ -22,14 +53,11 @@ pub struct CpuSample {
 impl CpuSample {
     /// Reads the subject's user + system time; `None` if the process is gone.
     pub fn take(subject: Subject) -> Option<CpuSample> {
-        let process = match subject {
-            Subject::Harness => Process::myself(),
-            Subject::Pid(pid) => Process::new(pid),
-        }
-        .ok()?;
-        let stat = process.stat().ok()?;
-        let ticks = stat.utime + stat.stime;
-        let per_second = procfs::ticks_per_second().max(1);
+        let ticks = cpu_ticks(&subject.read("stat")?)?;
+        let per_second = sysconf(SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .map_or(100, |t| t.max(1) as u64);
         Some(CpuSample {
             at: Instant::now(),
             cpu: Duration::from_nanos(ticks * 1_000_000_000 / per_second),
@@ -48,12 +76,7 @@ impl CpuSample {
 
 /// The subject's resident set (VmRSS) in KiB.
 pub fn rss_kib(subject: Subject) -> Option<u64> {
-    let process = match subject {
-        Subject::Harness => Process::myself(),
-        Subject::Pid(pid) => Process::new(pid),
-    }
-    .ok()?;
-    process.status().ok()?.vmrss
+    vm_rss_kib(&subject.read("status")?)
 }
 
 #[cfg(test)]
@@ -71,5 +94,22 @@ mod tests {
         let second = CpuSample::take(Subject::Harness).expect("own stat");
         assert!(first.percent_until(&second) >= 0.0);
         assert!(rss_kib(Subject::Harness).expect("own status") > 0);
+        assert!(rss_kib(Subject::Pid(std::process::id() as i32)).expect("by pid") > 0);
+    }
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    7 5 0 0 20 0 3 0 123 456 789";
+        assert_eq!(cpu_ticks(stat), Some(12));
+        assert_eq!(cpu_ticks("4242 (x) S 1"), None);
+        assert_eq!(cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn vm_rss_is_read_from_its_line() {
+        let status = "Name:\tpubsub\nVmPeak:\t  9000 kB\nVmRSS:\t    5120 kB\nThreads:\t3\n";
+        assert_eq!(vm_rss_kib(status), Some(5120));
+        assert_eq!(vm_rss_kib("Name:\tkthreadd\n"), None);
     }
 }

@@ -2,12 +2,14 @@
 //! on a free loopback port. Small numbers, short windows, and functional
 //! assertions only (nothing about speed): every expected delivery arrives,
 //! in order, and a subscriber that stops reading is cut while the others
-//! lose nothing.
+//! lose nothing. And the binary's exit status: a run that falls short, or
+//! options that leave nothing to measure, fail.
 
 use loadtest::endpoint::{Endpoint, TargetKind};
 use loadtest::report::Report;
 use loadtest::scenario::{self, ConnsOptions, FanoutOptions, RunOptions, SlowOptions};
 use std::collections::HashMap;
+use std::process::{Command, Output};
 
 /// A pubsub broker in this process; shut down when dropped.
 struct Broker {
@@ -56,6 +58,12 @@ fn run_options() -> RunOptions {
 
 /// Nothing lost, duplicated, reordered or refused.
 fn assert_clean(report: &Report) {
+    assert_eq!(
+        report.failures(),
+        Vec::<String>::new(),
+        "{}",
+        report.table()
+    );
     assert!(report.published > 0, "{}", report.table());
     assert!(report.expected > 0, "{}", report.table());
     assert_eq!(report.delivered, report.expected, "{}", report.table());
@@ -181,4 +189,54 @@ fn idle_connections_are_opened_and_held() {
     assert_eq!(report.connect_failures, 0);
     assert_eq!(report.disconnects, 0);
     assert_eq!(report.connect_us.count, 50);
+}
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .output()
+        .expect("run the loadtest binary")
+}
+
+#[test]
+fn the_binary_fails_a_run_that_falls_short_and_says_why() {
+    // Room for two connections: at least two of the four are refused.
+    let broker = Broker::start(&[("MAX_CONNECTIONS", "2")]);
+    let url = format!("ws://{}/ws", broker.endpoint.addr);
+    let out = loadtest(&[
+        "conns",
+        "--url",
+        &url,
+        "--connections",
+        "4",
+        "--topics",
+        "1",
+        "--hold",
+        "0.2",
+        "--quiet",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("conns against pubsub"), "{stdout}");
+    assert!(
+        stderr.contains("loadtest: FAILED: ") && stderr.contains("connections failed to set up"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_binary_refuses_a_window_of_zero_seconds() {
+    for args in [
+        &["fanout", "--duration", "0"][..],
+        &["slow", "--duration", "0"],
+        &["conns", "--hold", "0"],
+    ] {
+        let out = loadtest(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("more than 0 seconds"), "{args:?}: {stderr}");
+    }
 }
