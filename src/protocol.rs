@@ -1,5 +1,7 @@
 //! The JSON protocol spoken over `/ws`: decoding and validating client
 //! frames, and encoding every server message (ack, event, error, pong, info).
+//! Also the one way client JSON is decoded into a struct, [`decode_object`],
+//! which the REST routes use for their bodies too.
 //!
 //! Pure functions only: text in, values or text out. No sockets, no broker
 //! state, no WebSocket framing (that is [`crate::ws::frame`]). Server
@@ -105,6 +107,65 @@ struct RawMessage<'a> {
     payload: Option<&'a RawValue>,
 }
 
+/// What JSON counts as whitespace before a value.
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// Decodes client JSON that the contract says is an object into `T`: every
+/// struct decoded from client input (frames, `message`, REST bodies) goes
+/// through here. serde's derived `Deserialize` takes an array for a struct,
+/// the fields by position, so `["x"]` would pass for `{"name":"x"}`; this
+/// refuses every JSON type but an object before the derived code runs. The
+/// check is a look at the first byte, so a valid object costs nothing more.
+///
+/// `what` names the value for the error, as in `field 'message'`: text that
+/// is not JSON is `invalid JSON: ...`; JSON of another type is `{what} must
+/// be a JSON object`; an object the struct refuses (a field given twice)
+/// is `{what} is invalid: ...`.
+pub(crate) fn decode_object<'de, T: Deserialize<'de>>(
+    text: &'de str,
+    what: &str,
+) -> Result<T, String> {
+    if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => format!("{what} must be a JSON object"),
+            Err(e) => format!("invalid JSON: {e}"),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            format!("invalid JSON: {e}")
+        } else {
+            let error = e.to_string();
+            let without_position = error.split(" at line").next().unwrap_or_default();
+            format!("{what} is invalid: {without_position}")
+        }
+    })
+}
+
+/// JSON of every type but an object: the shapes serde's derived
+/// `Deserialize` would take for a struct (arrays) and those it would not.
+#[cfg(test)]
+pub(crate) const NOT_OBJECTS: [&str; 12] = [
+    "[]",
+    r#"["x"]"#,
+    r#"["m1",{"k":1}]"#,
+    r#"[["x"]]"#,
+    r#" [{"id":"m","payload":1}]"#,
+    r#""x""#,
+    "3",
+    "-1.5e3",
+    "true",
+    "false",
+    "null",
+    "\n\t\r []",
+];
+
+/// Every JSON type but a string (and null, which counts as absent), for
+/// the fields that must be a string.
+#[cfg(test)]
+pub(crate) const NOT_STRINGS: [&str; 7] =
+    ["[]", r#"["x"]"#, r#"[["x"]]"#, "7", "true", "false", "{}"];
+
 /// Called only for a field that is there, whatever its value.
 fn given<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(field).map(Some)
@@ -158,26 +219,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidReques
         topic: None,
         message,
     };
-    // serde would take an array for a struct: check the shape first.
-    let parsed = if text.trim_start().starts_with('{') {
-        serde_json::from_str::<RawClientFrame<'_>>(text)
-    } else {
-        serde_json::from_str::<serde::de::IgnoredAny>(text)
-            .and_then(|_| Err(serde::de::Error::custom("a frame must be a JSON object")))
-    };
-    let raw = match parsed {
-        Ok(raw) => raw,
-        Err(e) if e.is_syntax() || e.is_eof() => return Err(invalid(format!("invalid JSON: {e}"))),
-        Err(e) => {
-            return Err(invalid(
-                e.to_string()
-                    .split(" at line")
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            ))
-        }
-    };
+    let raw: RawClientFrame<'_> = decode_object(text, "a frame").map_err(invalid)?;
     // Read what can be echoed first, so that later errors carry it.
     let request_id = optional_string(raw.request_id, "request_id").map_err(invalid)?;
     let topic = optional_string(raw.topic, "topic");
@@ -209,9 +251,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidReques
             let topic = need_topic()?;
             let message =
                 present(raw.message).ok_or_else(|| fail("missing field 'message'".into()))?;
-            let inner: RawMessage<'_> = serde_json::from_str(message.get()).map_err(|_| {
-                fail("field 'message' must be an object with 'id' and 'payload'".into())
-            })?;
+            let inner: RawMessage<'_> =
+                decode_object(message.get(), "field 'message'").map_err(fail)?;
             let id = required_string(inner.id, "message.id").map_err(fail)?;
             if id.is_empty() {
                 return Err(fail("field 'message.id' must not be empty".into()));
@@ -470,9 +511,14 @@ mod tests {
             bad(r#"{"type":"publish","topic":"t"}"#).message,
             "missing field 'message'"
         );
-        assert!(bad(r#"{"type":"publish","topic":"t","message":"m"}"#)
-            .message
-            .contains("'message' must be an object"));
+        assert_eq!(
+            bad(r#"{"type":"publish","topic":"t","message":"m"}"#).message,
+            "field 'message' must be a JSON object"
+        );
+        assert_eq!(
+            bad(r#"{"type":"ping","type":"ping"}"#).message,
+            "a frame is invalid: duplicate field `type`"
+        );
         assert_eq!(
             bad(r#"{"type":"publish","topic":"t","message":{"payload":1}}"#).message,
             "missing field 'message.id'"
@@ -489,6 +535,118 @@ mod tests {
             bad(r#"{"type":"publish","topic":"t","message":{"id":"m"}}"#).message,
             "missing field 'message.payload'"
         );
+    }
+
+    // An `InvalidRequest` is what the connection answers with `BAD_REQUEST`;
+    // tests/websocket.rs checks the code on the wire.
+
+    #[test]
+    fn a_frame_that_is_not_an_object_is_refused_naming_it() {
+        for value in NOT_OBJECTS {
+            assert_eq!(
+                bad(value),
+                InvalidRequest {
+                    request_id: None,
+                    topic: None,
+                    message: "a frame must be a JSON object".into(),
+                },
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_that_is_not_an_object_is_refused_naming_it() {
+        for value in NOT_OBJECTS {
+            let e = bad(&format!(
+                r#"{{"type":"publish","topic":"t","request_id":"r","message":{value}}}"#
+            ));
+            let expected = if value == "null" {
+                "missing field 'message'"
+            } else {
+                "field 'message' must be a JSON object"
+            };
+            assert_eq!(e.message, expected, "{value}");
+            assert_eq!(
+                (e.request_id.as_deref(), e.topic.as_deref()),
+                (Some("r"), Some("t")),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_of_the_wrong_type_is_refused_naming_it() {
+        let frames = [
+            ("type", r#"{"type":V}"#),
+            ("topic", r#"{"type":"subscribe","topic":V,"client_id":"c"}"#),
+            (
+                "client_id",
+                r#"{"type":"subscribe","topic":"t","client_id":V}"#,
+            ),
+            (
+                "client_id",
+                r#"{"type":"unsubscribe","topic":"t","client_id":V}"#,
+            ),
+            ("request_id", r#"{"type":"ping","request_id":V}"#),
+            (
+                "message.id",
+                r#"{"type":"publish","topic":"t","message":{"id":V,"payload":1}}"#,
+            ),
+        ];
+        for (field, frame) in frames {
+            for value in NOT_STRINGS {
+                let text = frame.replace('V', value);
+                assert_eq!(
+                    bad(&text).message,
+                    format!("field '{field}' must be a string"),
+                    "{text}"
+                );
+            }
+        }
+        for value in [
+            "[]",
+            r#"["x"]"#,
+            r#"[["x"]]"#,
+            "true",
+            "false",
+            "{}",
+            r#""3""#,
+        ] {
+            let text =
+                format!(r#"{{"type":"subscribe","topic":"t","client_id":"c","last_n":{value}}}"#);
+            assert!(
+                bad(&text).message.starts_with("field 'last_n' must be"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_object_takes_only_an_object() {
+        fn name(text: &str) -> Result<Option<String>, String> {
+            decode_object::<RawMessage<'_>>(text, "the thing")
+                .map(|m| m.id.map(|id| id.get().to_owned()))
+        }
+        assert_eq!(name(" \r\n\t{\"id\":\"m\"}"), Ok(Some(r#""m""#.into())));
+        assert_eq!(name("{}"), Ok(None));
+        for value in NOT_OBJECTS {
+            assert_eq!(
+                name(value),
+                Err("the thing must be a JSON object".into()),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            name(r#"{"id":"a","id":"b"}"#),
+            Err("the thing is invalid: duplicate field `id`".into())
+        );
+        for text in ["", "[1,", "{", "\u{a0}{}", "{} x", "[] x", "nul"] {
+            assert!(
+                name(text).unwrap_err().starts_with("invalid JSON: "),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 // test that replays `fuzz/regressions/client_frame/` (tests/fuzz_regressions.rs).
 //
 // The input is one text frame (lossily decoded when it is not UTF-8). A
-// valid publish is encoded as an event, which must be a JSON object whose
-// `message` is the publisher's, byte for byte; every reply the frame can
-// get must be JSON too.
+// valid publish must carry an object as its `message` (serde would take an
+// array for a struct), and is encoded as an event, which must be a JSON
+// object whose `message` is the publisher's, byte for byte; every reply the
+// frame can get must be JSON too.
 
 use pubsub::protocol::{
     encode_ack, encode_error, encode_event, encode_pong, parse_client_frame, ClientRequest,
@@ -23,6 +24,7 @@ pub fn run(data: &[u8]) {
             message,
             request_id,
         }) => {
+            assert!(message.get().starts_with('{'), "not an object: {text}");
             let event = encode_event(&topic, message, 42, at);
             let fields = json_object(&event);
             assert_eq!(fields["message"].get(), message.get(), "{event}");

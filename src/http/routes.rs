@@ -5,6 +5,7 @@
 use super::{Request, Response};
 use crate::broker::{Broker, CreateError};
 use crate::metrics::{render_prometheus, BrokerGauges, MetricsSnapshot, WorkerMetrics};
+use crate::protocol::decode_object;
 use crate::ws::SessionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -195,10 +196,12 @@ struct TopicStatus<'a> {
 
 fn create_topic(body: &[u8], ctx: &RestContext<'_>) -> Response {
     let bad = |message: &str| Response::error(400, "BAD_REQUEST", message);
-    let parsed: CreateTopicBody<'_> = match serde_json::from_slice(body) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return bad("invalid JSON: the body is not UTF-8");
+    };
+    let parsed: CreateTopicBody<'_> = match decode_object(text, "the body") {
         Ok(parsed) => parsed,
-        Err(e) if e.is_syntax() || e.is_eof() => return bad(&format!("invalid JSON: {e}")),
-        Err(_) => return bad("the body must be a JSON object such as {\"name\":\"orders\"}"),
+        Err(message) => return bad(&message),
     };
     let Some(raw_name) = parsed.name.filter(|raw| raw.get() != "null") else {
         return bad("missing field 'name'");
@@ -398,6 +401,7 @@ mod tests {
     use super::*;
     use crate::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
     use crate::http::{parse_request, Parsed};
+    use crate::protocol::{NOT_OBJECTS, NOT_STRINGS};
     use serde_json::{json, Value};
     use std::sync::Arc;
 
@@ -418,7 +422,7 @@ mod tests {
             }
         }
 
-        fn send(&self, raw: &str) -> Action {
+        fn send(&self, raw: impl AsRef<[u8]>) -> Action {
             let ctx = RestContext {
                 api_key: self.api_key,
                 draining: self.draining,
@@ -427,7 +431,7 @@ mod tests {
                 metrics: &self.metrics,
                 ..RestContext::new(&self.broker)
             };
-            match parse_request(raw.as_bytes()) {
+            match parse_request(raw.as_ref()) {
                 Parsed::Complete(req, _) => handle(&req, &ctx),
                 other => panic!("{other:?}"),
             }
@@ -533,6 +537,49 @@ mod tests {
     }
 
     #[test]
+    fn create_refuses_a_body_that_is_not_an_object() {
+        let w = World::new();
+        for body in NOT_OBJECTS {
+            let (status, v) = w.request("POST", "/topics", Some(body));
+            assert_eq!(
+                (status, code(&v), v["error"]["message"].as_str()),
+                (400, "BAD_REQUEST", Some("the body must be a JSON object")),
+                "{body}"
+            );
+        }
+        for name in NOT_STRINGS {
+            let body = format!(r#"{{"name":{name}}}"#);
+            let (status, v) = w.request("POST", "/topics", Some(&body));
+            assert_eq!(
+                (status, code(&v), v["error"]["message"].as_str()),
+                (400, "BAD_REQUEST", Some("field 'name' must be a string")),
+                "{body}"
+            );
+        }
+        let (status, v) = w.request("POST", "/topics", Some(r#"{"name":"a","name":"b"}"#));
+        assert_eq!(
+            (status, code(&v), v["error"]["message"].as_str()),
+            (
+                400,
+                "BAD_REQUEST",
+                Some("the body is invalid: duplicate field `name`")
+            )
+        );
+        let Action::Respond(r) =
+            w.send(b"POST /topics HTTP/1.1\r\nContent-Length: 12\r\n\r\n{\"name\":\"\xff\"}")
+        else {
+            panic!("no upgrade here")
+        };
+        assert_eq!(
+            (r.status, r.body.contains("invalid JSON")),
+            (400, true),
+            "{}",
+            r.body
+        );
+        assert!(w.broker.summaries().is_empty(), "no topic was created");
+    }
+
+    #[test]
     fn health_and_stats_count_subscriptions_and_messages() {
         let w = World::new();
         let topic = w.broker.create_topic("orders").unwrap();
@@ -618,11 +665,11 @@ mod tests {
         let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
         assert_eq!(w.call("GET", "/ws", None, upgrade).0, 401);
         assert!(matches!(
-            w.send(&format!("GET /ws?api_key=s3cret HTTP/1.1\r\n{upgrade}\r\n")),
+            w.send(format!("GET /ws?api_key=s3cret HTTP/1.1\r\n{upgrade}\r\n")),
             Action::Upgrade(..)
         ));
         assert!(matches!(
-            w.send(&format!(
+            w.send(format!(
                 "GET /ws HTTP/1.1\r\nX-API-Key: s3cret\r\n{upgrade}\r\n"
             )),
             Action::Upgrade(..)
