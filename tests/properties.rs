@@ -10,7 +10,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use pubsub::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
 use pubsub::broker::ring::ReplayRing;
-use pubsub::broker::Broker;
+use pubsub::broker::{Broker, Replay};
 use pubsub::http::routes::{handle, Action, RestContext};
 use pubsub::http::{parse_request, Parsed, MAX_BODY_BYTES};
 use pubsub::protocol::{parse_client_frame, validate_topic_name, ClientRequest};
@@ -99,7 +99,7 @@ proptest! {
         for op in ops {
             match op {
                 RingOp::Push => {
-                    ring.push(frame(next));
+                    ring.push(u64::from(next) + 1, frame(next));
                     model.push(next);
                     next += 1;
                 }
@@ -139,7 +139,7 @@ proptest! {
             (published - k + 1..=published).collect()
         };
 
-        let replay: Vec<u64> = topic.subscribe(&q, last_n, false).unwrap().iter().map(seq_of).collect();
+        let replay: Vec<u64> = topic.subscribe(&q, Replay::LastN(last_n), false).unwrap().replay.iter().map(seq_of).collect();
         prop_assert_eq!(replay, held(last_n, prior));
         let mut published = prior;
         for _ in 0..live {
@@ -149,7 +149,7 @@ proptest! {
         // A second subscribe on the same connection replays again but does
         // not join twice.
         if let Some(n) = again {
-            let replay: Vec<u64> = topic.subscribe(&q, n, true).unwrap().iter().map(seq_of).collect();
+            let replay: Vec<u64> = topic.subscribe(&q, Replay::LastN(n), true).unwrap().replay.iter().map(seq_of).collect();
             prop_assert_eq!(replay, held(n, published));
             published += 1;
             topic.publish(&message(published)).unwrap();
@@ -328,7 +328,7 @@ proptest! {
         let ctx = rest(&broker, None);
         let response = match call(raw.as_bytes(), &ctx)? {
             Action::Respond(response) => response,
-            Action::Upgrade(..) => return Err(TestCaseError::fail("upgraded")),
+            other => return Err(TestCaseError::fail(format!("not a response: {other:?}"))),
         };
         prop_assert_eq!(response.status, 200, "{}", response.body);
         let body: Value = serde_json::from_str(&response.body).unwrap();
@@ -340,7 +340,7 @@ proptest! {
         // Again: it is gone.
         let again = match call(raw.as_bytes(), &ctx)? {
             Action::Respond(response) => response,
-            Action::Upgrade(..) => return Err(TestCaseError::fail("upgraded")),
+            other => return Err(TestCaseError::fail(format!("not a response: {other:?}"))),
         };
         prop_assert_eq!(again.status, 404, "{}", again.body);
     }
@@ -608,6 +608,9 @@ proptest! {
                     Action::Upgrade(switching, _) => {
                         prop_assert!(switching.starts_with(b"HTTP/1.1 101 "));
                     }
+                    Action::Publish { message, .. } => {
+                        prop_assert!(message.get().starts_with('{'), "{}", message.get());
+                    }
                 }
             }
         }
@@ -662,7 +665,7 @@ fn create_topic_with(body: &str) -> Result<(u16, Value, usize), TestCaseError> {
     );
     let response = match call(raw.as_bytes(), &rest(&broker, None))? {
         Action::Respond(response) => response,
-        Action::Upgrade(..) => return Err(TestCaseError::fail("upgraded")),
+        other => return Err(TestCaseError::fail(format!("not a response: {other:?}"))),
     };
     let json: Value = serde_json::from_str(&response.body)
         .map_err(|e| TestCaseError::fail(format!("body not JSON: {e}")))?;

@@ -349,8 +349,9 @@ fn wrong_method_is_405_with_an_allow_header() {
     for (method, path, allowed) in [
         ("DELETE", "/topics", &["GET", "POST"][..]),
         ("PUT", "/topics", &["GET", "POST"][..]),
-        ("GET", "/topics/x", &["DELETE"][..]),
-        ("POST", "/topics/x", &["DELETE"][..]),
+        ("PUT", "/topics/x", &["DELETE", "GET"][..]),
+        ("POST", "/topics/x", &["DELETE", "GET"][..]),
+        ("PUT", "/topics/x/messages", &["GET", "POST"][..]),
         ("POST", "/health", &["GET"][..]),
         ("DELETE", "/stats", &["GET"][..]),
     ] {

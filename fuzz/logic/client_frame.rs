@@ -8,8 +8,8 @@
 // frame can get must be JSON too.
 
 use pubsub::protocol::{
-    encode_ack, encode_error, encode_event, encode_pong, parse_client_frame, ClientRequest,
-    ErrorCode,
+    encode_ack, encode_error, encode_event, encode_pong, parse_client_frame, Acked, ClientRequest,
+    ErrorCode, Start,
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -31,24 +31,33 @@ pub fn run(data: &[u8]) {
             let echoed: String = serde_json::from_str(fields["topic"].get()).expect("a string");
             assert_eq!(echoed, topic);
             assert_eq!(fields["seq"].get(), "42");
-            json_object(&encode_ack(request_id.as_deref(), &topic, at));
-        }
-        Ok(
-            ClientRequest::Subscribe {
-                topic, request_id, ..
-            }
-            | ClientRequest::Unsubscribe {
-                topic, request_id, ..
-            },
-        ) => {
-            json_object(&encode_ack(request_id.as_deref(), &topic, at));
-            json_object(&encode_error(
-                ErrorCode::TopicNotFound,
-                &format!("topic '{topic}' does not exist"),
+            json_object(&encode_ack(
                 request_id.as_deref(),
-                Some(&topic),
+                &topic,
+                Acked::Published { seq: 42 },
                 at,
             ));
+        }
+        Ok(ClientRequest::Subscribe {
+            topic,
+            request_id,
+            start,
+            ..
+        }) => {
+            let recovered = matches!(start, Start::Since { .. }).then_some(true);
+            let acked = Acked::Subscribed {
+                epoch: "e",
+                last_seq: 7,
+                recovered,
+            };
+            json_object(&encode_ack(request_id.as_deref(), &topic, acked, at));
+            topic_not_found(&topic, request_id.as_deref(), at);
+        }
+        Ok(ClientRequest::Unsubscribe {
+            topic, request_id, ..
+        }) => {
+            json_object(&encode_ack(request_id.as_deref(), &topic, Acked::Done, at));
+            topic_not_found(&topic, request_id.as_deref(), at);
         }
         Ok(ClientRequest::Ping { request_id }) => {
             json_object(&encode_pong(request_id.as_deref(), at));
@@ -63,6 +72,16 @@ pub fn run(data: &[u8]) {
             ));
         }
     }
+}
+
+fn topic_not_found(topic: &str, request_id: Option<&str>, at: SystemTime) {
+    json_object(&encode_error(
+        ErrorCode::TopicNotFound,
+        &format!("topic '{topic}' does not exist"),
+        request_id,
+        Some(topic),
+        at,
+    ));
 }
 
 /// `text` is a JSON object; its fields, raw.

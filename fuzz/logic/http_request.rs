@@ -57,6 +57,9 @@ fn run_with(data: &[u8], api_key: Option<&str>, draining: bool) {
                     Action::Upgrade(switching, _) => {
                         assert!(switching.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"))
                     }
+                    Action::Publish { message, .. } => {
+                        assert!(message.get().starts_with('{'), "published {message:?}");
+                    }
                 }
                 rest = &rest[used..];
             }

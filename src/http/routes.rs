@@ -5,10 +5,12 @@
 use super::{Request, Response};
 use crate::broker::{Broker, CreateError};
 use crate::metrics::{render_prometheus, BrokerGauges, MetricsSnapshot, WorkerMetrics};
-use crate::protocol::decode_object;
+use crate::protocol::{decode_object, validate_message};
+use crate::ws::frame::text_payload;
 use crate::ws::SessionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,12 @@ pub enum Action {
     Respond(Response),
     /// Switch to WebSocket: write this `101` response, then frames.
     Upgrade(Vec<u8>, SessionKind),
+    /// Publish `message` (validated) to `topic`, through the same path as a
+    /// WebSocket publish; answer with [`published`] or [`topic_not_found`].
+    Publish {
+        topic: String,
+        message: Box<RawValue>,
+    },
 }
 
 /// Routes one request.
@@ -75,7 +83,12 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         },
         Route::Topics if req.method == "POST" => create_topic(req.body, ctx),
         Route::Topics => list_topics(ctx),
+        Route::Topic(encoded) if req.method == "GET" => topic_detail(encoded, ctx),
         Route::Topic(encoded) => delete_topic(encoded, ctx),
+        Route::Messages(encoded) if req.method == "POST" => {
+            return publish_message(encoded, req.body)
+        }
+        Route::Messages(encoded) => history(encoded, req, ctx),
         Route::Health => health(ctx),
         Route::Ready => ready(ctx),
         Route::Stats => stats(ctx),
@@ -115,12 +128,19 @@ pub fn misrouted(method: &str, path: &str) -> Option<Response> {
     None
 }
 
+/// A REST publish, whose body may be as large as `MAX_MESSAGE_BYTES`.
+pub fn is_publish(method: &str, path: &str) -> bool {
+    method == "POST" && matches!(Route::of(path), Route::Messages(_))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
     WebSocket,
     Topics,
     /// `/topics/{name}`, the name still percent-encoded.
     Topic(&'a str),
+    /// `/topics/{name}/messages`, the name still percent-encoded.
+    Messages(&'a str),
     Health,
     Ready,
     Stats,
@@ -141,10 +161,20 @@ impl<'a> Route<'a> {
             "/metrics" => Route::Metrics,
             #[cfg(feature = "autobahn")]
             "/" => Route::Echo,
-            _ => match path.strip_prefix("/topics/") {
-                Some(name) if !name.is_empty() && !name.contains('/') => Route::Topic(name),
-                _ => Route::Unknown,
-            },
+            _ => {
+                let Some(rest) = path.strip_prefix("/topics/") else {
+                    return Route::Unknown;
+                };
+                let (name, messages) = match rest.strip_suffix("/messages") {
+                    Some(name) => (name, true),
+                    None => (rest, false),
+                };
+                match (name.is_empty() || name.contains('/'), messages) {
+                    (true, _) => Route::Unknown,
+                    (false, false) => Route::Topic(name),
+                    (false, true) => Route::Messages(name),
+                }
+            }
         }
     }
 
@@ -154,7 +184,8 @@ impl<'a> Route<'a> {
                 &["GET"]
             }
             Route::Topics => &["GET", "POST"],
-            Route::Topic(_) => &["DELETE"],
+            Route::Topic(_) => &["GET", "DELETE"],
+            Route::Messages(_) => &["GET", "POST"],
             #[cfg(feature = "autobahn")]
             Route::Echo => &["GET"],
             Route::Unknown => &[],
@@ -227,13 +258,32 @@ fn create_topic(body: &[u8], ctx: &RestContext<'_>) -> Response {
     }
 }
 
+/// The topic name of a path, percent-decoded.
+fn topic_name(encoded: &str) -> Result<Cow<'_, str>, Response> {
+    percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| {
+            Response::error(
+                400,
+                "BAD_REQUEST",
+                "the topic name in the path is not valid UTF-8",
+            )
+        })
+}
+
+/// 404 `TOPIC_NOT_FOUND`.
+pub fn topic_not_found(name: &str) -> Response {
+    Response::error(
+        404,
+        "TOPIC_NOT_FOUND",
+        &format!("topic '{name}' does not exist"),
+    )
+}
+
 fn delete_topic(encoded: &str, ctx: &RestContext<'_>) -> Response {
-    let Ok(name) = percent_encoding::percent_decode_str(encoded).decode_utf8() else {
-        return Response::error(
-            400,
-            "BAD_REQUEST",
-            "the topic name in the path is not valid UTF-8",
-        );
+    let name = match topic_name(encoded) {
+        Ok(name) => name,
+        Err(response) => return response,
     };
     if ctx.broker.delete_topic(&name) {
         log::info!(topic = name.as_ref(); "topic deleted");
@@ -245,11 +295,159 @@ fn delete_topic(encoded: &str, ctx: &RestContext<'_>) -> Response {
             },
         )
     } else {
-        Response::error(
-            404,
-            "TOPIC_NOT_FOUND",
-            &format!("topic '{name}' does not exist"),
-        )
+        topic_not_found(&name)
+    }
+}
+
+#[derive(Serialize)]
+struct TopicDetail<'a> {
+    name: &'a str,
+    subscribers: usize,
+    messages: u64,
+    last_seq: u64,
+    epoch: &'a str,
+}
+
+fn topic_detail(encoded: &str, ctx: &RestContext<'_>) -> Response {
+    let name = match topic_name(encoded) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let Some(topic) = ctx.broker.topic(&name) else {
+        return topic_not_found(&name);
+    };
+    let summary = topic.summary();
+    Response::json(
+        200,
+        &TopicDetail {
+            name: &summary.name,
+            subscribers: summary.subscribers,
+            messages: summary.messages,
+            last_seq: summary.messages,
+            epoch: &summary.epoch,
+        },
+    )
+}
+
+/// `POST /topics/{name}/messages`: the body is the `message` of a WebSocket
+/// publish, checked the same way.
+fn publish_message(encoded: &str, body: &[u8]) -> Action {
+    let name = match topic_name(encoded) {
+        Ok(name) => name,
+        Err(response) => return Action::Respond(response),
+    };
+    let bad = |message: String| Action::Respond(Response::error(400, "BAD_REQUEST", &message));
+    let Ok(text) = std::str::from_utf8(body) else {
+        return bad("invalid JSON: the body is not UTF-8".into());
+    };
+    let message: Box<RawValue> = match serde_json::from_str(text) {
+        Ok(message) => message,
+        Err(e) => return bad(format!("invalid JSON: {e}")),
+    };
+    if let Err(e) = validate_message(&message, "the body", "") {
+        return bad(e);
+    }
+    Action::Publish {
+        topic: name.into_owned(),
+        message,
+    }
+}
+
+/// The answer to a REST publish that was given `seq`.
+pub fn published(topic: &str, seq: u64) -> Response {
+    #[derive(Serialize)]
+    struct Published<'a> {
+        status: &'static str,
+        topic: &'a str,
+        seq: u64,
+    }
+    Response::json(
+        200,
+        &Published {
+            status: "published",
+            topic,
+            seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct HistoryPage<'a> {
+    topic: &'a str,
+    epoch: &'a str,
+    last_seq: u64,
+    messages: Vec<HistoryEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct HistoryEntry<'a> {
+    seq: u64,
+    message: &'a RawValue,
+    ts: &'a str,
+}
+
+/// What a kept event frame says, for the history.
+#[derive(Deserialize)]
+struct KeptEvent<'a> {
+    #[serde(borrow)]
+    message: &'a RawValue,
+    ts: &'a str,
+}
+
+/// `GET /topics/{name}/messages?since_seq=N&limit=M`: the held messages
+/// after N (default 0), oldest first, at most M (default and maximum: the
+/// ring size; a larger M is taken as the maximum).
+fn history(encoded: &str, req: &Request<'_>, ctx: &RestContext<'_>) -> Response {
+    let name = match topic_name(encoded) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let ring = ctx.broker.ring_capacity();
+    let since = match query_integer(req, "since_seq", 0) {
+        Ok(since) => since,
+        Err(response) => return response,
+    };
+    let limit = match query_integer(req, "limit", ring as u64) {
+        Ok(0) => return Response::error(400, "BAD_REQUEST", "query 'limit' must be at least 1"),
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX).min(ring),
+        Err(response) => return response,
+    };
+    let Some(topic) = ctx.broker.topic(&name) else {
+        return topic_not_found(&name);
+    };
+    let history = topic.history(since, limit);
+    let mut messages = Vec::with_capacity(history.events.len());
+    for (seq, frame) in &history.events {
+        let kept: KeptEvent<'_> = serde_json::from_slice(text_payload(frame))
+            .expect("the broker's own event frames are JSON events");
+        messages.push(HistoryEntry {
+            seq: *seq,
+            message: kept.message,
+            ts: kept.ts,
+        });
+    }
+    Response::json(
+        200,
+        &HistoryPage {
+            topic: &name,
+            epoch: topic.epoch(),
+            last_seq: history.last_seq,
+            messages,
+        },
+    )
+}
+
+/// A query parameter that must be an integer >= 0, or `default` if absent.
+fn query_integer(req: &Request<'_>, name: &str, default: u64) -> Result<u64, Response> {
+    match req.query_param(name) {
+        None => Ok(default),
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            Response::error(
+                400,
+                "BAD_REQUEST",
+                &format!("query '{name}' must be a non-negative integer, not '{text}'"),
+            )
+        }),
     }
 }
 
@@ -400,6 +598,7 @@ const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 mod tests {
     use super::*;
     use crate::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
+    use crate::broker::Replay;
     use crate::http::{parse_request, Parsed};
     use crate::protocol::{NOT_OBJECTS, NOT_STRINGS};
     use serde_json::{json, Value};
@@ -453,7 +652,7 @@ mod tests {
             };
             match self.send(&raw) {
                 Action::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap(), r),
-                Action::Upgrade(..) => panic!("unexpected upgrade"),
+                other => panic!("not a response: {other:?}"),
             }
         }
 
@@ -585,7 +784,7 @@ mod tests {
         let topic = w.broker.create_topic("orders").unwrap();
         let mailbox = WorkerMailbox::unpolled();
         let q = Arc::new(SubscriberQueue::new(10, ConnectionKey::new(0, 0), mailbox));
-        topic.subscribe(&q, 0, false).unwrap();
+        topic.subscribe(&q, Replay::LastN(0), false).unwrap();
         for _ in 0..3 {
             topic
                 .publish(&RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap())
@@ -617,7 +816,8 @@ mod tests {
         }
         for (method, path, allow) in [
             ("DELETE", "/topics", "GET, POST"),
-            ("GET", "/topics/x", "DELETE"),
+            ("PUT", "/topics/x", "GET, DELETE"),
+            ("DELETE", "/topics/x/messages", "GET, POST"),
             ("POST", "/health", "GET"),
             ("PUT", "/stats", "GET"),
             ("POST", "/ws", "GET"),
