@@ -459,6 +459,58 @@ mod tests {
     }
 
     #[test]
+    fn resume_replays_everything_after_since_seq_or_nothing() {
+        // A ring of 5 after 8 messages holds 4..=8.
+        let broker = Broker::new(5);
+        let topic = broker.create_topic("t").unwrap();
+        for i in 0..8 {
+            topic.publish(&message(&format!("m{i}"))).unwrap();
+        }
+        let epoch = topic.epoch().to_string();
+        let resume = |slot, seq, epoch: &str| {
+            let q = subscriber(slot, 100);
+            let got = topic
+                .subscribe(&q, Replay::Since { seq, epoch }, false)
+                .unwrap();
+            assert_eq!(got.last_seq, 8);
+            let seqs: Vec<u64> = got
+                .replay
+                .iter()
+                .map(|f| decode(f)["seq"].as_u64().unwrap())
+                .collect();
+            (got.recovered, seqs)
+        };
+        assert_eq!(resume(1, 8, &epoch), (Some(true), vec![]), "nothing missed");
+        assert_eq!(resume(2, 7, &epoch), (Some(true), vec![8]));
+        assert_eq!(
+            resume(3, 3, &epoch),
+            (Some(true), vec![4, 5, 6, 7, 8]),
+            "from the oldest held"
+        );
+        assert_eq!(
+            resume(4, 2, &epoch),
+            (Some(false), vec![]),
+            "3 is no longer held"
+        );
+        assert_eq!(resume(5, 0, &epoch), (Some(false), vec![]));
+        assert_eq!(
+            resume(6, 9, &epoch),
+            (Some(false), vec![]),
+            "beyond the last"
+        );
+        assert_eq!(
+            resume(7, 7, "another"),
+            (Some(false), vec![]),
+            "another epoch"
+        );
+        let again = {
+            broker.delete_topic("t");
+            broker.create_topic("t").unwrap()
+        };
+        assert_ne!(again.epoch(), epoch, "a recreated topic has a new epoch");
+    }
+
+    #[test]
     fn replay_is_atomic_with_concurrent_publishers() {
         // Subscribers join while another thread publishes; each must see a
         // consecutive run of seq numbers from its replay into its live events.
