@@ -460,7 +460,7 @@ fn history(encoded: &str, req: &Request<'_>, ctx: &RestContext<'_>) -> Response 
         200,
         &HistoryPage {
             topic: &name,
-            epoch: topic.epoch(),
+            epoch: &history.epoch,
             last_seq: history.last_seq,
             messages,
         },
