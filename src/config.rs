@@ -644,7 +644,9 @@ mod tests {
             .map(|line| {
                 let cells: Vec<&str> = line.split('|').map(str::trim).collect();
                 assert_eq!(cells.len(), 5, "{line}");
-                let name = cells[1].trim_matches('`').to_string();
+                // The contract marks its extensions: `NAME` **ext**.
+                let name = cells[1].trim_end_matches("**ext**").trim();
+                let name = name.trim_matches('`').to_string();
                 let default = match cells[2] {
                     "empty" => String::new(),
                     text => text.trim_matches('`').to_string(),
