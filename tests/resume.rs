@@ -319,6 +319,28 @@ fn a_recreated_topic_has_a_new_epoch_and_the_old_one_does_not_recover() {
     other.ping("nothing-replayed");
 }
 
+#[test]
+fn a_long_resume_replay_does_not_count_against_the_subscriber_queue() {
+    let broker = TestBroker::with(&[("RING_BUFFER_SIZE", "1000"), ("SUBSCRIBER_QUEUE_SIZE", "1")]);
+    broker.create_topic("t");
+    let mut publisher = broker.client();
+    publish_range(&mut publisher, "t", 1, 600);
+    let epoch = epoch_of(broker.addr, "t");
+    let mut sub = broker.client();
+    let ack = resume(&mut sub, "t", 0, &epoch);
+    assert_eq!(
+        ack_fields(&ack),
+        (Some(epoch.as_str()), Some(600), Some(true))
+    );
+    for seq in 1..=600 {
+        // An `error SLOW_CONSUMER` here would fail the `expect("event")`.
+        expect_seq(&mut sub, "t", seq);
+    }
+    sub.ping("still-open");
+    publish_range(&mut publisher, "t", 601, 601);
+    expect_seq(&mut sub, "t", 601);
+}
+
 // ---- epochs ---------------------------------------------------------------------------
 
 #[test]

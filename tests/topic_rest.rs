@@ -179,6 +179,19 @@ fn rest_publish_reaches_websocket_subscribers_with_seqs_shared_with_websocket_pu
 }
 
 #[test]
+fn a_rest_publish_reaches_subscribers_on_its_own_worker() {
+    // One worker: the REST connection and the subscriber share it.
+    let broker = TestBroker::with(&[("WORKERS", "1")]);
+    broker.create_topic("t");
+    let mut sub = broker.client();
+    sub.subscribe("t", 0);
+    for seq in 1..=3 {
+        rest_publish_ok(broker.addr, "t", r#"{"id":"m","payload":1}"#, seq);
+        assert_eq!(sub.expect("event")["seq"].as_u64(), Some(seq));
+    }
+}
+
+#[test]
 fn pipelined_rest_publishes_are_published_in_order() {
     let broker = TestBroker::start();
     broker.create_topic("p");
