@@ -395,6 +395,13 @@ fn topic_endpoints_need_the_api_key_when_one_is_set() {
                 "UNAUTHORIZED",
             );
         }
+        // The query parameter is for the WebSocket upgrade only.
+        let with_query = format!("{path}?api_key=secret");
+        assert_error(
+            &http(broker.addr, method, &with_query, body, &[]),
+            401,
+            "UNAUTHORIZED",
+        );
     }
     let response = http(broker.addr, "POST", "/topics/t/messages", body, &key);
     assert_eq!(response.status, 200, "{}", text(&response));
@@ -834,4 +841,64 @@ fn history_of_a_recreated_topic_starts_again_with_a_new_epoch() {
     let (_, entries) = history(broker.addr, "r", "");
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].1, r#"{"id":"new","payload":2}"#);
+}
+
+#[test]
+fn history_pages_are_consistent_while_publishers_run() {
+    const RING: u64 = 50;
+    const PER_PUBLISHER: u64 = 800;
+    const PAGES: usize = 200;
+    let broker = TestBroker::with(&[("WORKERS", "4"), ("RING_BUFFER_SIZE", &RING.to_string())]);
+    broker.create_topic("live");
+    let publishers: Vec<_> = (0..3)
+        .map(|p| {
+            let mut client = broker.client();
+            std::thread::spawn(move || {
+                for n in 0..PER_PUBLISHER {
+                    client.publish("live", &format!("p{p}-{n}"), json!({"p": p, "n": n}));
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut conn = HttpConn::open(broker.addr);
+    let mut previous_last: u64 = 0;
+    let mut mid_storm = 0;
+    for page in 0..PAGES {
+        assert!(std::time::Instant::now() < deadline, "pages took too long");
+        let since = previous_last.saturating_sub(page as u64 % 70);
+        let limit = page as u64 % 60 + 1;
+        let response = conn.request(
+            "GET",
+            &format!("/topics/live/messages?since_seq={since}&limit={limit}"),
+            None,
+        );
+        assert_eq!(response.status, 200);
+        let body = response.json();
+        let last_seq = body["last_seq"].as_u64().unwrap();
+        assert!(last_seq >= previous_last, "last_seq never goes back");
+        let seqs: Vec<u64> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        // The page is what the ring held when last_seq was read: the held
+        // messages after `since`, oldest first, consecutive, at most `limit`.
+        let oldest_held = last_seq.saturating_sub(RING) + 1;
+        let first = (since + 1).max(oldest_held);
+        let expected: Vec<u64> = (first..=last_seq).take(limit as usize).collect();
+        assert_eq!(
+            seqs, expected,
+            "since {since}, limit {limit}, last_seq {last_seq}"
+        );
+        previous_last = last_seq;
+        mid_storm += usize::from(last_seq < 3 * PER_PUBLISHER);
+    }
+    for publisher in publishers {
+        publisher.join().expect("publisher");
+    }
+    let body = conn.request("GET", "/topics/live/messages", None).json();
+    assert_eq!(body["last_seq"].as_u64(), Some(3 * PER_PUBLISHER));
+    assert!(mid_storm > 0, "some pages were read while publishers ran");
 }
