@@ -5,30 +5,105 @@
 //!
 //! - [`Backplane::Local`]: this process is the whole broker; a change is
 //!   carried out at once on the in-memory [`Broker`].
-//! - `Backplane::Redis` (cluster mode, `REDIS_URL`): changes go to Redis,
-//!   and the outcome comes back later to the worker that asked, through its
-//!   mailbox; events come back from Redis to every node's in-memory topics.
+//! - [`Backplane::Redis`] (cluster mode, `REDIS_URL`): a change goes to
+//!   Redis ([`cluster`]), and its outcome comes back later to the worker
+//!   that asked, through its mailbox; every node's topics follow Redis's
+//!   events ([`events`]) and fan out to that node's subscribers.
 //!
 //! Workers never block here: a change for Redis is queued, not sent.
 
+pub mod cluster;
+mod events;
+pub mod keys;
+
 use crate::broker::change::{Change, Outcome};
+use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
 use crate::broker::Broker;
+use crate::config::Config;
+use cluster::{ClusterState, Request, Requests};
+use std::sync::Arc;
+use std::time::Instant;
 
 pub enum Backplane {
     Local,
+    Redis {
+        state: Arc<ClusterState>,
+        requests: Requests,
+    },
+}
+
+/// Who asks for a change: the connection `key` of the worker whose
+/// mailbox is `mailbox`.
+pub struct ReplyTo<'a> {
+    pub mailbox: &'a Arc<WorkerMailbox>,
+    pub key: ConnectionKey,
 }
 
 impl Backplane {
+    /// The backplane `config` asks for: local, or Redis (its threads
+    /// started, connecting in the background: a Redis that cannot be
+    /// reached yet is not an error).
+    pub fn start(config: &Config, broker: &Arc<Broker>) -> std::io::Result<Backplane> {
+        let Some(url) = &config.redis_url else {
+            return Ok(Backplane::Local);
+        };
+        let client = redis::Client::open(url.as_str()).map_err(std::io::Error::other)?;
+        let state = Arc::new(ClusterState::new(
+            config.node_id.clone(),
+            client,
+            config.ring_buffer_size,
+        ));
+        let requests = cluster::start_requests(Arc::clone(&state), Arc::clone(broker))?;
+        events::start_events(Arc::clone(&state), Arc::clone(broker))?;
+        log::info!(node = config.node_id.as_str(), redis = url.as_str(); "cluster mode");
+        Ok(Backplane::Redis { state, requests })
+    }
+
     /// Carries out `change` now if this backplane can; `None` when the
-    /// outcome will be answered later to the asking connection.
-    pub fn carry_out(&self, broker: &Broker, change: &Change) -> Option<Outcome> {
+    /// outcome will be answered later to `reply_to`.
+    pub fn carry_out(
+        &self,
+        broker: &Broker,
+        change: &Change,
+        reply_to: ReplyTo<'_>,
+    ) -> Option<Outcome> {
         match self {
             Backplane::Local => Some(broker.carry_out(change)),
+            Backplane::Redis { state, requests } => {
+                if !state.is_up() {
+                    return Some(Outcome::Unavailable("the backplane is down"));
+                }
+                requests.send(Request {
+                    change: change.clone(),
+                    mailbox: Arc::clone(reply_to.mailbox),
+                    key: reply_to.key,
+                    queued: Instant::now(),
+                });
+                None
+            }
         }
     }
 
     /// True for the local backplane: publishes go straight to the topic.
     pub fn is_local(&self) -> bool {
         matches!(self, Backplane::Local)
+    }
+
+    /// Cluster mode's state; `None` for a single broker.
+    pub fn cluster(&self) -> Option<&ClusterState> {
+        match self {
+            Backplane::Local => None,
+            Backplane::Redis { state, .. } => Some(state),
+        }
+    }
+
+    /// False in cluster mode while Redis cannot be reached.
+    pub fn is_up(&self) -> bool {
+        self.cluster().is_none_or(ClusterState::is_up)
+    }
+
+    /// Subscribers of `topic` on the other nodes of the cluster.
+    pub fn others_subscribers(&self, topic: &str) -> u64 {
+        self.cluster().map_or(0, |c| c.others_subscribers(topic))
     }
 }

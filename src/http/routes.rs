@@ -3,6 +3,7 @@
 //! shared broker; returns a response or the decision to upgrade. No sockets.
 
 use super::{Request, Response};
+use crate::backplane::Backplane;
 use crate::broker::change::{Change, Outcome};
 use crate::broker::Broker;
 use crate::metrics::{render_prometheus, BrokerGauges, MetricsSnapshot, WorkerMetrics};
@@ -27,7 +28,12 @@ pub struct RestContext<'a> {
     pub connections: usize,
     /// Every worker's counters.
     pub metrics: &'a [Arc<WorkerMetrics>],
+    /// Where changes go; in cluster mode, what the cluster says.
+    pub backplane: &'a Backplane,
 }
+
+/// The backplane of a context built without a server.
+static LOCAL: Backplane = Backplane::Local;
 
 impl<'a> RestContext<'a> {
     /// A context over `broker` alone: no key, not draining, no uptime, no
@@ -41,6 +47,7 @@ impl<'a> RestContext<'a> {
             uptime: Duration::ZERO,
             connections: 0,
             metrics: &[],
+            backplane: &LOCAL,
         }
     }
 }
@@ -127,6 +134,13 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         return Action::Respond(
             Response::error(503, "SHUTTING_DOWN", "the server is shutting down").closing(),
         );
+    }
+    if !ctx.backplane.is_up() && route.needs_backplane() {
+        return Action::Respond(Response::error(
+            503,
+            "UNAVAILABLE",
+            "the backplane cannot be reached",
+        ));
     }
     let response = match route {
         Route::WebSocket => match crate::ws::accept_upgrade(req) {
@@ -244,6 +258,12 @@ impl<'a> Route<'a> {
         }
     }
 
+    /// Cluster mode: what answers for the whole cluster, and so needs the
+    /// backplane.
+    fn needs_backplane(self) -> bool {
+        matches!(self, Route::Topics | Route::Topic(_) | Route::Messages(_))
+    }
+
     /// Probes answer without the API key, so that liveness and readiness
     /// checks work; and they keep answering while the server drains.
     fn needs_key(self) -> bool {
@@ -351,7 +371,8 @@ fn topic_detail(encoded: &str, ctx: &RestContext<'_>) -> Response {
         200,
         &TopicDetail {
             name: &summary.name,
-            subscribers: summary.subscribers,
+            subscribers: summary.subscribers
+                + ctx.backplane.others_subscribers(&summary.name) as usize,
             messages: summary.messages,
             last_seq: summary.messages,
             epoch: &summary.epoch,
@@ -502,20 +523,29 @@ fn list_topics(ctx: &RestContext<'_>) -> Response {
         .summaries()
         .into_iter()
         .map(|s| TopicListEntry {
+            subscribers: s.subscribers + ctx.backplane.others_subscribers(&s.name) as usize,
             name: s.name,
-            subscribers: s.subscribers,
         })
         .collect();
     Response::json(200, &TopicList { topics })
 }
 
 #[derive(Serialize)]
-struct Health {
+struct Health<'a> {
     uptime_sec: u64,
     topics: usize,
     subscribers: usize,
     connections: usize,
     status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterHealth<'a>>,
+}
+
+/// Cluster mode: this node and whether it reaches the backplane.
+#[derive(Serialize)]
+struct ClusterHealth<'a> {
+    node: &'a str,
+    backplane: &'static str,
 }
 
 fn health(ctx: &RestContext<'_>) -> Response {
@@ -528,6 +558,10 @@ fn health(ctx: &RestContext<'_>) -> Response {
             subscribers: summaries.iter().map(|s| s.subscribers).sum(),
             connections: ctx.connections,
             status: if ctx.draining { "draining" } else { "ok" },
+            cluster: ctx.backplane.cluster().map(|c| ClusterHealth {
+                node: &c.node_id,
+                backplane: if c.is_up() { "up" } else { "down" },
+            }),
         },
     )
 }
@@ -606,6 +640,13 @@ struct Readiness {
 fn ready(ctx: &RestContext<'_>) -> Response {
     if ctx.draining {
         Response::json(503, &Readiness { status: "draining" })
+    } else if !ctx.backplane.is_up() {
+        Response::json(
+            503,
+            &Readiness {
+                status: "backplane_down",
+            },
+        )
     } else {
         Response::json(200, &Readiness { status: "ready" })
     }

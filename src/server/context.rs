@@ -8,6 +8,7 @@
 use super::timers::Timers;
 use super::topic_cache::TopicCache;
 use super::Shared;
+use crate::backplane::ReplyTo;
 use crate::broker::change::{Change, Outcome};
 use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
 use crate::http::routes::RestContext;
@@ -92,11 +93,14 @@ impl WorkerCtx {
     /// Where every other change (REST create, delete and publish) enters
     /// the broker, through the backplane; `None` as for [`publish`](Self::publish).
     pub fn change(&mut self, change: &Change, reply_to: ConnectionKey) -> Option<Outcome> {
-        let _ = reply_to;
+        let reply_to = ReplyTo {
+            mailbox: &self.mailbox,
+            key: reply_to,
+        };
         let outcome = self
             .shared
             .backplane
-            .carry_out(&self.shared.broker, change)?;
+            .carry_out(&self.shared.broker, change, reply_to)?;
         self.count(&outcome);
         Some(outcome)
     }
@@ -119,6 +123,7 @@ impl WorkerCtx {
             uptime: shared.started.elapsed(),
             connections: shared.connections.load(Ordering::Relaxed),
             metrics: &shared.metrics,
+            backplane: &shared.backplane,
             ..RestContext::new(&shared.broker)
         }
     }

@@ -80,7 +80,9 @@ pub struct ConnectionDriver {
 
 impl ConnectionDriver {
     pub fn new(config: Config) -> ConnectionDriver {
-        let shared = Arc::new(Shared::new(config, vec![WorkerMailbox::unpolled()]));
+        let shared = Arc::new(
+            Shared::new(config, vec![WorkerMailbox::unpolled()]).expect("a local backplane"),
+        );
         let mut ctx = WorkerCtx::new(0, shared);
         let peer = "127.0.0.1:9".parse().expect("a valid address");
         let conn = Connection::new(MemoryTransport::default(), 0, 1, peer, &mut ctx);

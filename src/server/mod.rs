@@ -36,7 +36,7 @@ use std::time::Instant;
 /// What every worker shares.
 pub struct Shared {
     pub config: Config,
-    pub broker: Broker,
+    pub broker: Arc<Broker>,
     /// Where changes to the topics are carried out.
     pub backplane: Backplane,
     pub started: Instant,
@@ -50,18 +50,19 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// One worker per mailbox.
-    pub fn new(config: Config, mailboxes: Vec<Arc<WorkerMailbox>>) -> Shared {
-        Shared {
-            broker: Broker::new(config.ring_buffer_size),
-            backplane: Backplane::Local,
+    /// One worker per mailbox; the backplane `config` asks for, started.
+    pub fn new(config: Config, mailboxes: Vec<Arc<WorkerMailbox>>) -> io::Result<Shared> {
+        let broker = Arc::new(Broker::new(config.ring_buffer_size));
+        Ok(Shared {
+            backplane: Backplane::start(&config, &broker)?,
+            broker,
             config,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             metrics: mailboxes.iter().map(|_| Arc::default()).collect(),
             mailboxes,
-        }
+        })
     }
 }
 
@@ -104,7 +105,7 @@ impl Server {
             mailboxes.push(Arc::new(WorkerMailbox::new(id, Some(waker))));
             polls.push(poll);
         }
-        let shared = Arc::new(Shared::new(config, mailboxes));
+        let shared = Arc::new(Shared::new(config, mailboxes)?);
         let mut workers = Vec::new();
         for (id, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
             let worker = worker::Worker::new(id, poll, listener, Arc::clone(&shared))?;
