@@ -204,6 +204,19 @@ pub struct BrokerGauges {
     pub topics: usize,
     pub subscriptions: usize,
     pub uptime_seconds: f64,
+    /// Cluster mode only.
+    pub backplane: Option<BackplaneFigures>,
+}
+
+/// Cluster mode: the backplane's state and counters.
+pub struct BackplaneFigures {
+    pub up: bool,
+    /// Request round trips: (upper bound in seconds, cumulative count).
+    pub rtt_buckets: Vec<(f64, u64)>,
+    pub rtt_count: u64,
+    pub rtt_sum_seconds: f64,
+    pub gaps_repaired: u64,
+    pub topic_resets: u64,
 }
 
 /// Renders Prometheus text exposition format 0.0.4. No label carries a
@@ -337,6 +350,40 @@ pub fn render_prometheus(s: &MetricsSnapshot, gauges: &BrokerGauges) -> String {
         "Subscriber queue depth, sampled when a connection is flushed.",
         &histogram,
     );
+    if let Some(b) = &gauges.backplane {
+        family(
+            "pubsub_backplane_up",
+            "gauge",
+            "Cluster mode: 1 while Redis answers, else 0.",
+            &one(u8::from(b.up).to_string()),
+        );
+        let mut rtt: Vec<(String, String)> = b
+            .rtt_buckets
+            .iter()
+            .map(|(le, n)| (format!("_bucket{{le=\"{le}\"}}"), n.to_string()))
+            .collect();
+        rtt.push(("_bucket{le=\"+Inf\"}".into(), b.rtt_count.to_string()));
+        rtt.push(("_sum".into(), format!("{:.6}", b.rtt_sum_seconds)));
+        rtt.push(("_count".into(), b.rtt_count.to_string()));
+        family(
+            "pubsub_backplane_rtt_seconds",
+            "histogram",
+            "Cluster mode: round trip of each pipeline of changes sent to Redis.",
+            &rtt,
+        );
+        family(
+            "pubsub_backplane_gaps_repaired_total",
+            "counter",
+            "Cluster mode: gaps in the event stream filled from a topic's ring.",
+            &one(b.gaps_repaired.to_string()),
+        );
+        family(
+            "pubsub_backplane_topic_resets_total",
+            "counter",
+            "Cluster mode: topic_reset notices (messages the ring no longer held, or Redis lost its data).",
+            &one(b.topic_resets.to_string()),
+        );
+    }
     family(
         "pubsub_uptime_seconds",
         "gauge",
@@ -396,8 +443,19 @@ mod tests {
             topics: 2,
             subscriptions: 3,
             uptime_seconds: 1.5,
+            backplane: Some(BackplaneFigures {
+                up: true,
+                rtt_buckets: vec![(0.001, 4), (0.01, 5)],
+                rtt_count: 6,
+                rtt_sum_seconds: 0.5,
+                gaps_repaired: 2,
+                topic_resets: 1,
+            }),
         };
         let text = render_prometheus(&MetricsSnapshot::default(), &gauges);
+        assert!(text.contains("pubsub_backplane_rtt_seconds_bucket{le=\"0.01\"} 5\n"));
+        assert!(text.contains("pubsub_backplane_rtt_seconds_bucket{le=\"+Inf\"} 6\n"));
+        assert!(text.contains("pubsub_backplane_gaps_repaired_total 2\n"));
         for name in [
             "pubsub_connections",
             "pubsub_connections_accepted_total",
@@ -413,6 +471,10 @@ mod tests {
             "pubsub_http_requests_total",
             "pubsub_auth_failures_total",
             "pubsub_subscriber_queue_depth",
+            "pubsub_backplane_up",
+            "pubsub_backplane_rtt_seconds",
+            "pubsub_backplane_gaps_repaired_total",
+            "pubsub_backplane_topic_resets_total",
             "pubsub_uptime_seconds",
             "pubsub_build_info",
         ] {

@@ -6,7 +6,9 @@ use super::{Request, Response};
 use crate::backplane::Backplane;
 use crate::broker::change::{Change, Outcome};
 use crate::broker::Broker;
-use crate::metrics::{render_prometheus, BrokerGauges, MetricsSnapshot, WorkerMetrics};
+use crate::metrics::{
+    render_prometheus, BackplaneFigures, BrokerGauges, MetricsSnapshot, WorkerMetrics,
+};
 use crate::protocol::{decode_object, validate_message, validate_topic_name};
 use crate::ws::frame::text_payload;
 use crate::ws::SessionKind;
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -658,6 +661,17 @@ fn metrics(ctx: &RestContext<'_>) -> Response {
         topics: summaries.len(),
         subscriptions: summaries.iter().map(|s| s.subscribers).sum(),
         uptime_seconds: ctx.uptime.as_secs_f64(),
+        backplane: ctx.backplane.cluster().map(|c| {
+            let rtt = c.rtt();
+            BackplaneFigures {
+                up: c.is_up(),
+                rtt_buckets: rtt.cumulative,
+                rtt_count: rtt.count,
+                rtt_sum_seconds: rtt.sum_seconds,
+                gaps_repaired: c.gaps_repaired.load(Ordering::Relaxed),
+                topic_resets: c.topic_resets.load(Ordering::Relaxed),
+            }
+        }),
     };
     let snapshot = MetricsSnapshot::sum(ctx.metrics.iter().map(Arc::as_ref));
     Response::text(
