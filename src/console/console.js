@@ -110,6 +110,7 @@ function renderConnection(state, text) {
 }
 
 function startClient() {
+  let wasDown = false;
   client = connect({ key, clientId: "console" });
   client.addEventListener("state", (e) => {
     const { state, delayMs } = e.detail;
@@ -120,6 +121,9 @@ function startClient() {
       closed: "closed",
     }[state];
     renderConnection(state, `ws: ${text}`);
+    if (state === "open" && wasDown) notice("reconnected");
+    if (state === "open") refresh();
+    wasDown = state === "reconnecting" || (wasDown && state === "connecting");
   });
   client.addEventListener("info", (e) => {
     const msg = e.detail;
@@ -145,6 +149,11 @@ function startClient() {
 
 // ---- health, topics and rates, polled ---------------------------------------
 
+/** "1 topic", "2 topics". */
+function count(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 function duration(seconds) {
   const d = Math.floor(seconds / 86400);
   const h = Math.floor((seconds % 86400) / 3600);
@@ -160,8 +169,8 @@ async function refreshHealth() {
     if (status !== 200 || !data) throw new Error(`HTTP ${status}`);
     $("health").dataset.state = data.status === "ok" ? "open" : "reconnecting";
     $("health").textContent = `broker ${data.status ?? "ok"} · up ${duration(data.uptime_sec)} · ` +
-      `${data.topics} topics · ${data.subscribers} subscriptions` +
-      (data.connections === undefined ? "" : ` · ${data.connections} connections`);
+      `${count(data.topics, "topic")} · ${count(data.subscribers, "subscription")}` +
+      (data.connections === undefined ? "" : ` · ${count(data.connections, "connection")}`);
   } catch {
     $("health").dataset.state = "down";
     $("health").textContent = "broker unreachable";
@@ -179,7 +188,7 @@ function topicRow(name) {
     tr,
     subscribers: el("td", "", "num"),
     messages: el("td", "", "num"),
-    rate: el("td", "", "num"),
+    rate: el("td", "–", "num"),
     watch: el("button", "Watch"),
     remove: el("button", "Delete", "quiet"),
   };
@@ -232,7 +241,8 @@ function renderTopics(topics, stats) {
   const totals = stats?.totals;
   $("totals").textContent = totals
     ? `${totals.messages_published} published · ${totals.messages_delivered} delivered · ` +
-      `${totals.slow_consumer_disconnects} slow consumers cut · ${totals.websocket_connections} WebSocket connections`
+      `${count(totals.slow_consumer_disconnects, "slow consumer")} cut · ` +
+      `${count(totals.websocket_connections, "WebSocket connection")}`
     : "";
   renderPublishTopics(topics.map((t) => t.name));
 }
@@ -345,6 +355,7 @@ $("publish-form").addEventListener("submit", async (e) => {
     const seq = await client.publish(topic, valid.payload);
     status.className = "status ok";
     status.textContent = `published to '${topic}'${seq === undefined ? "" : ` as seq ${seq}`}`;
+    refresh();
   } catch (error) {
     status.className = "status bad";
     status.textContent = `${error.code}: ${error.message}`;
@@ -360,7 +371,7 @@ function watch(topic) {
   const lastN = Math.max(0, Math.floor(Number($("replay-n").value) || 0));
   watched.add(topic);
   renderWatching();
-  client.subscribe(topic, onEvent, { lastN }).catch((error) => {
+  client.subscribe(topic, onEvent, { lastN }).then(refresh, (error) => {
     if (error.code === "REPLACED" || error.code === "UNSUBSCRIBED" || error.code === "CLOSED") return;
     watched.delete(topic);
     renderWatching();
@@ -371,7 +382,7 @@ function watch(topic) {
 function unwatch(topic) {
   watched.delete(topic);
   renderWatching();
-  client?.unsubscribe(topic).catch(() => {});
+  client?.unsubscribe(topic).then(refresh, () => {});
 }
 
 function renderWatching() {

@@ -1,6 +1,7 @@
 //! The browser console and the JavaScript client, embedded in the binary
 //! with `include_str!`: the page (`GET /`), its script and style
-//! (`/console.js`, `/console.css`) and the client module (`/pubsub.js`),
+//! (`/console.js`, `/console.css`, `/favicon.svg`) and the client module
+//! (`/pubsub.js`),
 //! with the headers they are served with (content type, no sniffing, and
 //! the page's Content-Security-Policy).
 //!
@@ -32,6 +33,7 @@ pub struct Asset {
 const HTML: &str = "text/html; charset=utf-8";
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
 
 /// Every file the console serves, by path.
 pub const ASSETS: &[Asset] = &[
@@ -54,6 +56,11 @@ pub const ASSETS: &[Asset] = &[
         path: "/pubsub.js",
         content_type: JAVASCRIPT,
         body: include_str!("pubsub.js"),
+    },
+    Asset {
+        path: "/favicon.svg",
+        content_type: SVG,
+        body: include_str!("favicon.svg"),
     },
 ];
 
@@ -91,6 +98,7 @@ mod tests {
             ("/console.js", JAVASCRIPT),
             ("/console.css", CSS),
             ("/pubsub.js", JAVASCRIPT),
+            ("/favicon.svg", SVG),
         ] {
             let response = asset(path).unwrap().response();
             assert_eq!(

@@ -1,0 +1,406 @@
+//! The browser console (`GET /`) and its JavaScript client (`/pubsub.js`),
+//! in a real headless Chromium (`tests/browser`) against the real broker
+//! on 127.0.0.1. Each scenario saves a screenshot under
+//! `target/console-screenshots/` for a person to look at. Without Chromium
+//! these tests fail: `scripts/test` installs it.
+
+mod browser;
+mod common;
+
+use browser::{js, Browser};
+use common::*;
+use serde_json::json;
+
+fn open_console(broker: &TestBroker) -> Browser {
+    let mut page = Browser::start();
+    page.open(&format!("http://{}/", broker.addr));
+    page
+}
+
+fn wait_connected(page: &mut Browser) {
+    page.wait_for(
+        "the WebSocket to open",
+        "document.getElementById('conn').dataset.state === 'open'",
+    );
+}
+
+/// The expression for the topic table's row of `topic`.
+fn row(topic: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#topic-rows tr')].find(r => r.dataset.topic === {})",
+        js(topic)
+    )
+}
+
+fn wait_for_row(page: &mut Browser, topic: &str) {
+    page.wait_for(
+        &format!("the row of {topic}"),
+        &format!("{} !== undefined", row(topic)),
+    );
+}
+
+fn click(page: &mut Browser, topic: &str, action: &str) {
+    page.eval(&format!(
+        "{}.querySelector('[data-action={action}]').click()",
+        row(topic)
+    ));
+}
+
+/// Watches `topic` from the page and waits until the broker counts the
+/// subscription.
+fn watch(page: &mut Browser, broker: &TestBroker, topic: &str) {
+    watch_with_key(page, broker, topic, &[]);
+}
+
+/// `watch`, on a broker that wants these headers (the key) on REST calls.
+fn watch_with_key(page: &mut Browser, broker: &TestBroker, topic: &str, key: &[(&str, &str)]) {
+    wait_for_row(page, topic);
+    click(page, topic, "watch");
+    eventually(&format!("the page's subscription to {topic}"), || {
+        let (_, list) = http_json(broker.addr, "GET", "/topics", None, key);
+        list["topics"]
+            .as_array()
+            .is_some_and(|topics| topics.contains(&json!({"name": topic, "subscribers": 1})))
+    });
+}
+
+/// The expression: the event log shows an event of `topic` with `seq`
+/// whose payload text contains `needle`.
+fn logged(topic: &str, seq: u64, needle: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#log-rows tr')].some(r => r.cells[1].textContent === {} \
+         && r.cells[2].textContent === '{seq}' && r.cells[3].textContent.includes({}))",
+        js(topic),
+        js(needle)
+    )
+}
+
+/// Types `text` into the input or textarea `id`, as its input event sees it.
+fn type_into(page: &mut Browser, id: &str, text: &str) {
+    page.eval(&format!(
+        "(() => {{ const e = document.getElementById({}); e.value = {}; \
+         e.dispatchEvent(new Event('input', {{bubbles: true}})); }})()",
+        js(id),
+        js(text)
+    ));
+}
+
+fn submit(page: &mut Browser, form: &str) {
+    page.eval(&format!(
+        "document.getElementById({}).requestSubmit()",
+        js(form)
+    ));
+}
+
+fn text_of(page: &mut Browser, id: &str) -> String {
+    page.eval(&format!("document.getElementById({}).textContent", js(id)))
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn assert_clean(page: &mut Browser) {
+    assert_eq!(page.problems(), Vec::<String>::new(), "console problems");
+    assert_eq!(page.dialogs(), Vec::<String>::new(), "dialogs");
+}
+
+#[test]
+fn the_files_are_served_with_their_types_and_the_page_with_its_policy() {
+    let broker = TestBroker::with(&[("API_KEY", "s3cret")]);
+    let page = http(broker.addr, "GET", "/", None, &[]);
+    assert_eq!(page.status, 200, "the page needs no key");
+    assert_eq!(
+        page.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(
+        page.header("Content-Security-Policy"),
+        Some(pubsub::console::CONTENT_SECURITY_POLICY)
+    );
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(html.contains(r#"<script type="module" src="/console.js">"#));
+    for path in ["/console.js", "/pubsub.js"] {
+        let script = http(broker.addr, "GET", path, None, &[]);
+        assert_eq!(
+            (script.status, script.header("Content-Type")),
+            (200, Some("text/javascript; charset=utf-8")),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        http(broker.addr, "GET", "/console.css", None, &[]).status,
+        200
+    );
+    assert_eq!(
+        http(broker.addr, "GET", "/topics", None, &[]).status,
+        401,
+        "what the page fetches needs the key"
+    );
+}
+
+#[test]
+fn the_page_loads_and_shows_the_topics_without_errors() {
+    let broker = TestBroker::start();
+    broker.create_topic("orders");
+    broker.client().publish("orders", "m1", json!({"n": 1}));
+    let mut page = open_console(&broker);
+    wait_connected(&mut page);
+    wait_for_row(&mut page, "orders");
+    page.wait_for(
+        "the message count",
+        &format!("{}.cells[2].textContent === '1'", row("orders")),
+    );
+    page.wait_for(
+        "the broker's health",
+        "document.getElementById('health').textContent.startsWith('broker ok')",
+    );
+    assert_eq!(page.eval("document.title"), json!("pubsub console"));
+    page.screenshot("loaded");
+    assert_clean(&mut page);
+}
+
+#[test]
+fn create_a_topic_watch_it_and_see_events_from_another_client() {
+    let broker = TestBroker::start();
+    broker.create_topic("audit");
+    let mut publisher = broker.client();
+    for n in 1..=3 {
+        publisher.publish("audit", &format!("a{n}"), json!({"audit": n}));
+    }
+    let mut page = open_console(&broker);
+    wait_connected(&mut page);
+
+    type_into(&mut page, "create-name", "orders");
+    submit(&mut page, "create-form");
+    wait_for_row(&mut page, "orders");
+    assert!(topic_list(broker.addr).contains(&("orders".to_string(), 0)));
+    assert_eq!(text_of(&mut page, "create-status"), "created 'orders'");
+
+    watch(&mut page, &broker, "orders");
+    let payload = json!({"items": [1, 2], "order_id": "A-17"});
+    publisher.publish("orders", "o1", payload.clone());
+    page.wait_for(
+        "the event in the log",
+        &logged("orders", 1, "\"order_id\": \"A-17\""),
+    );
+    let shown = page.eval("document.querySelector('#log-rows tr').cells[3].textContent");
+    assert_eq!(
+        shown,
+        json!(serde_json::to_string_pretty(&payload).unwrap()),
+        "the payload, pretty-printed"
+    );
+
+    // A second topic, with the last 2 of its 3 messages replayed first.
+    type_into(&mut page, "replay-n", "2");
+    watch(&mut page, &broker, "audit");
+    page.wait_for("the replay", &logged("audit", 3, "\"audit\": 3"));
+    assert_eq!(page.eval(&logged("audit", 2, "\"audit\": 2")), json!(true));
+    assert_eq!(page.eval(&logged("audit", 1, "")), json!(false));
+    assert_eq!(
+        page.eval(
+            "[...document.querySelectorAll('#watching .chip')].map(c => c.firstChild.textContent)"
+        ),
+        json!(["audit", "orders"])
+    );
+
+    // Paused, the log holds still; resumed, it catches up.
+    page.eval("document.getElementById('pause').click()");
+    publisher.publish("orders", "o2", json!({"order_id": "B-2"}));
+    page.wait_for(
+        "the count of events while paused",
+        "document.getElementById('event-count').textContent.includes('paused, 1 since')",
+    );
+    assert_eq!(page.eval(&logged("orders", 2, "B-2")), json!(false));
+    page.screenshot("paused");
+    page.eval("document.getElementById('pause').click()");
+    page.wait_for("the event after resuming", &logged("orders", 2, "B-2"));
+    page.screenshot("events");
+    assert_clean(&mut page);
+}
+
+#[test]
+fn publish_from_the_page_and_another_client_receives_it() {
+    let broker = TestBroker::start();
+    broker.create_topic("orders");
+    let mut subscriber = broker.client();
+    subscriber.subscribe("orders", 0);
+    let mut page = open_console(&broker);
+    wait_connected(&mut page);
+    page.wait_for(
+        "the topic to publish to",
+        "document.getElementById('publish-topic').value === 'orders'",
+    );
+
+    type_into(&mut page, "publish-payload", r#"{"total": 12.5,"#);
+    assert_eq!(
+        page.eval("document.getElementById('publish-button').disabled"),
+        json!(true)
+    );
+    assert!(text_of(&mut page, "publish-validation").starts_with("not valid JSON"));
+    page.screenshot("publish-invalid");
+
+    let payload = json!({"note": "from the browser", "total": 12.5, "tags": ["<b>", "ü"]});
+    type_into(&mut page, "publish-payload", &payload.to_string());
+    assert_eq!(text_of(&mut page, "publish-validation"), "valid JSON");
+    page.eval("document.getElementById('publish-button').click()");
+    let event = subscriber.expect("event");
+    assert_eq!(
+        (&event["topic"], &event["message"]["payload"]),
+        (&json!("orders"), &payload)
+    );
+    page.wait_for(
+        "the publish to be acknowledged",
+        "document.getElementById('publish-status').textContent.startsWith(\"published to 'orders'\")",
+    );
+    page.screenshot("published");
+    assert_clean(&mut page);
+}
+
+#[test]
+fn hostile_topic_names_and_payloads_show_as_text_and_run_nothing() {
+    let broker = TestBroker::start();
+    let name = "<img src=x onerror=alert(1)>";
+    broker.create_topic(name);
+    let mut page = open_console(&broker);
+    wait_connected(&mut page);
+    watch(&mut page, &broker, name);
+    let html = "<script>alert(2)</script><img src=y onerror=alert(3)><b>bold?</b>";
+    broker.client().publish(name, "h1", json!({ "html": html }));
+    page.wait_for("the hostile event", &logged(name, 1, html));
+
+    assert_eq!(
+        page.eval(&format!("{}.cells[0].textContent", row(name))),
+        json!(name)
+    );
+    assert_eq!(
+        page.eval("document.getElementById('publish-topic').options[0].textContent"),
+        json!(name)
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#watching .chip').firstChild.textContent"),
+        json!(name)
+    );
+    assert_eq!(
+        page.eval(
+            "document.querySelectorAll('img, b').length + \
+             document.querySelectorAll('script:not([src])').length"
+        ),
+        json!(0),
+        "nothing was parsed as HTML"
+    );
+    page.screenshot("hostile");
+    assert_clean(&mut page);
+
+    // Deleted from the page (two clicks), its name percent-encoded in the path.
+    click(&mut page, name, "delete");
+    click(&mut page, name, "delete");
+    eventually("the topic's deletion", || {
+        topic_list(broker.addr).is_empty()
+    });
+    page.wait_for(
+        "the notice of the deletion",
+        &format!(
+            "document.getElementById('notice').textContent === {}",
+            js(&format!("topic '{name}' was deleted"))
+        ),
+    );
+    page.wait_for("the row to go", &format!("{} === undefined", row(name)));
+    assert_clean(&mut page);
+}
+
+#[test]
+fn with_an_api_key_the_page_asks_for_it_and_works_with_it() {
+    let broker = TestBroker::with(&[("API_KEY", "s3cret")]);
+    create_topic_with_key(&broker, "orders");
+    let mut page = open_console(&broker);
+    page.wait_for(
+        "the key to be asked for",
+        "!document.getElementById('key-panel').hidden",
+    );
+    assert_eq!(
+        page.eval("document.getElementById('main').hidden"),
+        json!(true)
+    );
+
+    type_into(&mut page, "key-input", "wrong");
+    submit(&mut page, "key-form");
+    page.wait_for(
+        "the wrong key to be refused",
+        "document.getElementById('key-status').textContent === 'The broker refused this key.'",
+    );
+    page.screenshot("key-asked");
+
+    type_into(&mut page, "key-input", "s3cret");
+    submit(&mut page, "key-form");
+    wait_connected(&mut page);
+    assert_eq!(
+        page.eval("[sessionStorage.getItem('pubsub.apiKey'), localStorage.length, document.getElementById('key-panel').hidden]"),
+        json!(["s3cret", 0, true])
+    );
+    watch_with_key(&mut page, &broker, "orders", &[("X-API-Key", "s3cret")]);
+    let mut publisher = Client::connect(&format!("{}?api_key=s3cret", broker.ws_url()));
+    publisher.publish("orders", "k1", json!({"with": "the key"}));
+    page.wait_for("the event", &logged("orders", 1, "the key"));
+    page.screenshot("key-accepted");
+
+    // The tab keeps the key across a reload, and asks no more.
+    page.open(&format!("http://{}/", broker.addr));
+    wait_connected(&mut page);
+    wait_for_row(&mut page, "orders");
+
+    // The only complaints are the broker's 401s to the key-less and wrong
+    // requests; no script failed.
+    let problems: Vec<String> = page
+        .problems()
+        .into_iter()
+        .filter(|p| !p.contains("status of 401"))
+        .collect();
+    assert_eq!(problems, Vec::<String>::new());
+    assert_eq!(page.dialogs(), Vec::<String>::new());
+}
+
+fn create_topic_with_key(broker: &TestBroker, name: &str) {
+    let (status, body) = http_json(
+        broker.addr,
+        "POST",
+        "/topics",
+        Some(&json!({ "name": name }).to_string()),
+        &[("X-API-Key", "s3cret")],
+    );
+    assert_eq!(status, 201, "{body}");
+}
+
+#[test]
+fn the_client_reconnects_by_itself_when_the_broker_restarts() {
+    let broker = TestBroker::start();
+    let addr = broker.addr;
+    broker.create_topic("orders");
+    let mut page = open_console(&broker);
+    wait_connected(&mut page);
+    watch(&mut page, &broker, "orders");
+
+    broker.shutdown();
+    page.wait_for(
+        "the client to notice",
+        "document.getElementById('conn').dataset.state !== 'open'",
+    );
+    let broker = TestBroker::on(addr, &[]);
+    broker.create_topic("orders");
+    wait_connected(&mut page);
+    eventually("the subscription to be made again", || {
+        subscribers(addr, "orders") == Some(1)
+    });
+    broker
+        .client()
+        .publish("orders", "r1", json!({"after": "the restart"}));
+    page.wait_for(
+        "the event after the restart",
+        &logged("orders", 1, "the restart"),
+    );
+    page.wait_for(
+        "the health to come back",
+        "document.getElementById('health').textContent.startsWith('broker ok')",
+    );
+    page.screenshot("reconnected");
+    assert_eq!(page.dialogs(), Vec::<String>::new());
+}
