@@ -219,6 +219,51 @@ fn create_a_topic_watch_it_and_see_events_from_another_client() {
 }
 
 #[test]
+fn a_burst_of_events_is_drawn_in_batches_into_a_bounded_log() {
+    // A queue large enough that the burst tests the page, not backpressure.
+    let broker = TestBroker::with(&[("SUBSCRIBER_QUEUE_SIZE", "20000")]);
+    broker.create_topic("firehose");
+    let mut page = open_console(&broker);
+    wait_connected(&mut page);
+    watch(&mut page, &broker, "firehose");
+    let mut publisher = broker.client();
+    const EVENTS: u64 = 10_000;
+    const WINDOW: u64 = 500;
+    let started = std::time::Instant::now();
+    for window in 0..EVENTS / WINDOW {
+        for n in window * WINDOW..(window + 1) * WINDOW {
+            publisher.send(json!({"type": "publish", "topic": "firehose",
+                "message": {"id": format!("f{n}"), "payload": {"n": n + 1}}}));
+        }
+        for _ in 0..WINDOW {
+            publisher.expect("ack");
+        }
+    }
+    let published = started.elapsed();
+    page.wait_for(
+        "every event to be counted",
+        &format!(
+            "document.getElementById('event-count').textContent === '{EVENTS} received · last 500 shown'"
+        ),
+    );
+    eprintln!(
+        "{EVENTS} events published in {published:?}, all counted by the page {:?} after the first",
+        started.elapsed()
+    );
+    assert_eq!(
+        page.eval(
+            "[document.querySelectorAll('#log-rows tr').length, \
+             document.querySelector('#log-rows tr').cells[2].textContent, \
+             document.querySelector('#log-rows tr:last-child').cells[2].textContent]"
+        ),
+        json!([500, EVENTS.to_string(), (EVENTS - 499).to_string()]),
+        "the newest 500, newest first"
+    );
+    page.screenshot("burst");
+    assert_clean(&mut page);
+}
+
+#[test]
 fn publish_from_the_page_and_another_client_receives_it() {
     let broker = TestBroker::start();
     broker.create_topic("orders");
@@ -403,4 +448,139 @@ fn the_client_reconnects_by_itself_when_the_broker_restarts() {
     );
     page.screenshot("reconnected");
     assert_eq!(page.dialogs(), Vec::<String>::new());
+}
+
+#[test]
+fn the_readme_example_works_from_a_page_of_another_origin() {
+    let broker = TestBroker::start();
+    broker.create_topic("orders");
+    broker
+        .client()
+        .publish("orders", "m1", json!({"before": 1}));
+    let mut page = Browser::start();
+    // `localhost` is another origin than `127.0.0.1`: the module is
+    // imported across origins, as a web app would.
+    page.open(&format!("http://localhost:{}/health", broker.addr.port()));
+    let result = page.eval(&format!(
+        r#"(async () => {{
+            const {{ connect }} = await import("http://{addr}/pubsub.js");
+            const ps = connect({{ url: "ws://{addr}/ws" }});
+            const got = [];
+            await ps.subscribe("orders", (event) => got.push([event.seq, event.message.payload]), {{ lastN: 1 }});
+            const seq = await ps.publish("orders", {{ order_id: "123" }});
+            while (got.length < 2) await new Promise((resolve) => setTimeout(resolve, 20));
+            const missing = await ps.subscribe("nope", () => {{}}).catch((error) => [error.name, error.code]);
+            await ps.unsubscribe("orders");
+            ps.close();
+            return {{ got, seq: seq ?? null, missing, state: ps.state }};
+        }})()"#,
+        addr = broker.addr
+    ));
+    assert_eq!(
+        result["got"],
+        json!([[1, {"before": 1}], [2, {"order_id": "123"}]])
+    );
+    assert_eq!(result["missing"], json!(["PubSubError", "TOPIC_NOT_FOUND"]));
+    assert_eq!(result["state"], json!("closed"));
+    assert!(
+        result["seq"] == json!(null) || result["seq"] == json!(2),
+        "publish resolves with the ack's seq, if any: {result}"
+    );
+    // A JSON document has no icon: the browser's 404 for /favicon.ico is
+    // the only complaint.
+    let problems: Vec<String> = page
+        .problems()
+        .into_iter()
+        .filter(|p| !p.contains("/favicon.ico"))
+        .collect();
+    assert_eq!(problems, Vec::<String>::new());
+}
+
+/// A scripted broker on 127.0.0.1 for the client's resume: it acks the
+/// first subscribe with an epoch and sends two events, then drops the
+/// connection; the client must subscribe again from the last `seq` it saw,
+/// in that epoch. Returns the subscribe frames it got.
+fn scripted_resume_broker() -> (
+    std::net::SocketAddr,
+    std::thread::JoinHandle<Vec<serde_json::Value>>,
+) {
+    use tungstenite::Message;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut frames = Vec::new();
+        for connection in 0..2 {
+            let (stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let mut ws = tungstenite::accept(stream).unwrap();
+            let subscribe: serde_json::Value = loop {
+                if let Message::Text(text) = ws.read().unwrap() {
+                    break serde_json::from_str(text.as_str()).unwrap();
+                }
+            };
+            let rid = subscribe["request_id"].clone();
+            frames.push(subscribe);
+            let ts = "2026-01-01T00:00:00.000Z";
+            let event = |seq: u64| json!({"type":"event","topic":"orders","message":{"id":format!("m{seq}"),"payload":{"n":seq}},"seq":seq,"ts":ts});
+            let replies = if connection == 0 {
+                vec![
+                    json!({"type":"ack","request_id":rid,"topic":"orders","status":"ok","epoch":"e1","last_seq":5,"ts":ts}),
+                    event(6),
+                    event(7),
+                ]
+            } else {
+                vec![
+                    json!({"type":"ack","request_id":rid,"topic":"orders","status":"ok","epoch":"e1","last_seq":7,"recovered":true,"ts":ts}),
+                    event(8),
+                ]
+            };
+            for reply in replies {
+                ws.send(Message::text(reply.to_string())).unwrap();
+            }
+            if connection == 0 {
+                let _ = ws.close(None);
+                while ws.read().is_ok() {}
+            } else {
+                // Held open until the client closes.
+                while ws.read().is_ok() {}
+            }
+        }
+        frames
+    });
+    (addr, server)
+}
+
+#[test]
+fn the_client_resumes_from_the_last_seq_it_saw_in_the_epoch_it_saw() {
+    let broker = TestBroker::start();
+    let (scripted, server) = scripted_resume_broker();
+    let mut page = Browser::start();
+    page.open(&format!("http://{}/health", broker.addr));
+    let seen = page.eval(&format!(
+        r#"(async () => {{
+            const {{ connect }} = await import("/pubsub.js");
+            const ps = connect({{ url: "ws://{scripted}/", minDelayMs: 50 }});
+            const seqs = [];
+            await ps.subscribe("orders", (event) => seqs.push(event.seq), {{ lastN: 2 }});
+            while (seqs.length < 3) await new Promise((resolve) => setTimeout(resolve, 20));
+            ps.close();
+            return seqs;
+        }})()"#
+    ));
+    assert_eq!(seen, json!([6, 7, 8]));
+    let frames = server.join().unwrap();
+    assert_eq!(
+        (&frames[0]["last_n"], frames[0].get("since_seq")),
+        (&json!(2), None),
+        "at first, as the caller asked: {frames:?}"
+    );
+    assert_eq!(
+        (
+            &frames[1]["since_seq"],
+            &frames[1]["epoch"],
+            frames[1].get("last_n")
+        ),
+        (&json!(7), &json!("e1"), None),
+        "after the reconnect, from the last seq seen: {frames:?}"
+    );
 }

@@ -76,13 +76,15 @@ impl Asset {
         let response = Response::text(200, self.content_type, self.body.to_string())
             .with_header("Cache-Control", "no-cache")
             .with_header("X-Content-Type-Options", "nosniff");
-        if self.content_type == HTML {
-            response
+        match self.path {
+            "/" => response
                 .with_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
                 .with_header("Referrer-Policy", "no-referrer")
-                .with_header("X-Frame-Options", "DENY")
-        } else {
-            response
+                .with_header("X-Frame-Options", "DENY"),
+            // A page of another origin may import the client (modules are
+            // fetched with CORS); it holds no data.
+            "/pubsub.js" => response.with_header("Access-Control-Allow-Origin", "*"),
+            _ => response,
         }
     }
 }
@@ -112,6 +114,19 @@ mod tests {
         }
         assert_eq!(asset("/index.html"), None);
         assert_eq!(asset("/console.js/"), None);
+    }
+
+    #[test]
+    fn only_the_client_may_be_imported_from_other_origins() {
+        let cors = |path| {
+            asset(path)
+                .unwrap()
+                .response()
+                .headers
+                .contains(&("Access-Control-Allow-Origin", "*".into()))
+        };
+        assert!(cors("/pubsub.js"));
+        assert!(!cors("/") && !cors("/console.js"));
     }
 
     #[test]
