@@ -132,14 +132,11 @@ export class PubSub extends EventTarget {
    * before the ack: then it may or may not have been published).
    */
   async publish(topic, payload, { id = messageId() } = {}) {
-    if (this.state !== "open") {
-      throw new PubSubError("NOT_CONNECTED", "not connected to the broker", topic);
-    }
     const ack = await this.#request({ type: "publish", topic, message: { id, payload } });
     return typeof ack.seq === "number" ? ack.seq : undefined;
   }
 
-  /** A round trip to the broker; resolves with the pong. */
+  /** A round trip to the broker; resolves with the pong (NOT_CONNECTED while offline). */
   ping() {
     return this.#request({ type: "ping" });
   }
@@ -207,8 +204,13 @@ export class PubSub extends EventTarget {
     this.#pending.clear();
   }
 
+  /** Sends `frame` with a new request_id; settles with the reply that echoes it. */
   #request(frame) {
     return new Promise((resolve, reject) => {
+      if (this.state !== "open") {
+        reject(new PubSubError("NOT_CONNECTED", "not connected to the broker", frame.topic));
+        return;
+      }
       this.#nextRequest += 1;
       const id = `r${this.#nextRequest}`;
       const timer = setTimeout(() => {
