@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pubsub::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
-use pubsub::broker::Broker;
+use pubsub::broker::{Broker, Replay};
 use pubsub::http::routes::{self, RestContext};
 use pubsub::http::{parse_request, Parsed};
 use pubsub::protocol::{encode_event, parse_client_frame};
@@ -50,7 +50,7 @@ fn fan_out(c: &mut Criterion) {
             })
             .collect();
         for q in &queues {
-            topic.subscribe(q, 0, false).unwrap();
+            topic.subscribe(q, Replay::LastN(0), false).unwrap();
         }
         let mut posted = Vec::new();
         group.throughput(Throughput::Elements(subscribers as u64));

@@ -90,6 +90,7 @@ SEEDS = {
         "get-topics": b"GET /topics HTTP/1.1\r\nHost: x\r\n\r\n",
         "create": post(b"/topics", b'{"name":"new"}'),
         "create-bad": post(b"/topics", b'{"name":7}') + post(b"/topics", b"[1]"),
+        "create-array": post(b"/topics", b'["x"]') + post(b"/topics", b' [["y"]]'),
         "delete-encoded": b"DELETE /topics/a%20b HTTP/1.1\r\n\r\n",
         "probes-pipelined": b"".join(
             b"GET %s HTTP/1.1\r\n\r\n" % p
@@ -112,6 +113,7 @@ SEEDS = {
         "last-n-negative": b'{"type":"subscribe","topic":"t","client_id":"c","last_n":-1}',
         "last-n-huge": b'{"type":"subscribe","topic":"t","client_id":"c","last_n":123456789012345678901234567890}',
         "array": b'[{"type":"ping"}]',
+        "publish-array-message": b'{"type":"publish","topic":"t","message":["m1",{"k":1}]}',
         "unknown-type": b'{"type":"dance","topic":7,"request_id":null}',
     },
     "ws_handshake": {

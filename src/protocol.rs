@@ -1,5 +1,7 @@
 //! The JSON protocol spoken over `/ws`: decoding and validating client
 //! frames, and encoding every server message (ack, event, error, pong, info).
+//! Also the one way client JSON is decoded into a struct, [`decode_object`],
+//! which the REST routes use for their bodies too.
 //!
 //! Pure functions only: text in, values or text out. No sockets, no broker
 //! state, no WebSocket framing (that is [`crate::ws::frame`]). Server
@@ -40,7 +42,7 @@ pub enum ClientRequest<'a> {
     Subscribe {
         topic: String,
         client_id: String,
-        last_n: usize,
+        start: Start,
         request_id: Option<String>,
     },
     Unsubscribe {
@@ -56,6 +58,15 @@ pub enum ClientRequest<'a> {
     Ping {
         request_id: Option<String>,
     },
+}
+
+/// Where a subscription starts, before live events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Replay the `n` most recent messages (`last_n`; 0: none).
+    LastN(usize),
+    /// Resume: every message after `seq` of `epoch` (`since_seq`, `epoch`).
+    Since { seq: u64, epoch: String },
 }
 
 impl ClientRequest<'_> {
@@ -94,6 +105,10 @@ struct RawClientFrame<'a> {
     #[serde(borrow, default, deserialize_with = "given")]
     last_n: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "given")]
+    since_seq: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "given")]
+    epoch: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "given")]
     request_id: Option<&'a RawValue>,
 }
 
@@ -104,6 +119,65 @@ struct RawMessage<'a> {
     #[serde(borrow, default, deserialize_with = "given")]
     payload: Option<&'a RawValue>,
 }
+
+/// What JSON counts as whitespace before a value.
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// Decodes client JSON that the contract says is an object into `T`: every
+/// struct decoded from client input (frames, `message`, REST bodies) goes
+/// through here. serde's derived `Deserialize` takes an array for a struct,
+/// the fields by position, so `["x"]` would pass for `{"name":"x"}`; this
+/// refuses every JSON type but an object before the derived code runs. The
+/// check is a look at the first byte, so a valid object costs nothing more.
+///
+/// `what` names the value for the error, as in `field 'message'`: text that
+/// is not JSON is `invalid JSON: ...`; JSON of another type is `{what} must
+/// be a JSON object`; an object the struct refuses (a field given twice)
+/// is `{what} is invalid: ...`.
+pub(crate) fn decode_object<'de, T: Deserialize<'de>>(
+    text: &'de str,
+    what: &str,
+) -> Result<T, String> {
+    if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => format!("{what} must be a JSON object"),
+            Err(e) => format!("invalid JSON: {e}"),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            format!("invalid JSON: {e}")
+        } else {
+            let error = e.to_string();
+            let without_position = error.split(" at line").next().unwrap_or_default();
+            format!("{what} is invalid: {without_position}")
+        }
+    })
+}
+
+/// JSON of every type but an object: the shapes serde's derived
+/// `Deserialize` would take for a struct (arrays) and those it would not.
+#[cfg(test)]
+pub(crate) const NOT_OBJECTS: [&str; 12] = [
+    "[]",
+    r#"["x"]"#,
+    r#"["m1",{"k":1}]"#,
+    r#"[["x"]]"#,
+    r#" [{"id":"m","payload":1}]"#,
+    r#""x""#,
+    "3",
+    "-1.5e3",
+    "true",
+    "false",
+    "null",
+    "\n\t\r []",
+];
+
+/// Every JSON type but a string (and null, which counts as absent), for
+/// the fields that must be a string.
+#[cfg(test)]
+pub(crate) const NOT_STRINGS: [&str; 7] =
+    ["[]", r#"["x"]"#, r#"[["x"]]"#, "7", "true", "false", "{}"];
 
 /// Called only for a field that is there, whatever its value.
 fn given<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -128,11 +202,12 @@ fn required_string(field: Option<&RawValue>, name: &str) -> Result<String, Strin
     optional_string(field, name)?.ok_or_else(|| format!("missing field '{name}'"))
 }
 
-/// `last_n`: an integer >= 0. Integers too large for `usize` mean "everything
-/// held", since the ring never holds that many.
-fn parse_last_n(field: Option<&RawValue>) -> Result<usize, String> {
+/// An integer >= 0, or `None` when absent. Integers too large for `u64`
+/// saturate: as a `last_n` they mean "everything held", as a `since_seq`
+/// "beyond the last message".
+fn non_negative_integer(field: Option<&RawValue>, name: &str) -> Result<Option<u64>, String> {
     let Some(raw) = present(field) else {
-        return Ok(0);
+        return Ok(None);
     };
     let text = raw.get();
     let (negative, digits) = match text.strip_prefix('-') {
@@ -141,14 +216,45 @@ fn parse_last_n(field: Option<&RawValue>) -> Result<usize, String> {
     };
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         if negative && digits.bytes().any(|b| b != b'0') {
-            return Err("field 'last_n' must not be negative".into());
+            return Err(format!("field '{name}' must not be negative"));
         }
-        return Ok(digits.parse::<usize>().unwrap_or(usize::MAX));
+        return Ok(Some(digits.parse::<u64>().unwrap_or(u64::MAX)));
     }
     match serde_json::from_str::<f64>(text) {
-        Ok(_) => Err("field 'last_n' must be an integer".into()),
-        Err(_) => Err("field 'last_n' must be a non-negative integer".into()),
+        Ok(_) => Err(format!("field '{name}' must be an integer")),
+        Err(_) => Err(format!("field '{name}' must be a non-negative integer")),
     }
+}
+
+/// `last_n`, or `since_seq` with `epoch` (resume); not both.
+fn parse_start(raw: &RawClientFrame<'_>) -> Result<Start, String> {
+    let last_n = non_negative_integer(raw.last_n, "last_n")?;
+    let Some(seq) = non_negative_integer(raw.since_seq, "since_seq")? else {
+        let n = last_n.unwrap_or(0);
+        return Ok(Start::LastN(usize::try_from(n).unwrap_or(usize::MAX)));
+    };
+    if last_n.is_some() {
+        return Err("fields 'since_seq' and 'last_n' cannot be used together".into());
+    }
+    let epoch = optional_string(raw.epoch, "epoch")?
+        .ok_or_else(|| "field 'since_seq' needs the field 'epoch'".to_string())?;
+    Ok(Start::Since { seq, epoch })
+}
+
+/// Checks a publish's message, the `message` of a WebSocket publish or the
+/// body of a REST one: an object with a non-empty string `id` and a
+/// `payload` of any type. `what` names it in errors (`field 'message'`,
+/// `the body`), and `field` prefixes its fields' names (`message.`, ``).
+pub fn validate_message(message: &RawValue, what: &str, field: &str) -> Result<(), String> {
+    let inner: RawMessage<'_> = decode_object(message.get(), what)?;
+    let id = required_string(inner.id, &format!("{field}id"))?;
+    if id.is_empty() {
+        return Err(format!("field '{field}id' must not be empty"));
+    }
+    if inner.payload.is_none() {
+        return Err(format!("missing field '{field}payload'"));
+    }
+    Ok(())
 }
 
 /// Decodes and validates one client text frame.
@@ -158,26 +264,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidReques
         topic: None,
         message,
     };
-    // serde would take an array for a struct: check the shape first.
-    let parsed = if text.trim_start().starts_with('{') {
-        serde_json::from_str::<RawClientFrame<'_>>(text)
-    } else {
-        serde_json::from_str::<serde::de::IgnoredAny>(text)
-            .and_then(|_| Err(serde::de::Error::custom("a frame must be a JSON object")))
-    };
-    let raw = match parsed {
-        Ok(raw) => raw,
-        Err(e) if e.is_syntax() || e.is_eof() => return Err(invalid(format!("invalid JSON: {e}"))),
-        Err(e) => {
-            return Err(invalid(
-                e.to_string()
-                    .split(" at line")
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            ))
-        }
-    };
+    let raw: RawClientFrame<'_> = decode_object(text, "a frame").map_err(invalid)?;
     // Read what can be echoed first, so that later errors carry it.
     let request_id = optional_string(raw.request_id, "request_id").map_err(invalid)?;
     let topic = optional_string(raw.topic, "topic");
@@ -197,7 +284,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidReques
         "subscribe" => Ok(ClientRequest::Subscribe {
             topic: need_topic()?,
             client_id: required_string(raw.client_id, "client_id").map_err(fail)?,
-            last_n: parse_last_n(raw.last_n).map_err(fail)?,
+            start: parse_start(&raw).map_err(fail)?,
             request_id,
         }),
         "unsubscribe" => Ok(ClientRequest::Unsubscribe {
@@ -209,16 +296,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidReques
             let topic = need_topic()?;
             let message =
                 present(raw.message).ok_or_else(|| fail("missing field 'message'".into()))?;
-            let inner: RawMessage<'_> = serde_json::from_str(message.get()).map_err(|_| {
-                fail("field 'message' must be an object with 'id' and 'payload'".into())
-            })?;
-            let id = required_string(inner.id, "message.id").map_err(fail)?;
-            if id.is_empty() {
-                return Err(fail("field 'message.id' must not be empty".into()));
-            }
-            if inner.payload.is_none() {
-                return Err(fail("missing field 'message.payload'".into()));
-            }
+            validate_message(message, "field 'message'", "message.").map_err(fail)?;
             Ok(ClientRequest::Publish {
                 topic,
                 message,
@@ -276,6 +354,14 @@ struct ServerMessage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     msg: Option<&'static str>,
@@ -289,6 +375,10 @@ impl<'a> ServerMessage<'a> {
             request_id: None,
             topic: None,
             status: None,
+            seq: None,
+            epoch: None,
+            last_seq: None,
+            recovered: None,
             error: None,
             msg: None,
             ts: timestamp(at),
@@ -300,14 +390,48 @@ impl<'a> ServerMessage<'a> {
     }
 }
 
-pub fn encode_ack(request_id: Option<&str>, topic: &str, at: SystemTime) -> String {
-    ServerMessage {
+/// What an ack says beyond `status: ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acked<'a> {
+    /// An unsubscribe.
+    Done,
+    /// A subscribe: the topic's epoch, the `seq` of the last message
+    /// before the subscription, and for a resume whether it recovered.
+    Subscribed {
+        epoch: &'a str,
+        last_seq: u64,
+        recovered: Option<bool>,
+    },
+    /// A publish, and the `seq` it was given.
+    Published { seq: u64 },
+}
+
+pub fn encode_ack(
+    request_id: Option<&str>,
+    topic: &str,
+    acked: Acked<'_>,
+    at: SystemTime,
+) -> String {
+    let mut ack = ServerMessage {
         request_id,
         topic: Some(topic),
         status: Some("ok"),
         ..ServerMessage::new("ack", at)
+    };
+    match acked {
+        Acked::Done => {}
+        Acked::Subscribed {
+            epoch,
+            last_seq,
+            recovered,
+        } => {
+            ack.epoch = Some(epoch);
+            ack.last_seq = Some(last_seq);
+            ack.recovered = recovered;
+        }
+        Acked::Published { seq } => ack.seq = Some(seq),
     }
-    .to_json()
+    ack.to_json()
 }
 
 pub fn encode_error(
@@ -378,7 +502,7 @@ mod tests {
     fn parses_every_request_type() {
         let r = parse_client_frame(r#"{"type":"subscribe","topic":"orders","client_id":"s1","last_n":5,"request_id":"r1"}"#).unwrap();
         assert!(
-            matches!(&r, ClientRequest::Subscribe { topic, client_id, last_n: 5, request_id: Some(id) } if topic == "orders" && client_id == "s1" && id == "r1"),
+            matches!(&r, ClientRequest::Subscribe { topic, client_id, start: Start::LastN(5), request_id: Some(id) } if topic == "orders" && client_id == "s1" && id == "r1"),
             "{r:?}"
         );
         let r = parse_client_frame(r#"{"type":"unsubscribe","topic":"orders","client_id":"s1"}"#)
@@ -413,7 +537,10 @@ mod tests {
         let n = |v: &str| match parse_client_frame(&format!(
             r#"{{"type":"subscribe","topic":"t","client_id":"c","last_n":{v}}}"#
         )) {
-            Ok(ClientRequest::Subscribe { last_n, .. }) => Ok(last_n),
+            Ok(ClientRequest::Subscribe {
+                start: Start::LastN(n),
+                ..
+            }) => Ok(n),
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e.message),
         };
@@ -427,8 +554,95 @@ mod tests {
         assert!(n(r#""3""#).unwrap_err().contains("last_n"));
         assert!(matches!(
             parse_client_frame(r#"{"type":"subscribe","topic":"t","client_id":"c"}"#),
-            Ok(ClientRequest::Subscribe { last_n: 0, .. })
+            Ok(ClientRequest::Subscribe {
+                start: Start::LastN(0),
+                ..
+            })
         ));
+    }
+
+    #[test]
+    fn subscribe_resumes_with_since_seq_and_epoch() {
+        let start = |fields: &str| {
+            parse_client_frame(&format!(
+                r#"{{"type":"subscribe","topic":"t","client_id":"c"{fields}}}"#
+            ))
+            .map(|r| match r {
+                ClientRequest::Subscribe { start, .. } => start,
+                other => panic!("{other:?}"),
+            })
+            .map_err(|e| e.message)
+        };
+        assert_eq!(
+            start(r#","since_seq":7,"epoch":"e1""#),
+            Ok(Start::Since {
+                seq: 7,
+                epoch: "e1".into()
+            })
+        );
+        assert_eq!(
+            start(r#","since_seq":0,"epoch":"e1","last_n":null"#),
+            Ok(Start::Since {
+                seq: 0,
+                epoch: "e1".into()
+            })
+        );
+        assert_eq!(
+            start(r#","epoch":"e1","last_n":2"#),
+            Ok(Start::LastN(2)),
+            "an epoch alone changes nothing"
+        );
+        assert_eq!(
+            start(r#","since_seq":7"#),
+            Err("field 'since_seq' needs the field 'epoch'".into())
+        );
+        assert_eq!(
+            start(r#","since_seq":7,"epoch":"e1","last_n":0"#),
+            Err("fields 'since_seq' and 'last_n' cannot be used together".into())
+        );
+        assert_eq!(
+            start(r#","since_seq":-1,"epoch":"e1""#),
+            Err("field 'since_seq' must not be negative".into())
+        );
+        assert_eq!(
+            start(r#","since_seq":"7","epoch":"e1""#),
+            Err("field 'since_seq' must be a non-negative integer".into())
+        );
+        assert_eq!(
+            start(r#","since_seq":7,"epoch":7"#),
+            Err("field 'epoch' must be a string".into())
+        );
+    }
+
+    #[test]
+    fn acks_carry_what_the_request_got() {
+        let ack = |acked| {
+            serde_json::from_str::<Value>(&encode_ack(Some("r"), "t", acked, UNIX_EPOCH)).unwrap()
+        };
+        let plain = ack(Acked::Done);
+        assert_eq!(plain["status"], "ok");
+        assert!(plain.get("seq").is_none() && plain.get("epoch").is_none());
+        let published = ack(Acked::Published { seq: 43 });
+        assert_eq!(published["seq"], 43);
+        let subscribed = ack(Acked::Subscribed {
+            epoch: "E",
+            last_seq: 42,
+            recovered: None,
+        });
+        assert_eq!(
+            (
+                subscribed["epoch"].as_str(),
+                subscribed["last_seq"].as_u64()
+            ),
+            (Some("E"), Some(42))
+        );
+        assert!(subscribed.get("recovered").is_none());
+        let resumed = ack(Acked::Subscribed {
+            epoch: "E",
+            last_seq: 42,
+            recovered: Some(false),
+        });
+        assert_eq!(resumed["recovered"], false);
     }
 
     #[test]
@@ -470,9 +684,14 @@ mod tests {
             bad(r#"{"type":"publish","topic":"t"}"#).message,
             "missing field 'message'"
         );
-        assert!(bad(r#"{"type":"publish","topic":"t","message":"m"}"#)
-            .message
-            .contains("'message' must be an object"));
+        assert_eq!(
+            bad(r#"{"type":"publish","topic":"t","message":"m"}"#).message,
+            "field 'message' must be a JSON object"
+        );
+        assert_eq!(
+            bad(r#"{"type":"ping","type":"ping"}"#).message,
+            "a frame is invalid: duplicate field `type`"
+        );
         assert_eq!(
             bad(r#"{"type":"publish","topic":"t","message":{"payload":1}}"#).message,
             "missing field 'message.id'"
@@ -489,6 +708,118 @@ mod tests {
             bad(r#"{"type":"publish","topic":"t","message":{"id":"m"}}"#).message,
             "missing field 'message.payload'"
         );
+    }
+
+    // An `InvalidRequest` is what the connection answers with `BAD_REQUEST`;
+    // tests/websocket.rs checks the code on the wire.
+
+    #[test]
+    fn a_frame_that_is_not_an_object_is_refused_naming_it() {
+        for value in NOT_OBJECTS {
+            assert_eq!(
+                bad(value),
+                InvalidRequest {
+                    request_id: None,
+                    topic: None,
+                    message: "a frame must be a JSON object".into(),
+                },
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_that_is_not_an_object_is_refused_naming_it() {
+        for value in NOT_OBJECTS {
+            let e = bad(&format!(
+                r#"{{"type":"publish","topic":"t","request_id":"r","message":{value}}}"#
+            ));
+            let expected = if value == "null" {
+                "missing field 'message'"
+            } else {
+                "field 'message' must be a JSON object"
+            };
+            assert_eq!(e.message, expected, "{value}");
+            assert_eq!(
+                (e.request_id.as_deref(), e.topic.as_deref()),
+                (Some("r"), Some("t")),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_of_the_wrong_type_is_refused_naming_it() {
+        let frames = [
+            ("type", r#"{"type":V}"#),
+            ("topic", r#"{"type":"subscribe","topic":V,"client_id":"c"}"#),
+            (
+                "client_id",
+                r#"{"type":"subscribe","topic":"t","client_id":V}"#,
+            ),
+            (
+                "client_id",
+                r#"{"type":"unsubscribe","topic":"t","client_id":V}"#,
+            ),
+            ("request_id", r#"{"type":"ping","request_id":V}"#),
+            (
+                "message.id",
+                r#"{"type":"publish","topic":"t","message":{"id":V,"payload":1}}"#,
+            ),
+        ];
+        for (field, frame) in frames {
+            for value in NOT_STRINGS {
+                let text = frame.replace('V', value);
+                assert_eq!(
+                    bad(&text).message,
+                    format!("field '{field}' must be a string"),
+                    "{text}"
+                );
+            }
+        }
+        for value in [
+            "[]",
+            r#"["x"]"#,
+            r#"[["x"]]"#,
+            "true",
+            "false",
+            "{}",
+            r#""3""#,
+        ] {
+            let text =
+                format!(r#"{{"type":"subscribe","topic":"t","client_id":"c","last_n":{value}}}"#);
+            assert!(
+                bad(&text).message.starts_with("field 'last_n' must be"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_object_takes_only_an_object() {
+        fn name(text: &str) -> Result<Option<String>, String> {
+            decode_object::<RawMessage<'_>>(text, "the thing")
+                .map(|m| m.id.map(|id| id.get().to_owned()))
+        }
+        assert_eq!(name(" \r\n\t{\"id\":\"m\"}"), Ok(Some(r#""m""#.into())));
+        assert_eq!(name("{}"), Ok(None));
+        for value in NOT_OBJECTS {
+            assert_eq!(
+                name(value),
+                Err("the thing must be a JSON object".into()),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            name(r#"{"id":"a","id":"b"}"#),
+            Err("the thing is invalid: duplicate field `id`".into())
+        );
+        for text in ["", "[1,", "{", "\u{a0}{}", "{} x", "[] x", "nul"] {
+            assert!(
+                name(text).unwrap_err().starts_with("invalid JSON: "),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
@@ -524,12 +855,13 @@ mod tests {
     #[test]
     fn server_messages_omit_absent_fields() {
         let at = UNIX_EPOCH;
-        let v: Value = serde_json::from_str(&encode_ack(Some("r1"), "orders", at)).unwrap();
+        let v: Value =
+            serde_json::from_str(&encode_ack(Some("r1"), "orders", Acked::Done, at)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type":"ack","request_id":"r1","topic":"orders","status":"ok","ts":"1970-01-01T00:00:00.000Z"})
         );
-        let v: Value = serde_json::from_str(&encode_ack(None, "o", at)).unwrap();
+        let v: Value = serde_json::from_str(&encode_ack(None, "o", Acked::Done, at)).unwrap();
         assert!(v.get("request_id").is_none());
         let v: Value = serde_json::from_str(&encode_error(
             ErrorCode::TopicNotFound,

@@ -584,3 +584,50 @@ fn the_client_resumes_from_the_last_seq_it_saw_in_the_epoch_it_saw() {
         "after the reconnect, from the last seq seen: {frames:?}"
     );
 }
+
+#[test]
+fn the_client_resumes_on_the_broker_and_misses_nothing_published_while_it_was_away() {
+    let broker = TestBroker::with(&[("API_KEY", "s3cret")]);
+    create_topic_with_key(&broker, "orders");
+    let mut publisher = Client::connect(&format!("{}?api_key=s3cret", broker.ws_url()));
+    publisher.publish("orders", "m1", json!(1));
+    let mut page = Browser::start();
+    page.open(&format!("http://{}/health", broker.addr));
+    page.eval(
+        r#"(async () => {
+            const { connect } = await import("/pubsub.js");
+            const ps = connect({ key: "s3cret", minDelayMs: 50, maxDelayMs: 200 });
+            window.seqs = [];
+            window.gaps = 0;
+            ps.addEventListener("gap", () => { window.gaps += 1; });
+            await ps.subscribe("orders", (event) => window.seqs.push(event.seq), { lastN: 1 });
+            window.ps = ps;
+        })()"#,
+    );
+    publisher.publish("orders", "m2", json!(2));
+    page.wait_for(
+        "the replayed and the live event",
+        "window.seqs.length === 2",
+    );
+
+    // A wrong key keeps the client away (its reconnects get 401) while
+    // three messages are published; with the right key it comes back.
+    page.eval("window.ps.setKey('wrong')");
+    page.wait_for("the client to be away", "window.ps.state !== 'open'");
+    for n in 3..=5 {
+        publisher.publish("orders", &format!("m{n}"), json!(n));
+    }
+    page.eval("window.ps.setKey('s3cret')");
+    page.wait_for("the missed events", "window.seqs.length >= 5");
+    assert_eq!(
+        page.eval("[window.seqs, window.gaps]"),
+        json!([[1, 2, 3, 4, 5], 0]),
+        "each event once, in order, nothing lost"
+    );
+    let exceptions: Vec<String> = page
+        .problems()
+        .into_iter()
+        .filter(|p| p.starts_with("exception"))
+        .collect();
+    assert_eq!(exceptions, Vec::<String>::new());
+}

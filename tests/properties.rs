@@ -2,14 +2,15 @@
 //! the replay ring, topic replay, the subscriber queue and its slow-consumer
 //! rule, percent-decoding of topic names in `DELETE /topics/{name}`, and the
 //! parsers (client frames, HTTP requests), which must never panic whatever
-//! they are given.
+//! they are given, and every place that decodes client JSON, which must
+//! refuse any value of another type than the contract names.
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use pubsub::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
 use pubsub::broker::ring::ReplayRing;
-use pubsub::broker::Broker;
+use pubsub::broker::{Broker, Replay};
 use pubsub::http::routes::{handle, Action, RestContext};
 use pubsub::http::{parse_request, Parsed, MAX_BODY_BYTES};
 use pubsub::protocol::{parse_client_frame, validate_topic_name, ClientRequest};
@@ -98,7 +99,7 @@ proptest! {
         for op in ops {
             match op {
                 RingOp::Push => {
-                    ring.push(frame(next));
+                    ring.push(u64::from(next) + 1, frame(next));
                     model.push(next);
                     next += 1;
                 }
@@ -138,7 +139,7 @@ proptest! {
             (published - k + 1..=published).collect()
         };
 
-        let replay: Vec<u64> = topic.subscribe(&q, last_n, false).unwrap().iter().map(seq_of).collect();
+        let replay: Vec<u64> = topic.subscribe(&q, Replay::LastN(last_n), false).unwrap().replay.iter().map(seq_of).collect();
         prop_assert_eq!(replay, held(last_n, prior));
         let mut published = prior;
         for _ in 0..live {
@@ -148,7 +149,7 @@ proptest! {
         // A second subscribe on the same connection replays again but does
         // not join twice.
         if let Some(n) = again {
-            let replay: Vec<u64> = topic.subscribe(&q, n, true).unwrap().iter().map(seq_of).collect();
+            let replay: Vec<u64> = topic.subscribe(&q, Replay::LastN(n), true).unwrap().replay.iter().map(seq_of).collect();
             prop_assert_eq!(replay, held(n, published));
             published += 1;
             topic.publish(&message(published)).unwrap();
@@ -327,7 +328,7 @@ proptest! {
         let ctx = rest(&broker, None);
         let response = match call(raw.as_bytes(), &ctx)? {
             Action::Respond(response) => response,
-            Action::Upgrade(..) => return Err(TestCaseError::fail("upgraded")),
+            other => return Err(TestCaseError::fail(format!("not a response: {other:?}"))),
         };
         prop_assert_eq!(response.status, 200, "{}", response.body);
         let body: Value = serde_json::from_str(&response.body).unwrap();
@@ -339,7 +340,7 @@ proptest! {
         // Again: it is gone.
         let again = match call(raw.as_bytes(), &ctx)? {
             Action::Respond(response) => response,
-            Action::Upgrade(..) => return Err(TestCaseError::fail("upgraded")),
+            other => return Err(TestCaseError::fail(format!("not a response: {other:?}"))),
         };
         prop_assert_eq!(again.status, 404, "{}", again.body);
     }
@@ -607,8 +608,150 @@ proptest! {
                     Action::Upgrade(switching, _) => {
                         prop_assert!(switching.starts_with(b"HTTP/1.1 101 "));
                     }
+                    Action::Publish { message, .. } => {
+                        prop_assert!(message.get().starts_with('{'), "{}", message.get());
+                    }
                 }
             }
         }
+    }
+}
+
+// ---- the shape of client JSON ----------------------------------------------------------
+
+/// Any JSON value but an object.
+fn not_an_object() -> impl Strategy<Value = Value> {
+    json_value().prop_filter("not an object", |v| !v.is_object())
+}
+
+/// Any JSON value but a string, and not null (which counts as absent).
+fn not_a_string() -> impl Strategy<Value = Value> {
+    json_value().prop_filter("not a string or null", |v| !v.is_string() && !v.is_null())
+}
+
+/// JSON whitespace, which may come before any value.
+fn whitespace() -> impl Strategy<Value = String> {
+    "[ \t\n\r]{0,3}"
+}
+
+/// A client frame with one field that must be a string set to `value`,
+/// every other field right; and the field's name as errors give it.
+fn frame_with_string_field(field: usize, value: &Value) -> (Value, &'static str) {
+    match field {
+        0 => (json!({"type": value}), "type"),
+        1 => (
+            json!({"type": "subscribe", "topic": value, "client_id": "c"}),
+            "topic",
+        ),
+        2 => (
+            json!({"type": "unsubscribe", "topic": "t", "client_id": value}),
+            "client_id",
+        ),
+        3 => (json!({"type": "ping", "request_id": value}), "request_id"),
+        _ => (
+            json!({"type": "publish", "topic": "t", "message": {"id": value, "payload": 1}}),
+            "message.id",
+        ),
+    }
+}
+
+/// `POST /topics` with `body` to a broker with no topic: the status, the
+/// `error` of the response body, and how many topics the broker then has.
+fn create_topic_with(body: &str) -> Result<(u16, Value, usize), TestCaseError> {
+    let broker = Broker::new(4);
+    let raw = format!(
+        "POST /topics HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = match call(raw.as_bytes(), &rest(&broker, None))? {
+        Action::Respond(response) => response,
+        other => return Err(TestCaseError::fail(format!("not a response: {other:?}"))),
+    };
+    let json: Value = serde_json::from_str(&response.body)
+        .map_err(|e| TestCaseError::fail(format!("body not JSON: {e}")))?;
+    Ok((
+        response.status,
+        json["error"].clone(),
+        broker.summaries().len(),
+    ))
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    // An `Err` of `parse_client_frame` is what the connection answers with
+    // `BAD_REQUEST` (tests/websocket.rs checks it on the wire).
+
+    #[test]
+    fn a_frame_that_is_not_an_object_is_refused(value in not_an_object(), ws in whitespace()) {
+        let text = format!("{ws}{value}");
+        let invalid = parse_client_frame(&text).err();
+        prop_assert_eq!(
+            invalid.map(|e| e.message),
+            Some("a frame must be a JSON object".to_string()),
+            "{}",
+            text
+        );
+    }
+
+    #[test]
+    fn a_message_that_is_not_an_object_is_refused(
+        value in not_an_object().prop_filter("null is absent", |v| !v.is_null()),
+        ws in whitespace(),
+    ) {
+        let text = format!(
+            r#"{{"type":"publish","topic":"t","request_id":"r","message":{ws}{value}}}"#
+        );
+        let invalid = parse_client_frame(&text).err();
+        prop_assert_eq!(
+            invalid.map(|e| (e.message, e.request_id, e.topic)),
+            Some((
+                "field 'message' must be a JSON object".to_string(),
+                Some("r".to_string()),
+                Some("t".to_string())
+            )),
+            "{}",
+            text
+        );
+    }
+
+    #[test]
+    fn a_string_field_of_another_type_is_refused_naming_it(
+        field in 0usize..5,
+        value in not_a_string(),
+    ) {
+        let (frame, name) = frame_with_string_field(field, &value);
+        let invalid = parse_client_frame(&frame.to_string()).err();
+        prop_assert_eq!(
+            invalid.map(|e| e.message),
+            Some(format!("field '{name}' must be a string")),
+            "{}",
+            frame
+        );
+    }
+
+    #[test]
+    fn a_create_body_that_is_not_an_object_is_bad_request(
+        value in not_an_object(),
+        ws in whitespace(),
+    ) {
+        let (status, error, topics) = create_topic_with(&format!("{ws}{value}"))?;
+        prop_assert_eq!(
+            (status, error, topics),
+            (400, json!({"code": "BAD_REQUEST", "message": "the body must be a JSON object"}), 0),
+            "{}",
+            value
+        );
+    }
+
+    #[test]
+    fn a_create_name_that_is_not_a_string_is_bad_request(value in not_a_string()) {
+        let (status, error, topics) = create_topic_with(&json!({"name": value}).to_string())?;
+        prop_assert_eq!(
+            (status, error, topics),
+            (400, json!({"code": "BAD_REQUEST", "message": "field 'name' must be a string"}), 0),
+            "{}",
+            value
+        );
     }
 }

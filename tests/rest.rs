@@ -96,6 +96,30 @@ fn bad_create_bodies_are_400_bad_request() {
 }
 
 #[test]
+fn a_body_that_is_not_an_object_is_400_naming_it_and_creates_nothing() {
+    let broker = TestBroker::start();
+    for body in [r#"["x"]"#, r#"[["x"]]"#, r#""x""#, "7", "true", "null"] {
+        let response = create(broker.addr, body);
+        assert_error(&response, 400, "BAD_REQUEST");
+        assert_eq!(
+            response.json()["error"]["message"],
+            "the body must be a JSON object",
+            "{body}"
+        );
+    }
+    for name in [r#"["x"]"#, r#"[["x"]]"#, "7", "false", r#"{"x":"y"}"#] {
+        let response = create(broker.addr, &format!(r#"{{"name":{name}}}"#));
+        assert_error(&response, 400, "BAD_REQUEST");
+        assert_eq!(
+            response.json()["error"]["message"],
+            "field 'name' must be a string",
+            "{name}"
+        );
+    }
+    assert!(topic_list(broker.addr).is_empty());
+}
+
+#[test]
 fn invalid_topic_names_are_400_and_255_bytes_is_fine() {
     let broker = TestBroker::start();
     let invalid = [
@@ -325,8 +349,9 @@ fn wrong_method_is_405_with_an_allow_header() {
     for (method, path, allowed) in [
         ("DELETE", "/topics", &["GET", "POST"][..]),
         ("PUT", "/topics", &["GET", "POST"][..]),
-        ("GET", "/topics/x", &["DELETE"][..]),
-        ("POST", "/topics/x", &["DELETE"][..]),
+        ("PUT", "/topics/x", &["DELETE", "GET"][..]),
+        ("POST", "/topics/x", &["DELETE", "GET"][..]),
+        ("PUT", "/topics/x/messages", &["GET", "POST"][..]),
         ("POST", "/health", &["GET"][..]),
         ("DELETE", "/stats", &["GET"][..]),
     ] {

@@ -179,6 +179,73 @@ fn errors_are_bad_request_naming_the_field_and_the_connection_stays_open() {
 }
 
 #[test]
+fn a_frame_that_is_not_an_object_is_bad_request_and_the_connection_stays_open() {
+    let broker = TestBroker::start();
+    let mut c = broker.client();
+    for frame in [
+        r#"["ping"]"#,
+        r#"[{"type":"ping"}]"#,
+        r#"[["x"]]"#,
+        r#""ping""#,
+        "42",
+        "true",
+        "null",
+    ] {
+        c.send_text(frame);
+        let error = c.expect("error");
+        assert_eq!(
+            error["error"],
+            json!({"code":"BAD_REQUEST","message":"a frame must be a JSON object"}),
+            "{frame}"
+        );
+    }
+    c.ping("still-open");
+}
+
+#[test]
+fn a_publish_whose_message_is_not_an_object_is_bad_request_and_not_delivered() {
+    let broker = TestBroker::start();
+    broker.create_topic("t");
+    let mut sub = broker.client();
+    sub.subscribe("t", 0);
+    let mut publisher = broker.client();
+    for message in [
+        json!(["m1", {"k": 1}]),
+        json!([["m1"]]),
+        json!("m1"),
+        json!(1),
+        json!(false),
+    ] {
+        publisher.send(json!({"type":"publish","topic":"t","message":message,"request_id":"bad"}));
+        let error = publisher.expect("error");
+        assert_eq!(
+            (
+                error["error"]["code"].as_str(),
+                error["error"]["message"].as_str(),
+                error["request_id"].as_str(),
+                error["topic"].as_str()
+            ),
+            (
+                Some("BAD_REQUEST"),
+                Some("field 'message' must be a JSON object"),
+                Some("bad"),
+                Some("t")
+            ),
+            "{message}"
+        );
+    }
+    // Events of a topic arrive in order: had a refused message gone out, it
+    // would come before this one.
+    publisher.publish("t", "good", json!(1));
+    let event = sub.expect("event");
+    assert_eq!(
+        (event["message"]["id"].as_str(), event["seq"].as_u64()),
+        (Some("good"), Some(1)),
+        "{event}"
+    );
+}
+
+#[test]
 fn unknown_topics_are_topic_not_found() {
     let broker = TestBroker::start();
     let mut c = broker.client();

@@ -4,7 +4,8 @@
 // The input is a connection's worth of bytes: every request in it is parsed
 // and, when whole, routed, as the connection does with pipelined requests.
 // Each input runs twice, on fresh brokers: open, and with an API key while
-// draining.
+// draining. A topic is created only from a body that is a JSON object
+// (serde would take `["x"]` for `{"name":"x"}`).
 
 use pubsub::broker::Broker;
 use pubsub::http::routes::{handle, Action, RestContext};
@@ -42,9 +43,22 @@ fn run_with(data: &[u8], api_key: Option<&str>, draining: bool) {
             Parsed::Complete(request, used) => {
                 assert!(used > 0 && used <= rest.len(), "used {used}");
                 match handle(&request, &ctx) {
-                    Action::Respond(response) => check_response(&response),
+                    Action::Respond(response) => {
+                        check_response(&response);
+                        if response.status == 201 {
+                            let body = String::from_utf8_lossy(request.body);
+                            assert!(
+                                body.trim_start_matches([' ', '\t', '\n', '\r'])
+                                    .starts_with('{'),
+                                "created from {body:?}"
+                            );
+                        }
+                    }
                     Action::Upgrade(switching, _) => {
                         assert!(switching.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"))
+                    }
+                    Action::Publish { message, .. } => {
+                        assert!(message.get().starts_with('{'), "published {message:?}");
                     }
                 }
                 rest = &rest[used..];

@@ -11,6 +11,7 @@
 //! block.
 
 pub mod delivery;
+mod epoch;
 pub mod ring;
 
 use crate::protocol::{encode_event, encode_info, validate_topic_name};
@@ -29,6 +30,8 @@ pub struct TopicGone;
 
 pub struct Topic {
     name: String,
+    /// This incarnation of the topic (see `epoch`).
+    epoch: String,
     deleted: AtomicBool,
     state: Mutex<TopicState>,
 }
@@ -55,12 +58,43 @@ pub struct TopicSummary {
     pub slow_consumer_disconnects: u64,
     /// Messages held for replay.
     pub ring: usize,
+    pub epoch: String,
+}
+
+/// What a subscribe replays before live events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay<'a> {
+    /// The `n` most recent messages (none for 0).
+    LastN(usize),
+    /// Every message after `seq` of `epoch`, if the topic can still give
+    /// them all (resume after reconnect); else nothing.
+    Since { seq: u64, epoch: &'a str },
+}
+
+/// What a subscribe got.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// The events to write before any live one, oldest first.
+    pub replay: Vec<SharedFrame>,
+    /// The `seq` of the last message published before the subscription
+    /// took effect (0 if none).
+    pub last_seq: u64,
+    /// For a resume: whether every message after its `seq` is replayed.
+    pub recovered: Option<bool>,
+}
+
+/// A page of a topic's held messages, for `GET /topics/{name}/messages`.
+pub struct History {
+    pub last_seq: u64,
+    /// Event frames with their `seq`, oldest first.
+    pub events: Vec<(u64, SharedFrame)>,
 }
 
 impl Topic {
     fn new(name: String, ring_capacity: usize) -> Self {
         Topic {
             name,
+            epoch: epoch::new_epoch(),
             deleted: AtomicBool::new(false),
             state: Mutex::new(TopicState {
                 next_seq: 1,
@@ -70,6 +104,12 @@ impl Topic {
                 slow_consumers: 0,
             }),
         }
+    }
+
+    /// This incarnation of the topic: a topic created again after a
+    /// deletion, or after a restart, has another.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     /// True once the topic was deleted; a connection that still lists it
@@ -112,21 +152,22 @@ impl Topic {
             });
         state.queued += queued;
         state.slow_consumers += overflowed;
-        state.ring.push(frame);
+        state.ring.push(seq, frame);
         Ok(seq)
     }
 
-    /// Adds `subscriber` and returns the `last_n` most recent events for
-    /// replay, oldest first. Every event published after this call goes to
-    /// the subscriber's queue. `already_subscribed` comes from the caller,
-    /// which tracks its own subscriptions: a repeated subscribe replays but
-    /// does not join twice, and the topic need not search its list.
+    /// Adds `subscriber` and returns what to replay before live events.
+    /// Every event published after this call goes to the subscriber's
+    /// queue, every earlier one it is given is in the replay: no gap, no
+    /// duplicate. `already_subscribed` comes from the caller, which tracks
+    /// its own subscriptions: a repeated subscribe replays but does not
+    /// join twice, and the topic need not search its list.
     pub fn subscribe(
         &self,
         subscriber: &Arc<SubscriberQueue>,
-        last_n: usize,
+        replay: Replay<'_>,
         already_subscribed: bool,
-    ) -> Result<Vec<SharedFrame>, TopicGone> {
+    ) -> Result<Subscribed, TopicGone> {
         let mut state = self.lock();
         if self.is_deleted() {
             return Err(TopicGone);
@@ -134,11 +175,50 @@ impl Topic {
         if !already_subscribed {
             state.subscribers.push(Arc::clone(subscriber));
         }
-        Ok(if last_n == 0 {
-            Vec::new()
-        } else {
-            state.ring.last(last_n)
+        let last_seq = state.next_seq - 1;
+        Ok(match replay {
+            Replay::LastN(0) => Subscribed {
+                replay: Vec::new(),
+                last_seq,
+                recovered: None,
+            },
+            Replay::LastN(n) => Subscribed {
+                replay: state.ring.last(n),
+                last_seq,
+                recovered: None,
+            },
+            Replay::Since { seq, epoch } => {
+                let recovered =
+                    epoch == self.epoch && seq <= last_seq && state.ring.holds_after(seq);
+                let replay = if recovered {
+                    state
+                        .ring
+                        .after(seq, usize::MAX)
+                        .map(|(_, frame)| Arc::clone(frame))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Subscribed {
+                    replay,
+                    last_seq,
+                    recovered: Some(recovered),
+                }
+            }
         })
+    }
+
+    /// The held messages after `seq`, oldest first, at most `limit`.
+    pub fn history(&self, seq: u64, limit: usize) -> History {
+        let state = self.lock();
+        History {
+            last_seq: state.next_seq - 1,
+            events: state
+                .ring
+                .after(seq, limit)
+                .map(|(seq, frame)| (seq, Arc::clone(frame)))
+                .collect(),
+        }
     }
 
     /// Removes `subscriber`; a no-op when it is not subscribed.
@@ -178,6 +258,7 @@ impl Topic {
             delivered: state.queued,
             slow_consumer_disconnects: state.slow_consumers,
             ring: state.ring.len(),
+            epoch: self.epoch.clone(),
         }
     }
 }
@@ -244,6 +325,11 @@ impl Broker {
         }
     }
 
+    /// How many messages each topic's ring keeps.
+    pub fn ring_capacity(&self) -> usize {
+        self.ring_capacity
+    }
+
     /// Every topic's figures, sorted by name.
     pub fn summaries(&self) -> Vec<TopicSummary> {
         let topics: Vec<Arc<Topic>> = self
@@ -297,9 +383,9 @@ mod tests {
         let broker = Broker::new(10);
         let topic = broker.create_topic("orders").unwrap();
         let (a, b) = (subscriber(1, 10), subscriber(2, 10));
-        topic.subscribe(&a, 0, false).unwrap();
-        topic.subscribe(&b, 0, false).unwrap();
-        topic.subscribe(&b, 0, true).unwrap();
+        topic.subscribe(&a, Replay::LastN(0), false).unwrap();
+        topic.subscribe(&b, Replay::LastN(0), false).unwrap();
+        topic.subscribe(&b, Replay::LastN(0), true).unwrap();
         for id in ["m1", "m2", "m3"] {
             topic.publish(&message(id)).unwrap();
         }
@@ -320,6 +406,7 @@ mod tests {
                 delivered: 6,
                 slow_consumer_disconnects: 0,
                 ring: 3,
+                epoch: topic.epoch().to_string(),
             }
         );
     }
@@ -332,7 +419,7 @@ mod tests {
             broker.create_topic("b").unwrap(),
         );
         let q = subscriber(1, 10);
-        t1.subscribe(&q, 0, false).unwrap();
+        t1.subscribe(&q, Replay::LastN(0), false).unwrap();
         t2.publish(&message("x")).unwrap();
         assert!(q.is_empty());
     }
@@ -346,8 +433,9 @@ mod tests {
         }
         let q = subscriber(1, 100);
         let replay: Vec<Value> = topic
-            .subscribe(&q, 3, false)
+            .subscribe(&q, Replay::LastN(3), false)
             .unwrap()
+            .replay
             .iter()
             .map(decode)
             .collect();
@@ -361,12 +449,65 @@ mod tests {
         assert_eq!(seqs, vec![6, 7, 8, 9]);
         assert_eq!(
             topic
-                .subscribe(&subscriber(2, 1), 1000, false)
+                .subscribe(&subscriber(2, 1), Replay::LastN(1000), false)
                 .unwrap()
+                .replay
                 .len(),
             5,
             "replay is capped by the ring"
         );
+    }
+
+    #[test]
+    fn resume_replays_everything_after_since_seq_or_nothing() {
+        // A ring of 5 after 8 messages holds 4..=8.
+        let broker = Broker::new(5);
+        let topic = broker.create_topic("t").unwrap();
+        for i in 0..8 {
+            topic.publish(&message(&format!("m{i}"))).unwrap();
+        }
+        let epoch = topic.epoch().to_string();
+        let resume = |slot, seq, epoch: &str| {
+            let q = subscriber(slot, 100);
+            let got = topic
+                .subscribe(&q, Replay::Since { seq, epoch }, false)
+                .unwrap();
+            assert_eq!(got.last_seq, 8);
+            let seqs: Vec<u64> = got
+                .replay
+                .iter()
+                .map(|f| decode(f)["seq"].as_u64().unwrap())
+                .collect();
+            (got.recovered, seqs)
+        };
+        assert_eq!(resume(1, 8, &epoch), (Some(true), vec![]), "nothing missed");
+        assert_eq!(resume(2, 7, &epoch), (Some(true), vec![8]));
+        assert_eq!(
+            resume(3, 3, &epoch),
+            (Some(true), vec![4, 5, 6, 7, 8]),
+            "from the oldest held"
+        );
+        assert_eq!(
+            resume(4, 2, &epoch),
+            (Some(false), vec![]),
+            "3 is no longer held"
+        );
+        assert_eq!(resume(5, 0, &epoch), (Some(false), vec![]));
+        assert_eq!(
+            resume(6, 9, &epoch),
+            (Some(false), vec![]),
+            "beyond the last"
+        );
+        assert_eq!(
+            resume(7, 7, "another"),
+            (Some(false), vec![]),
+            "another epoch"
+        );
+        let again = {
+            broker.delete_topic("t");
+            broker.create_topic("t").unwrap()
+        };
+        assert_ne!(again.epoch(), epoch, "a recreated topic has a new epoch");
     }
 
     #[test]
@@ -386,7 +527,10 @@ mod tests {
         let mut checked = 0;
         for slot in 0..200 {
             let q = subscriber(slot, 10_000);
-            let replay = topic.subscribe(&q, 20, false).unwrap();
+            let replay = topic
+                .subscribe(&q, Replay::LastN(20), false)
+                .unwrap()
+                .replay;
             let seqs: Vec<u64> = replay
                 .iter()
                 .map(decode)
@@ -408,8 +552,8 @@ mod tests {
         let broker = Broker::new(10);
         let topic = broker.create_topic("t").unwrap();
         let (slow, healthy) = (subscriber(1, 2), subscriber(2, 10));
-        topic.subscribe(&slow, 0, false).unwrap();
-        topic.subscribe(&healthy, 0, false).unwrap();
+        topic.subscribe(&slow, Replay::LastN(0), false).unwrap();
+        topic.subscribe(&healthy, Replay::LastN(0), false).unwrap();
         for i in 0..3 {
             topic.publish(&message(&i.to_string())).unwrap();
         }
@@ -432,7 +576,7 @@ mod tests {
         let broker = Broker::new(10);
         let topic = broker.create_topic("t").unwrap();
         let q = subscriber(1, 10);
-        topic.subscribe(&q, 0, false).unwrap();
+        topic.subscribe(&q, Replay::LastN(0), false).unwrap();
         topic.publish(&message("m")).unwrap();
         assert!(broker.delete_topic("t"));
         assert!(!broker.delete_topic("t"));
@@ -445,7 +589,10 @@ mod tests {
         );
         assert!(topic.is_deleted());
         assert_eq!(topic.publish(&message("late")), Err(TopicGone));
-        assert_eq!(topic.subscribe(&q, 0, false), Err(TopicGone));
+        assert!(matches!(
+            topic.subscribe(&q, Replay::LastN(0), false),
+            Err(TopicGone)
+        ));
         assert!(broker.topic("t").is_none());
         let again = broker.create_topic("t").unwrap();
         assert_eq!(

@@ -143,7 +143,7 @@ function startClient() {
     notice(`${error.code}: ${error.message}`);
   });
   client.addEventListener("gap", (e) => {
-    notice(`'${e.detail.topic}': messages were missed while disconnected; live from seq ${e.detail.lastSeq}`);
+    notice(`'${e.detail.topic}' could not be resumed where it was (a restarted broker, or too far behind): live from seq ${e.detail.lastSeq}`);
   });
 }
 

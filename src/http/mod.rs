@@ -73,8 +73,15 @@ pub enum Parsed<'a> {
     Invalid(Response),
 }
 
-/// Parses the first request in `buf`.
+/// Parses the first request in `buf`, a REST publish with a body of at
+/// most `MAX_BODY_BYTES` like any other request.
 pub fn parse_request(buf: &[u8]) -> Parsed<'_> {
+    parse_request_within(buf, MAX_BODY_BYTES)
+}
+
+/// Parses the first request in `buf`; the body of a REST publish may be
+/// `message_bytes` long (`MAX_MESSAGE_BYTES`), any other `MAX_BODY_BYTES`.
+pub fn parse_request_within(buf: &[u8], message_bytes: usize) -> Parsed<'_> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -156,13 +163,18 @@ pub fn parse_request(buf: &[u8]) -> Parsed<'_> {
             parsed
         }
     };
+    let body_limit = if routes::is_publish(method, path) {
+        message_bytes
+    } else {
+        MAX_BODY_BYTES
+    };
     let body_len = match content_length {
-        Some(n) if n > MAX_BODY_BYTES as u64 => {
+        Some(n) if n > body_limit as u64 => {
             return body_refused(
                 Response::error(
                     413,
                     "PAYLOAD_TOO_LARGE",
-                    &format!("a request body may be at most {MAX_BODY_BYTES} bytes"),
+                    &format!("this request's body may be at most {body_limit} bytes"),
                 )
                 .closing(),
             )

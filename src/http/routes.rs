@@ -6,9 +6,12 @@ use super::{Request, Response};
 use crate::broker::{Broker, CreateError};
 use crate::console::{self, Asset};
 use crate::metrics::{render_prometheus, BrokerGauges, MetricsSnapshot, WorkerMetrics};
+use crate::protocol::{decode_object, validate_message};
+use crate::ws::frame::text_payload;
 use crate::ws::SessionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +51,12 @@ pub enum Action {
     Respond(Response),
     /// Switch to WebSocket: write this `101` response, then frames.
     Upgrade(Vec<u8>, SessionKind),
+    /// Publish `message` (validated) to `topic`, through the same path as a
+    /// WebSocket publish; answer with [`published`] or [`topic_not_found`].
+    Publish {
+        topic: String,
+        message: Box<RawValue>,
+    },
 }
 
 /// Routes one request.
@@ -75,7 +84,12 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         },
         Route::Topics if req.method == "POST" => create_topic(req.body, ctx),
         Route::Topics => list_topics(ctx),
+        Route::Topic(encoded) if req.method == "GET" => topic_detail(encoded, ctx),
         Route::Topic(encoded) => delete_topic(encoded, ctx),
+        Route::Messages(encoded) if req.method == "POST" => {
+            return publish_message(encoded, req.body)
+        }
+        Route::Messages(encoded) => history(encoded, req, ctx),
         Route::Health => health(ctx),
         Route::Ready => ready(ctx),
         Route::Stats => stats(ctx),
@@ -116,12 +130,19 @@ pub fn misrouted(method: &str, path: &str) -> Option<Response> {
     None
 }
 
+/// A REST publish, whose body may be as large as `MAX_MESSAGE_BYTES`.
+pub fn is_publish(method: &str, path: &str) -> bool {
+    method == "POST" && matches!(Route::of(path), Route::Messages(_))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
     WebSocket,
     Topics,
     /// `/topics/{name}`, the name still percent-encoded.
     Topic(&'a str),
+    /// `/topics/{name}/messages`, the name still percent-encoded.
+    Messages(&'a str),
     Health,
     Ready,
     Stats,
@@ -145,10 +166,20 @@ impl<'a> Route<'a> {
             "/metrics" => Route::Metrics,
             #[cfg(feature = "autobahn")]
             "/" => Route::Echo,
-            _ => match path.strip_prefix("/topics/") {
-                Some(name) if !name.is_empty() && !name.contains('/') => Route::Topic(name),
-                _ => console::asset(path).map_or(Route::Unknown, Route::Console),
-            },
+            _ => {
+                let Some(rest) = path.strip_prefix("/topics/") else {
+                    return console::asset(path).map_or(Route::Unknown, Route::Console);
+                };
+                let (name, messages) = match rest.strip_suffix("/messages") {
+                    Some(name) => (name, true),
+                    None => (rest, false),
+                };
+                match (name.is_empty() || name.contains('/'), messages) {
+                    (true, _) => Route::Unknown,
+                    (false, false) => Route::Topic(name),
+                    (false, true) => Route::Messages(name),
+                }
+            }
         }
     }
 
@@ -161,7 +192,8 @@ impl<'a> Route<'a> {
             | Route::Metrics
             | Route::Console(_) => &["GET"],
             Route::Topics => &["GET", "POST"],
-            Route::Topic(_) => &["DELETE"],
+            Route::Topic(_) => &["GET", "DELETE"],
+            Route::Messages(_) => &["GET", "POST"],
             #[cfg(feature = "autobahn")]
             Route::Echo => &["GET"],
             Route::Unknown => &[],
@@ -205,10 +237,12 @@ struct TopicStatus<'a> {
 
 fn create_topic(body: &[u8], ctx: &RestContext<'_>) -> Response {
     let bad = |message: &str| Response::error(400, "BAD_REQUEST", message);
-    let parsed: CreateTopicBody<'_> = match serde_json::from_slice(body) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return bad("invalid JSON: the body is not UTF-8");
+    };
+    let parsed: CreateTopicBody<'_> = match decode_object(text, "the body") {
         Ok(parsed) => parsed,
-        Err(e) if e.is_syntax() || e.is_eof() => return bad(&format!("invalid JSON: {e}")),
-        Err(_) => return bad("the body must be a JSON object such as {\"name\":\"orders\"}"),
+        Err(message) => return bad(&message),
     };
     let Some(raw_name) = parsed.name.filter(|raw| raw.get() != "null") else {
         return bad("missing field 'name'");
@@ -234,13 +268,32 @@ fn create_topic(body: &[u8], ctx: &RestContext<'_>) -> Response {
     }
 }
 
+/// The topic name of a path, percent-decoded.
+fn topic_name(encoded: &str) -> Result<Cow<'_, str>, Response> {
+    percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| {
+            Response::error(
+                400,
+                "BAD_REQUEST",
+                "the topic name in the path is not valid UTF-8",
+            )
+        })
+}
+
+/// 404 `TOPIC_NOT_FOUND`.
+pub fn topic_not_found(name: &str) -> Response {
+    Response::error(
+        404,
+        "TOPIC_NOT_FOUND",
+        &format!("topic '{name}' does not exist"),
+    )
+}
+
 fn delete_topic(encoded: &str, ctx: &RestContext<'_>) -> Response {
-    let Ok(name) = percent_encoding::percent_decode_str(encoded).decode_utf8() else {
-        return Response::error(
-            400,
-            "BAD_REQUEST",
-            "the topic name in the path is not valid UTF-8",
-        );
+    let name = match topic_name(encoded) {
+        Ok(name) => name,
+        Err(response) => return response,
     };
     if ctx.broker.delete_topic(&name) {
         log::info!(topic = name.as_ref(); "topic deleted");
@@ -252,11 +305,159 @@ fn delete_topic(encoded: &str, ctx: &RestContext<'_>) -> Response {
             },
         )
     } else {
-        Response::error(
-            404,
-            "TOPIC_NOT_FOUND",
-            &format!("topic '{name}' does not exist"),
-        )
+        topic_not_found(&name)
+    }
+}
+
+#[derive(Serialize)]
+struct TopicDetail<'a> {
+    name: &'a str,
+    subscribers: usize,
+    messages: u64,
+    last_seq: u64,
+    epoch: &'a str,
+}
+
+fn topic_detail(encoded: &str, ctx: &RestContext<'_>) -> Response {
+    let name = match topic_name(encoded) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let Some(topic) = ctx.broker.topic(&name) else {
+        return topic_not_found(&name);
+    };
+    let summary = topic.summary();
+    Response::json(
+        200,
+        &TopicDetail {
+            name: &summary.name,
+            subscribers: summary.subscribers,
+            messages: summary.messages,
+            last_seq: summary.messages,
+            epoch: &summary.epoch,
+        },
+    )
+}
+
+/// `POST /topics/{name}/messages`: the body is the `message` of a WebSocket
+/// publish, checked the same way.
+fn publish_message(encoded: &str, body: &[u8]) -> Action {
+    let name = match topic_name(encoded) {
+        Ok(name) => name,
+        Err(response) => return Action::Respond(response),
+    };
+    let bad = |message: String| Action::Respond(Response::error(400, "BAD_REQUEST", &message));
+    let Ok(text) = std::str::from_utf8(body) else {
+        return bad("invalid JSON: the body is not UTF-8".into());
+    };
+    let message: Box<RawValue> = match serde_json::from_str(text) {
+        Ok(message) => message,
+        Err(e) => return bad(format!("invalid JSON: {e}")),
+    };
+    if let Err(e) = validate_message(&message, "the body", "") {
+        return bad(e);
+    }
+    Action::Publish {
+        topic: name.into_owned(),
+        message,
+    }
+}
+
+/// The answer to a REST publish that was given `seq`.
+pub fn published(topic: &str, seq: u64) -> Response {
+    #[derive(Serialize)]
+    struct Published<'a> {
+        status: &'static str,
+        topic: &'a str,
+        seq: u64,
+    }
+    Response::json(
+        200,
+        &Published {
+            status: "published",
+            topic,
+            seq,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct HistoryPage<'a> {
+    topic: &'a str,
+    epoch: &'a str,
+    last_seq: u64,
+    messages: Vec<HistoryEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct HistoryEntry<'a> {
+    seq: u64,
+    message: &'a RawValue,
+    ts: &'a str,
+}
+
+/// What a kept event frame says, for the history.
+#[derive(Deserialize)]
+struct KeptEvent<'a> {
+    #[serde(borrow)]
+    message: &'a RawValue,
+    ts: &'a str,
+}
+
+/// `GET /topics/{name}/messages?since_seq=N&limit=M`: the held messages
+/// after N (default 0), oldest first, at most M (default and maximum: the
+/// ring size; a larger M is taken as the maximum).
+fn history(encoded: &str, req: &Request<'_>, ctx: &RestContext<'_>) -> Response {
+    let name = match topic_name(encoded) {
+        Ok(name) => name,
+        Err(response) => return response,
+    };
+    let ring = ctx.broker.ring_capacity();
+    let since = match query_integer(req, "since_seq", 0) {
+        Ok(since) => since,
+        Err(response) => return response,
+    };
+    let limit = match query_integer(req, "limit", ring as u64) {
+        Ok(0) => return Response::error(400, "BAD_REQUEST", "query 'limit' must be at least 1"),
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX).min(ring),
+        Err(response) => return response,
+    };
+    let Some(topic) = ctx.broker.topic(&name) else {
+        return topic_not_found(&name);
+    };
+    let history = topic.history(since, limit);
+    let mut messages = Vec::with_capacity(history.events.len());
+    for (seq, frame) in &history.events {
+        let kept: KeptEvent<'_> = serde_json::from_slice(text_payload(frame))
+            .expect("the broker's own event frames are JSON events");
+        messages.push(HistoryEntry {
+            seq: *seq,
+            message: kept.message,
+            ts: kept.ts,
+        });
+    }
+    Response::json(
+        200,
+        &HistoryPage {
+            topic: &name,
+            epoch: topic.epoch(),
+            last_seq: history.last_seq,
+            messages,
+        },
+    )
+}
+
+/// A query parameter that must be an integer >= 0, or `default` if absent.
+fn query_integer(req: &Request<'_>, name: &str, default: u64) -> Result<u64, Response> {
+    match req.query_param(name) {
+        None => Ok(default),
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            Response::error(
+                400,
+                "BAD_REQUEST",
+                &format!("query '{name}' must be a non-negative integer, not '{text}'"),
+            )
+        }),
     }
 }
 
@@ -407,7 +608,9 @@ const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 mod tests {
     use super::*;
     use crate::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
+    use crate::broker::Replay;
     use crate::http::{parse_request, Parsed};
+    use crate::protocol::{NOT_OBJECTS, NOT_STRINGS};
     use serde_json::{json, Value};
     use std::sync::Arc;
 
@@ -428,7 +631,7 @@ mod tests {
             }
         }
 
-        fn send(&self, raw: &str) -> Action {
+        fn send(&self, raw: impl AsRef<[u8]>) -> Action {
             let ctx = RestContext {
                 api_key: self.api_key,
                 draining: self.draining,
@@ -437,7 +640,7 @@ mod tests {
                 metrics: &self.metrics,
                 ..RestContext::new(&self.broker)
             };
-            match parse_request(raw.as_bytes()) {
+            match parse_request(raw.as_ref()) {
                 Parsed::Complete(req, _) => handle(&req, &ctx),
                 other => panic!("{other:?}"),
             }
@@ -459,7 +662,7 @@ mod tests {
             };
             match self.send(&raw) {
                 Action::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap(), r),
-                Action::Upgrade(..) => panic!("unexpected upgrade"),
+                other => panic!("not a response: {other:?}"),
             }
         }
 
@@ -543,12 +746,55 @@ mod tests {
     }
 
     #[test]
+    fn create_refuses_a_body_that_is_not_an_object() {
+        let w = World::new();
+        for body in NOT_OBJECTS {
+            let (status, v) = w.request("POST", "/topics", Some(body));
+            assert_eq!(
+                (status, code(&v), v["error"]["message"].as_str()),
+                (400, "BAD_REQUEST", Some("the body must be a JSON object")),
+                "{body}"
+            );
+        }
+        for name in NOT_STRINGS {
+            let body = format!(r#"{{"name":{name}}}"#);
+            let (status, v) = w.request("POST", "/topics", Some(&body));
+            assert_eq!(
+                (status, code(&v), v["error"]["message"].as_str()),
+                (400, "BAD_REQUEST", Some("field 'name' must be a string")),
+                "{body}"
+            );
+        }
+        let (status, v) = w.request("POST", "/topics", Some(r#"{"name":"a","name":"b"}"#));
+        assert_eq!(
+            (status, code(&v), v["error"]["message"].as_str()),
+            (
+                400,
+                "BAD_REQUEST",
+                Some("the body is invalid: duplicate field `name`")
+            )
+        );
+        let Action::Respond(r) =
+            w.send(b"POST /topics HTTP/1.1\r\nContent-Length: 12\r\n\r\n{\"name\":\"\xff\"}")
+        else {
+            panic!("no upgrade here")
+        };
+        assert_eq!(
+            (r.status, r.body.contains("invalid JSON")),
+            (400, true),
+            "{}",
+            r.body
+        );
+        assert!(w.broker.summaries().is_empty(), "no topic was created");
+    }
+
+    #[test]
     fn health_and_stats_count_subscriptions_and_messages() {
         let w = World::new();
         let topic = w.broker.create_topic("orders").unwrap();
         let mailbox = WorkerMailbox::unpolled();
         let q = Arc::new(SubscriberQueue::new(10, ConnectionKey::new(0, 0), mailbox));
-        topic.subscribe(&q, 0, false).unwrap();
+        topic.subscribe(&q, Replay::LastN(0), false).unwrap();
         for _ in 0..3 {
             topic
                 .publish(&RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap())
@@ -586,7 +832,8 @@ mod tests {
         }
         for (method, path, allow) in [
             ("DELETE", "/topics", "GET, POST"),
-            ("GET", "/topics/x", "DELETE"),
+            ("PUT", "/topics/x", "GET, DELETE"),
+            ("DELETE", "/topics/x/messages", "GET, POST"),
             ("POST", "/health", "GET"),
             ("PUT", "/stats", "GET"),
             ("POST", "/ws", "GET"),
@@ -634,11 +881,11 @@ mod tests {
         let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
         assert_eq!(w.call("GET", "/ws", None, upgrade).0, 401);
         assert!(matches!(
-            w.send(&format!("GET /ws?api_key=s3cret HTTP/1.1\r\n{upgrade}\r\n")),
+            w.send(format!("GET /ws?api_key=s3cret HTTP/1.1\r\n{upgrade}\r\n")),
             Action::Upgrade(..)
         ));
         assert!(matches!(
-            w.send(&format!(
+            w.send(format!(
                 "GET /ws HTTP/1.1\r\nX-API-Key: s3cret\r\n{upgrade}\r\n"
             )),
             Action::Upgrade(..)

@@ -7,7 +7,7 @@
 use super::context::WorkerCtx;
 use super::output::Output;
 use crate::http::routes::{self, Action};
-use crate::http::{parse_request, Parsed};
+use crate::http::{parse_request_within, Parsed, Response};
 use crate::ws::SessionKind;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -26,6 +26,12 @@ pub enum Served {
         kind: SessionKind,
         early_frames: Vec<u8>,
     },
+}
+
+/// What a request gets, once a publish it asked for is carried out.
+enum Answer {
+    Respond(Response),
+    Upgrade(Vec<u8>, SessionKind),
 }
 
 /// One connection's HTTP state: the bytes not yet a whole request, and when
@@ -52,35 +58,45 @@ impl HttpInput {
             // Read once: the route and the `Connection: close` decision must
             // agree (a signal between two reads gave a 200 that closed).
             let draining = ctx.shared.draining.load(Ordering::Acquire);
-            let (action, keep_alive, used, request_line) = match parse_request(&self.buffer) {
-                Parsed::Partial => return Served::Waiting,
-                Parsed::Invalid(response) => {
-                    response.write_to(out.buffer());
-                    ctx.metrics.record_http_response(response.status);
-                    *requests += 1;
-                    out.messages += 1;
-                    match response.consumed {
-                        Some(used) if !response.close => {
-                            self.buffer.drain(..used);
-                            self.request_started = ctx.now;
-                            continue;
-                        }
-                        _ => {
-                            self.buffer.clear();
-                            return Served::Close;
+            let (answer, keep_alive, used, request_line) =
+                match parse_request_within(&self.buffer, ctx.shared.config.max_message_bytes) {
+                    Parsed::Partial => return Served::Waiting,
+                    Parsed::Invalid(response) => {
+                        response.write_to(out.buffer());
+                        ctx.metrics.record_http_response(response.status);
+                        *requests += 1;
+                        out.messages += 1;
+                        match response.consumed {
+                            Some(used) if !response.close => {
+                                self.buffer.drain(..used);
+                                self.request_started = ctx.now;
+                                continue;
+                            }
+                            _ => {
+                                self.buffer.clear();
+                                return Served::Close;
+                            }
                         }
                     }
-                }
-                Parsed::Complete(request, used) => {
-                    let request_line = log::log_enabled!(log::Level::Debug)
-                        .then(|| (request.method.to_string(), request.path.to_string()));
-                    let action = routes::handle(&request, &ctx.rest_context(draining));
-                    (action, request.keep_alive, used, request_line)
-                }
-            };
-            let status = match &action {
-                Action::Respond(response) => response.status,
-                Action::Upgrade(..) => 101,
+                    Parsed::Complete(request, used) => {
+                        let request_line = log::log_enabled!(log::Level::Debug)
+                            .then(|| (request.method.to_string(), request.path.to_string()));
+                        let answer = match routes::handle(&request, &ctx.rest_context(draining)) {
+                            Action::Respond(response) => Answer::Respond(response),
+                            Action::Upgrade(switching, kind) => Answer::Upgrade(switching, kind),
+                            Action::Publish { topic, message } => {
+                                Answer::Respond(match ctx.publish(&topic, &message) {
+                                    Some(seq) => routes::published(&topic, seq),
+                                    None => routes::topic_not_found(&topic),
+                                })
+                            }
+                        };
+                        (answer, request.keep_alive, used, request_line)
+                    }
+                };
+            let status = match &answer {
+                Answer::Respond(response) => response.status,
+                Answer::Upgrade(..) => 101,
             };
             ctx.metrics.record_http_response(status);
             *requests += 1;
@@ -92,8 +108,8 @@ impl HttpInput {
                     "request"
                 );
             }
-            match action {
-                Action::Respond(mut response) => {
+            match answer {
+                Answer::Respond(mut response) => {
                     response.close |= !keep_alive || draining;
                     response.write_to(out.buffer());
                     self.buffer.drain(..used);
@@ -102,7 +118,7 @@ impl HttpInput {
                         return Served::Close;
                     }
                 }
-                Action::Upgrade(switching, kind) => {
+                Answer::Upgrade(switching, kind) => {
                     out.buffer().extend_from_slice(&switching);
                     let early_frames = self.buffer.split_off(used);
                     return Served::Upgrade { kind, early_frames };

@@ -11,8 +11,8 @@
 use super::context::WorkerCtx;
 use super::output::Output;
 use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
-use crate::broker::Topic;
-use crate::protocol::{self, ClientRequest, ErrorCode};
+use crate::broker::{Replay, Topic};
+use crate::protocol::{self, Acked, ClientRequest, ErrorCode, Start};
 use crate::ws::frame::append_text_frame;
 use crate::ws::SessionKind;
 use std::sync::atomic::Ordering;
@@ -95,16 +95,21 @@ impl Session {
             ClientRequest::Subscribe {
                 topic,
                 client_id,
-                last_n,
+                start,
                 ..
-            } => self.subscribe(ctx, topic, client_id, *last_n, request_id, out),
+            } => self.subscribe(ctx, topic, client_id, start, request_id, out),
             ClientRequest::Unsubscribe {
                 topic, client_id, ..
             } => self.unsubscribe(ctx, topic, client_id, request_id, out),
             ClientRequest::Publish { topic, message, .. } => match ctx.publish(topic, message) {
-                Some(_seq) => reply(
+                Some(seq) => reply(
                     out,
-                    &protocol::encode_ack(request_id, topic, SystemTime::now()),
+                    &protocol::encode_ack(
+                        request_id,
+                        topic,
+                        Acked::Published { seq },
+                        SystemTime::now(),
+                    ),
                 ),
                 None => reply_topic_not_found(out, topic, request_id),
             },
@@ -116,7 +121,7 @@ impl Session {
         ctx: &mut WorkerCtx,
         name: &str,
         client_id: &str,
-        last_n: usize,
+        start: &Start,
         request_id: Option<&str>,
         out: &mut Output,
     ) {
@@ -134,20 +139,30 @@ impl Session {
         });
         self.topics.retain(|t| !t.is_deleted());
         let already_subscribed = self.topics.iter().any(|t| Arc::ptr_eq(t, &topic));
-        match topic.subscribe(queue, last_n, already_subscribed) {
+        let replay = match start {
+            Start::LastN(n) => Replay::LastN(*n),
+            Start::Since { seq, epoch } => Replay::Since { seq: *seq, epoch },
+        };
+        match topic.subscribe(queue, replay, already_subscribed) {
             Err(_) => reply_topic_not_found(out, name, request_id),
-            Ok(replay) => {
-                if !already_subscribed {
-                    self.topics.push(topic);
-                }
-                ctx.metrics.record_delivered(replay.len() as u64);
+            Ok(subscribed) => {
+                let acked = Acked::Subscribed {
+                    epoch: topic.epoch(),
+                    last_seq: subscribed.last_seq,
+                    recovered: subscribed.recovered,
+                };
                 reply(
                     out,
-                    &protocol::encode_ack(request_id, name, SystemTime::now()),
+                    &protocol::encode_ack(request_id, name, acked, SystemTime::now()),
                 );
-                out.messages += replay.len() as u64;
-                for frame in &replay {
+                let replayed = subscribed.replay.len() as u64;
+                ctx.metrics.record_delivered(replayed);
+                out.messages += replayed;
+                for frame in &subscribed.replay {
                     out.buffer().extend_from_slice(frame);
+                }
+                if !already_subscribed {
+                    self.topics.push(topic);
                 }
             }
         }
@@ -172,7 +187,7 @@ impl Session {
             .retain(|t| !Arc::ptr_eq(t, &topic) && !t.is_deleted());
         reply(
             out,
-            &protocol::encode_ack(request_id, name, SystemTime::now()),
+            &protocol::encode_ack(request_id, name, Acked::Done, SystemTime::now()),
         );
     }
 

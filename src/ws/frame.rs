@@ -30,6 +30,17 @@ pub fn append_data_frame(out: &mut Vec<u8>, data: Data, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// The payload of a frame built here (unmasked, so the header is 2, 4 or
+/// 10 bytes by the length it announces).
+pub fn text_payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(header..).unwrap_or_default()
+}
+
 /// `text` framed once, to be shared by every connection it goes to.
 pub fn shared_text_frame(text: &str) -> SharedFrame {
     let mut frame = Vec::new();
@@ -53,5 +64,8 @@ mod tests {
         let f = shared_text_frame(&large);
         assert_eq!(f[1], 127);
         assert_eq!(u64::from_be_bytes(f[2..10].try_into().unwrap()), 70_000);
+        assert_eq!(text_payload(&small), b"hi");
+        assert_eq!(text_payload(&shared_text_frame(&medium)), medium.as_bytes());
+        assert_eq!(text_payload(&f), large.as_bytes());
     }
 }
