@@ -16,6 +16,7 @@
 //! - [`config`]: every setting, from the environment; [`logging`]: log
 //!   lines as text or JSON.
 
+pub mod backplane;
 pub mod broker;
 pub mod config;
 pub mod console;

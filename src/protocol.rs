@@ -14,15 +14,17 @@ use serde_json::value::RawValue;
 use std::time::SystemTime;
 
 /// The error codes sent in WebSocket `error` messages. The contract's
-/// `UNAUTHORIZED` is an HTTP 401 before any upgrade (see `http::routes`),
-/// and its `INTERNAL` is never sent: no path of the broker ends in an
-/// error it did not expect.
+/// `UNAUTHORIZED` is an HTTP 401 before any upgrade (see `http::routes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,
     TopicNotFound,
     SlowConsumer,
     ShuttingDown,
+    /// Cluster mode: the backplane could not carry the request out.
+    Unavailable,
+    /// A path the broker did not expect; logged where it happens.
+    Internal,
 }
 
 impl ErrorCode {
@@ -32,6 +34,8 @@ impl ErrorCode {
             ErrorCode::TopicNotFound => "TOPIC_NOT_FOUND",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
         }
     }
 }

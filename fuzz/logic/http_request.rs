@@ -8,7 +8,7 @@
 // (serde would take `["x"]` for `{"name":"x"}`).
 
 use pubsub::broker::Broker;
-use pubsub::http::routes::{handle, Action, RestContext};
+use pubsub::http::routes::{handle, settle, Action, RestContext};
 use pubsub::http::{parse_request, Parsed, Response};
 
 pub fn run(data: &[u8]) {
@@ -42,7 +42,7 @@ fn run_with(data: &[u8], api_key: Option<&str>, draining: bool) {
             }
             Parsed::Complete(request, used) => {
                 assert!(used > 0 && used <= rest.len(), "used {used}");
-                match handle(&request, &ctx) {
+                match settle(handle(&request, &ctx), &broker) {
                     Action::Respond(response) => {
                         check_response(&response);
                         if response.status == 201 {
@@ -57,9 +57,7 @@ fn run_with(data: &[u8], api_key: Option<&str>, draining: bool) {
                     Action::Upgrade(switching, _) => {
                         assert!(switching.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"))
                     }
-                    Action::Publish { message, .. } => {
-                        assert!(message.get().starts_with('{'), "published {message:?}");
-                    }
+                    Action::Change(change) => panic!("not settled: {change:?}"),
                 }
                 rest = &rest[used..];
             }

@@ -41,6 +41,7 @@
 //! stress tests `concurrent_publishers_never_lose_a_post` (below) and
 //! `tests/concurrency.rs` exercise this path across threads and workers.
 
+use super::change::Outcome;
 use crate::ws::frame::SharedFrame;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use std::cell::Cell;
@@ -88,6 +89,9 @@ impl std::fmt::Display for ConnectionKey {
 pub struct WorkerMailbox {
     worker: usize,
     ready: SegQueue<ConnectionKey>,
+    /// Outcomes of changes the backplane carried out for this worker's
+    /// connections.
+    outcomes: SegQueue<(ConnectionKey, Outcome)>,
     wake_pending: AtomicBool,
     waker: Option<mio::Waker>,
 }
@@ -98,6 +102,7 @@ impl WorkerMailbox {
         WorkerMailbox {
             worker,
             ready: SegQueue::new(),
+            outcomes: SegQueue::new(),
             wake_pending: AtomicBool::new(false),
             waker,
         }
@@ -108,6 +113,25 @@ impl WorkerMailbox {
     /// owner's own thread skips the wake.
     fn post(&self, key: ConnectionKey) {
         self.ready.push(key);
+        self.wake_unless_owner();
+    }
+
+    /// Hands the outcome of a change to the connection `key` that asked
+    /// for it (from the backplane's thread).
+    pub fn answer(&self, key: ConnectionKey, outcome: Outcome) {
+        self.outcomes.push((key, outcome));
+        self.wake_unless_owner();
+    }
+
+    /// Called by the owner: every outcome answered so far, in order.
+    pub fn drain_outcomes(&self, into: &mut Vec<(ConnectionKey, Outcome)>) {
+        while let Some(answer) = self.outcomes.pop() {
+            into.push(answer);
+        }
+    }
+
+    /// After a push: at most one wake per turn, and none from the owner.
+    fn wake_unless_owner(&self) {
         let from_owner = CURRENT_WORKER.with(Cell::get) == Some(self.worker);
         if !from_owner && !self.wake_pending.swap(true, Ordering::AcqRel) {
             if let Some(waker) = &self.waker {
@@ -143,7 +167,7 @@ impl WorkerMailbox {
     /// True if something was posted since the last `drain`; the owner then
     /// must not block in `poll`.
     pub fn has_posts(&self) -> bool {
-        !self.ready.is_empty()
+        !self.ready.is_empty() || !self.outcomes.is_empty()
     }
 }
 

@@ -279,6 +279,12 @@ impl Response {
         self
     }
 
+    /// [`closing`](Self::closing) if `close`.
+    pub fn closing_if(mut self, close: bool) -> Response {
+        self.close |= close;
+        self
+    }
+
     fn keeping_connection_if(mut self, keep: bool, consumed: usize) -> Response {
         self.close = !keep;
         self.consumed = Some(consumed);

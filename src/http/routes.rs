@@ -3,10 +3,11 @@
 //! shared broker; returns a response or the decision to upgrade. No sockets.
 
 use super::{Request, Response};
-use crate::broker::{Broker, CreateError};
+use crate::broker::change::{Change, Outcome};
+use crate::broker::Broker;
 use crate::console::{self, Asset};
 use crate::metrics::{render_prometheus, BrokerGauges, MetricsSnapshot, WorkerMetrics};
-use crate::protocol::{decode_object, validate_message};
+use crate::protocol::{decode_object, validate_message, validate_topic_name};
 use crate::ws::frame::text_payload;
 use crate::ws::SessionKind;
 use serde::{Deserialize, Serialize};
@@ -51,12 +52,63 @@ pub enum Action {
     Respond(Response),
     /// Switch to WebSocket: write this `101` response, then frames.
     Upgrade(Vec<u8>, SessionKind),
-    /// Publish `message` (validated) to `topic`, through the same path as a
-    /// WebSocket publish; answer with [`published`] or [`topic_not_found`].
-    Publish {
-        topic: String,
-        message: Box<RawValue>,
-    },
+    /// Carry out this change (a publish through the same path as a
+    /// WebSocket publish), then answer with [`answer`].
+    Change(Change),
+}
+
+/// The response to a change, once carried out.
+pub fn answer(change: &Change, outcome: Outcome) -> Response {
+    match (change, outcome) {
+        (Change::Create { name }, Outcome::Created) => {
+            log::info!(topic = name.as_str(); "topic created");
+            Response::json(
+                201,
+                &TopicStatus {
+                    status: "created",
+                    topic: name,
+                },
+            )
+        }
+        (Change::Create { name }, Outcome::Exists) => {
+            Response::error(409, "CONFLICT", &format!("topic '{name}' already exists"))
+        }
+        (_, Outcome::InvalidName(why)) => {
+            Response::error(400, "BAD_REQUEST", &format!("invalid field 'name': {why}"))
+        }
+        (Change::Delete { name }, Outcome::Deleted) => {
+            log::info!(topic = name.as_str(); "topic deleted");
+            Response::json(
+                200,
+                &TopicStatus {
+                    status: "deleted",
+                    topic: name,
+                },
+            )
+        }
+        (Change::Publish { topic, .. }, Outcome::Published(seq)) => published(topic, seq),
+        (Change::Delete { name } | Change::Publish { topic: name, .. }, Outcome::NoTopic) => {
+            topic_not_found(name)
+        }
+        (_, Outcome::Unavailable(why)) => Response::error(503, "UNAVAILABLE", why),
+        (change, outcome) => {
+            log::error!(change:? = change, outcome:? = outcome; "a change had an outcome it cannot have");
+            Response::error(500, "INTERNAL", "unexpected outcome")
+        }
+    }
+}
+
+/// Carries out a change on `broker` alone and answers it; other actions
+/// are returned as they are. For what runs routes without a server (tests,
+/// fuzzing, benchmarks).
+pub fn settle(action: Action, broker: &Broker) -> Action {
+    match action {
+        Action::Change(change) => {
+            let outcome = broker.carry_out(&change);
+            Action::Respond(answer(&change, outcome))
+        }
+        other => other,
+    }
 }
 
 /// Routes one request.
@@ -82,10 +134,10 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
             Ok(switching) => return Action::Upgrade(switching, SessionKind::PubSub),
             Err(response) => response,
         },
-        Route::Topics if req.method == "POST" => create_topic(req.body, ctx),
+        Route::Topics if req.method == "POST" => return create_topic(req.body),
         Route::Topics => list_topics(ctx),
         Route::Topic(encoded) if req.method == "GET" => topic_detail(encoded, ctx),
-        Route::Topic(encoded) => delete_topic(encoded, ctx),
+        Route::Topic(encoded) => return delete_topic(encoded),
         Route::Messages(encoded) if req.method == "POST" => {
             return publish_message(encoded, req.body)
         }
@@ -235,8 +287,8 @@ struct TopicStatus<'a> {
     topic: &'a str,
 }
 
-fn create_topic(body: &[u8], ctx: &RestContext<'_>) -> Response {
-    let bad = |message: &str| Response::error(400, "BAD_REQUEST", message);
+fn create_topic(body: &[u8]) -> Action {
+    let bad = |message: &str| Action::Respond(Response::error(400, "BAD_REQUEST", message));
     let Ok(text) = std::str::from_utf8(body) else {
         return bad("invalid JSON: the body is not UTF-8");
     };
@@ -250,22 +302,10 @@ fn create_topic(body: &[u8], ctx: &RestContext<'_>) -> Response {
     let Ok(name) = serde_json::from_str::<String>(raw_name.get()) else {
         return bad("field 'name' must be a string");
     };
-    match ctx.broker.create_topic(&name) {
-        Ok(_) => {
-            log::info!(topic = name.as_str(); "topic created");
-            Response::json(
-                201,
-                &TopicStatus {
-                    status: "created",
-                    topic: &name,
-                },
-            )
-        }
-        Err(CreateError::Exists) => {
-            Response::error(409, "CONFLICT", &format!("topic '{name}' already exists"))
-        }
-        Err(CreateError::InvalidName(why)) => bad(&format!("invalid field 'name': {why}")),
+    if let Err(why) = validate_topic_name(&name) {
+        return bad(&format!("invalid field 'name': {why}"));
     }
+    Action::Change(Change::Create { name })
 }
 
 /// The topic name of a path, percent-decoded.
@@ -290,22 +330,12 @@ pub fn topic_not_found(name: &str) -> Response {
     )
 }
 
-fn delete_topic(encoded: &str, ctx: &RestContext<'_>) -> Response {
-    let name = match topic_name(encoded) {
-        Ok(name) => name,
-        Err(response) => return response,
-    };
-    if ctx.broker.delete_topic(&name) {
-        log::info!(topic = name.as_ref(); "topic deleted");
-        Response::json(
-            200,
-            &TopicStatus {
-                status: "deleted",
-                topic: &name,
-            },
-        )
-    } else {
-        topic_not_found(&name)
+fn delete_topic(encoded: &str) -> Action {
+    match topic_name(encoded) {
+        Ok(name) => Action::Change(Change::Delete {
+            name: name.into_owned(),
+        }),
+        Err(response) => Action::Respond(response),
     }
 }
 
@@ -357,10 +387,10 @@ fn publish_message(encoded: &str, body: &[u8]) -> Action {
     if let Err(e) = validate_message(&message, "the body", "") {
         return bad(e);
     }
-    Action::Publish {
+    Action::Change(Change::Publish {
         topic: name.into_owned(),
         message,
-    }
+    })
 }
 
 /// The answer to a REST publish that was given `seq`.
@@ -641,7 +671,7 @@ mod tests {
                 ..RestContext::new(&self.broker)
             };
             match parse_request(raw.as_ref()) {
-                Parsed::Complete(req, _) => handle(&req, &ctx),
+                Parsed::Complete(req, _) => settle(handle(&req, &ctx), &self.broker),
                 other => panic!("{other:?}"),
             }
         }

@@ -18,6 +18,7 @@ use super::http_service::{HttpInput, Served};
 use super::lifecycle::{CloseWait, Lifecycle, CLOSE_GRACE, MAX_LINGER_BYTES};
 use super::output::{Output, Written};
 use super::session::Session;
+use crate::broker::change::Outcome;
 use crate::broker::delivery::ConnectionKey;
 use crate::metrics::{ConnectionKind, DisconnectReason};
 use crate::ws::codec::{Codec, Incoming};
@@ -94,10 +95,7 @@ impl<S: Transport> Connection<S> {
             generation,
             peer,
             opened: ctx.now,
-            phase: Phase::Http(HttpInput {
-                buffer: Vec::new(),
-                request_started: ctx.now,
-            }),
+            phase: Phase::Http(HttpInput::new(ctx.now)),
             life: Lifecycle::Open,
             output: Output::default(),
             last_input: ctx.now,
@@ -265,7 +263,8 @@ impl<S: Transport> Connection<S> {
         if !self.life.takes_requests() {
             return;
         }
-        match http.serve(ctx, &mut self.output, self.peer, &mut self.messages_in) {
+        let key = ConnectionKey::new(self.slot, self.generation);
+        match http.serve(ctx, &mut self.output, key, self.peer, &mut self.messages_in) {
             Served::Waiting => {}
             Served::Close => self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger),
             Served::Upgrade { kind, early_frames } => {
@@ -304,6 +303,10 @@ impl<S: Transport> Connection<S> {
             let Phase::WebSocket(ws) = &mut self.phase else {
                 return;
             };
+            if ws.session.is_awaiting() {
+                // Read on when the backplane answers (`on_outcome`).
+                return;
+            }
             let (incoming, bytes_read) = ws.codec.read(&mut self.socket, self.output.buffer());
             if bytes_read > 0 {
                 self.last_input = ctx.now;
@@ -330,6 +333,27 @@ impl<S: Transport> Connection<S> {
                 Incoming::Violation { code, why } => return self.fail_protocol(ctx, code, &why),
                 Incoming::Failed => return self.end(ctx, DisconnectReason::ConnectionError),
             }
+        }
+    }
+
+    /// The backplane carried out the change this connection waits for: its
+    /// reply goes out, and reading resumes (input may be waiting in the
+    /// socket, with no new readiness event to come).
+    pub fn on_outcome(&mut self, ctx: &mut WorkerCtx, outcome: Outcome) {
+        ctx.count(&outcome);
+        if self.life.is_ended() {
+            return;
+        }
+        match &mut self.phase {
+            Phase::WebSocket(ws) => ws.session.on_outcome(outcome, &mut self.output),
+            Phase::Http(http) => {
+                if http.on_outcome(ctx, &mut self.output, outcome, self.peer) {
+                    return self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger);
+                }
+            }
+        }
+        if self.life.takes_requests() {
+            self.on_readable(ctx);
         }
     }
 

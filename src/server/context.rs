@@ -8,6 +8,7 @@
 use super::timers::Timers;
 use super::topic_cache::TopicCache;
 use super::Shared;
+use crate::broker::change::{Change, Outcome};
 use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
 use crate::http::routes::RestContext;
 use crate::metrics::WorkerMetrics;
@@ -61,17 +62,50 @@ impl WorkerCtx {
         }
     }
 
-    /// Where every publish of this worker enters the broker: finds the
-    /// topic, assigns `seq` and fans out, and counts it. `None` if there is
-    /// no such topic. The cluster backplane sits behind this call.
-    pub fn publish(&mut self, topic: &str, message: &RawValue) -> Option<u64> {
-        let seq = self
-            .topics
-            .get(&self.shared.broker, topic)?
-            .publish(message)
-            .ok()?;
-        self.metrics.record_published();
-        Some(seq)
+    /// Where every WebSocket publish of this worker enters the broker: on
+    /// a single broker, finds the topic (in this worker's cache), assigns
+    /// `seq` and fans out, now; in cluster mode, hands it to the backplane
+    /// and returns `None`: the outcome comes to `reply_to` later.
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        message: &RawValue,
+        reply_to: ConnectionKey,
+    ) -> Option<Outcome> {
+        if !self.shared.backplane.is_local() {
+            let change = Change::Publish {
+                topic: topic.to_owned(),
+                message: message.to_owned(),
+            };
+            return self.change(&change, reply_to);
+        }
+        let outcome = match self.topics.get(&self.shared.broker, topic) {
+            Some(t) => t
+                .publish(message)
+                .map_or(Outcome::NoTopic, Outcome::Published),
+            None => Outcome::NoTopic,
+        };
+        self.count(&outcome);
+        Some(outcome)
+    }
+
+    /// Where every other change (REST create, delete and publish) enters
+    /// the broker, through the backplane; `None` as for [`publish`](Self::publish).
+    pub fn change(&mut self, change: &Change, reply_to: ConnectionKey) -> Option<Outcome> {
+        let _ = reply_to;
+        let outcome = self
+            .shared
+            .backplane
+            .carry_out(&self.shared.broker, change)?;
+        self.count(&outcome);
+        Some(outcome)
+    }
+
+    /// Counts what a change came to, when its requester learns it.
+    pub fn count(&self, outcome: &Outcome) {
+        if let Outcome::Published(_) = outcome {
+            self.metrics.record_published();
+        }
     }
 
     /// What the REST handlers see of the world, now. `draining` is read

@@ -1,11 +1,18 @@
 //! HTTP serving for one connection: whole requests taken out of its input
 //! buffer (pipelined ones in order), routed by [`crate::http::routes`],
-//! and their responses put in its output. It decides when a response
-//! closes the connection and when a request upgrades it to WebSocket; the
-//! connection does the rest.
+//! changes carried out through the worker ([`WorkerCtx::change`]), and the
+//! responses put in its output. It decides when a response closes the
+//! connection and when a request upgrades it to WebSocket; the connection
+//! does the rest.
+//!
+//! A change the backplane carries out (cluster mode) is answered later:
+//! until then the connection serves no further request, so responses keep
+//! the order of their requests.
 
 use super::context::WorkerCtx;
 use super::output::Output;
+use crate::broker::change::{Change, Outcome};
+use crate::broker::delivery::ConnectionKey;
 use crate::http::routes::{self, Action};
 use crate::http::{parse_request_within, Parsed, Response};
 use crate::ws::SessionKind;
@@ -15,8 +22,9 @@ use std::time::Instant;
 
 /// What serving the buffered requests came to.
 pub enum Served {
-    /// Every whole request was answered (or the output is over its
-    /// high-water mark); more input is welcome.
+    /// Every whole request was answered, or the output is over its
+    /// high-water mark, or a change awaits its outcome; more input is
+    /// welcome.
     Waiting,
     /// The last response closes the connection.
     Close,
@@ -28,102 +36,157 @@ pub enum Served {
     },
 }
 
-/// What a request gets, once a publish it asked for is carried out.
-enum Answer {
-    Respond(Response),
-    Upgrade(Vec<u8>, SessionKind),
+/// One connection's HTTP state.
+pub struct HttpInput {
+    /// The bytes not yet a whole request.
+    pub buffer: Vec<u8>,
+    /// When the request now awaited began (for the handshake timeout).
+    pub request_started: Instant,
+    /// A change handed to the backplane, whose answer is the next response.
+    awaiting: Option<Awaiting>,
 }
 
-/// One connection's HTTP state: the bytes not yet a whole request, and when
-/// the request now awaited began (for the handshake timeout).
-pub struct HttpInput {
-    pub buffer: Vec<u8>,
-    pub request_started: Instant,
+struct Awaiting {
+    change: Change,
+    /// The response closes the connection.
+    close: bool,
+    request: RequestLine,
+}
+
+/// What the debug log says of a request.
+struct RequestLine {
+    /// Method and path, when debug logging is on.
+    text: Option<(String, String)>,
+    started: Instant,
 }
 
 impl HttpInput {
+    pub fn new(now: Instant) -> HttpInput {
+        HttpInput {
+            buffer: Vec::new(),
+            request_started: now,
+            awaiting: None,
+        }
+    }
+
     /// Serves every whole request in the buffer. `requests` counts them.
     pub fn serve(
         &mut self,
         ctx: &mut WorkerCtx,
         out: &mut Output,
+        key: ConnectionKey,
         peer: SocketAddr,
         requests: &mut u64,
     ) -> Served {
         loop {
-            if out.over_high_water() {
+            if out.over_high_water() || self.awaiting.is_some() {
                 return Served::Waiting;
             }
-            let started = Instant::now();
             // Read once: the route and the `Connection: close` decision must
             // agree (a signal between two reads gave a 200 that closed).
             let draining = ctx.shared.draining.load(Ordering::Acquire);
-            let (answer, keep_alive, used, request_line) =
-                match parse_request_within(&self.buffer, ctx.shared.config.max_message_bytes) {
-                    Parsed::Partial => return Served::Waiting,
-                    Parsed::Invalid(response) => {
-                        response.write_to(out.buffer());
-                        ctx.metrics.record_http_response(response.status);
-                        *requests += 1;
-                        out.messages += 1;
-                        match response.consumed {
-                            Some(used) if !response.close => {
-                                self.buffer.drain(..used);
-                                self.request_started = ctx.now;
-                                continue;
-                            }
-                            _ => {
-                                self.buffer.clear();
-                                return Served::Close;
-                            }
+            let limit = ctx.shared.config.max_message_bytes;
+            let (request, used) = match parse_request_within(&self.buffer, limit) {
+                Parsed::Partial => return Served::Waiting,
+                Parsed::Invalid(response) => {
+                    *requests += 1;
+                    let consumed = response.consumed.filter(|_| !response.close);
+                    respond(ctx, out, response, peer, None);
+                    match consumed {
+                        Some(used) => {
+                            self.buffer.drain(..used);
+                            self.request_started = ctx.now;
+                            continue;
+                        }
+                        None => {
+                            self.buffer.clear();
+                            return Served::Close;
                         }
                     }
-                    Parsed::Complete(request, used) => {
-                        let request_line = log::log_enabled!(log::Level::Debug)
-                            .then(|| (request.method.to_string(), request.path.to_string()));
-                        let answer = match routes::handle(&request, &ctx.rest_context(draining)) {
-                            Action::Respond(response) => Answer::Respond(response),
-                            Action::Upgrade(switching, kind) => Answer::Upgrade(switching, kind),
-                            Action::Publish { topic, message } => {
-                                Answer::Respond(match ctx.publish(&topic, &message) {
-                                    Some(seq) => routes::published(&topic, seq),
-                                    None => routes::topic_not_found(&topic),
-                                })
-                            }
-                        };
-                        (answer, request.keep_alive, used, request_line)
-                    }
-                };
-            let status = match &answer {
-                Answer::Respond(response) => response.status,
-                Answer::Upgrade(..) => 101,
-            };
-            ctx.metrics.record_http_response(status);
-            *requests += 1;
-            out.messages += 1;
-            if let Some((method, path)) = request_line {
-                log::debug!(
-                    method = method.as_str(), path = path.as_str(), status,
-                    micros = started.elapsed().as_micros() as u64, peer:% = peer;
-                    "request"
-                );
-            }
-            match answer {
-                Answer::Respond(mut response) => {
-                    response.close |= !keep_alive || draining;
-                    response.write_to(out.buffer());
-                    self.buffer.drain(..used);
-                    self.request_started = ctx.now;
-                    if response.close {
-                        return Served::Close;
-                    }
                 }
-                Answer::Upgrade(switching, kind) => {
+                Parsed::Complete(request, used) => (request, used),
+            };
+            *requests += 1;
+            let line = RequestLine {
+                text: log::log_enabled!(log::Level::Debug)
+                    .then(|| (request.method.to_string(), request.path.to_string())),
+                started: Instant::now(),
+            };
+            let close = !request.keep_alive || draining;
+            let action = routes::handle(&request, &ctx.rest_context(draining));
+            let response = match action {
+                Action::Respond(response) => response,
+                Action::Upgrade(switching, kind) => {
+                    ctx.metrics.record_http_response(101);
+                    out.messages += 1;
+                    log_request(&line, 101, peer);
                     out.buffer().extend_from_slice(&switching);
                     let early_frames = self.buffer.split_off(used);
                     return Served::Upgrade { kind, early_frames };
                 }
+                Action::Change(change) => match ctx.change(&change, key) {
+                    Some(outcome) => routes::answer(&change, outcome),
+                    None => {
+                        self.buffer.drain(..used);
+                        self.awaiting = Some(Awaiting {
+                            change,
+                            close,
+                            request: line,
+                        });
+                        return Served::Waiting;
+                    }
+                },
+            };
+            self.buffer.drain(..used);
+            self.request_started = ctx.now;
+            if respond(ctx, out, response.closing_if(close), peer, Some(&line)) {
+                return Served::Close;
             }
         }
+    }
+
+    /// The backplane answered the change this connection waits for: its
+    /// response goes in the output. True if it closes the connection.
+    pub fn on_outcome(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        out: &mut Output,
+        outcome: Outcome,
+        peer: SocketAddr,
+    ) -> bool {
+        let Some(awaiting) = self.awaiting.take() else {
+            return false;
+        };
+        self.request_started = ctx.now;
+        let response = routes::answer(&awaiting.change, outcome).closing_if(awaiting.close);
+        respond(ctx, out, response, peer, Some(&awaiting.request))
+    }
+}
+
+/// Puts `response` in the output, counts and logs it. True if it closes
+/// the connection.
+fn respond(
+    ctx: &mut WorkerCtx,
+    out: &mut Output,
+    response: Response,
+    peer: SocketAddr,
+    line: Option<&RequestLine>,
+) -> bool {
+    ctx.metrics.record_http_response(response.status);
+    out.messages += 1;
+    if let Some(line) = line {
+        log_request(line, response.status, peer);
+    }
+    response.write_to(out.buffer());
+    response.close
+}
+
+fn log_request(line: &RequestLine, status: u16, peer: SocketAddr) {
+    if let Some((method, path)) = &line.text {
+        log::debug!(
+            method = method.as_str(), path = path.as_str(), status,
+            micros = line.started.elapsed().as_micros() as u64, peer:% = peer;
+            "request"
+        );
     }
 }

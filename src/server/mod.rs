@@ -18,6 +18,7 @@ mod timers;
 mod topic_cache;
 mod worker;
 
+use crate::backplane::Backplane;
 use crate::broker::delivery::WorkerMailbox;
 use crate::broker::Broker;
 use crate::config::Config;
@@ -36,6 +37,8 @@ use std::time::Instant;
 pub struct Shared {
     pub config: Config,
     pub broker: Broker,
+    /// Where changes to the topics are carried out.
+    pub backplane: Backplane,
     pub started: Instant,
     /// Set once by the shutdown handle; workers then drain.
     pub draining: AtomicBool,
@@ -51,6 +54,7 @@ impl Shared {
     pub fn new(config: Config, mailboxes: Vec<Arc<WorkerMailbox>>) -> Shared {
         Shared {
             broker: Broker::new(config.ring_buffer_size),
+            backplane: Backplane::Local,
             config,
             started: Instant::now(),
             draining: AtomicBool::new(false),

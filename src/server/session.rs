@@ -10,6 +10,7 @@
 
 use super::context::WorkerCtx;
 use super::output::Output;
+use crate::broker::change::Outcome;
 use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
 use crate::broker::{Replay, Topic};
 use crate::protocol::{self, Acked, ClientRequest, ErrorCode, Start};
@@ -28,6 +29,14 @@ pub struct Session {
     queue: Option<Arc<SubscriberQueue>>,
     topics: Vec<Arc<Topic>>,
     client_id: Option<String>,
+    /// A publish handed to the backplane, whose outcome is the next reply;
+    /// the connection reads no further message until it comes.
+    awaiting: Option<AwaitedPublish>,
+}
+
+struct AwaitedPublish {
+    topic: String,
+    request_id: Option<String>,
 }
 
 impl Session {
@@ -38,6 +47,7 @@ impl Session {
             queue: None,
             topics: Vec::new(),
             client_id: None,
+            awaiting: None,
         }
     }
 
@@ -101,18 +111,17 @@ impl Session {
             ClientRequest::Unsubscribe {
                 topic, client_id, ..
             } => self.unsubscribe(ctx, topic, client_id, request_id, out),
-            ClientRequest::Publish { topic, message, .. } => match ctx.publish(topic, message) {
-                Some(seq) => reply(
-                    out,
-                    &protocol::encode_ack(
-                        request_id,
-                        topic,
-                        Acked::Published { seq },
-                        SystemTime::now(),
-                    ),
-                ),
-                None => reply_topic_not_found(out, topic, request_id),
-            },
+            ClientRequest::Publish { topic, message, .. } => {
+                match ctx.publish(topic, message, self.key) {
+                    Some(outcome) => reply_to_publish(out, topic, request_id, outcome),
+                    None => {
+                        self.awaiting = Some(AwaitedPublish {
+                            topic: topic.clone(),
+                            request_id: request_id.map(str::to_owned),
+                        })
+                    }
+                }
+            }
         }
     }
 
@@ -189,6 +198,18 @@ impl Session {
             out,
             &protocol::encode_ack(request_id, name, Acked::Done, SystemTime::now()),
         );
+    }
+
+    /// A publish waits for the backplane: read no further message.
+    pub fn is_awaiting(&self) -> bool {
+        self.awaiting.is_some()
+    }
+
+    /// The backplane carried out the publish this session waits for.
+    pub fn on_outcome(&mut self, outcome: Outcome, out: &mut Output) {
+        if let Some(awaited) = self.awaiting.take() {
+            reply_to_publish(out, &awaited.topic, awaited.request_id.as_deref(), outcome);
+        }
     }
 
     /// The event queue, once the session has subscribed.
@@ -274,6 +295,34 @@ fn reply_error(
         out,
         &protocol::encode_error(code, message, request_id, topic, SystemTime::now()),
     );
+}
+
+fn reply_to_publish(out: &mut Output, topic: &str, request_id: Option<&str>, outcome: Outcome) {
+    match outcome {
+        Outcome::Published(seq) => reply(
+            out,
+            &protocol::encode_ack(
+                request_id,
+                topic,
+                Acked::Published { seq },
+                SystemTime::now(),
+            ),
+        ),
+        Outcome::NoTopic => reply_topic_not_found(out, topic, request_id),
+        Outcome::Unavailable(why) => {
+            reply_error(out, ErrorCode::Unavailable, why, request_id, Some(topic))
+        }
+        other => {
+            log::error!(topic, outcome:? = other; "a publish had an outcome it cannot have");
+            reply_error(
+                out,
+                ErrorCode::Internal,
+                "unexpected outcome",
+                request_id,
+                Some(topic),
+            )
+        }
+    }
 }
 
 fn reply_topic_not_found(out: &mut Output, topic: &str, request_id: Option<&str>) {

@@ -22,6 +22,7 @@ use super::connection::Connection;
 use super::context::WorkerCtx;
 use super::lifecycle::CLOSE_GRACE;
 use super::Shared;
+use crate::broker::change::Outcome;
 use crate::broker::delivery::{self, ConnectionKey};
 use crate::http::Response;
 use crate::metrics::DisconnectReason;
@@ -53,6 +54,7 @@ pub struct Worker {
     ctx: WorkerCtx,
     touched: Vec<usize>,
     posts: Vec<ConnectionKey>,
+    outcomes: Vec<(ConnectionKey, Outcome)>,
     accept_paused_until: Option<Instant>,
     drain: Option<Drain>,
     /// When this worker, if still quiet, returns freed memory to the system.
@@ -75,6 +77,7 @@ impl Worker {
             ctx: WorkerCtx::new(id, shared),
             touched: Vec::new(),
             posts: Vec::new(),
+            outcomes: Vec::new(),
             accept_paused_until: None,
             drain: None,
             memory_release_at: None,
@@ -265,6 +268,15 @@ impl Worker {
     /// Connections that publishers queued events to.
     fn take_posts(&mut self) {
         self.ctx.mailbox.drain(&mut self.posts);
+        self.ctx.mailbox.drain_outcomes(&mut self.outcomes);
+        for (key, outcome) in self.outcomes.drain(..) {
+            if let Some(conn) = self.connections.get_mut(key.slot) {
+                if conn.generation() == key.generation {
+                    conn.on_outcome(&mut self.ctx, outcome);
+                    touch(&mut self.touched, conn, key.slot);
+                }
+            }
+        }
         for key in self.posts.drain(..) {
             if let Some(conn) = self.connections.get_mut(key.slot) {
                 if conn.generation() == key.generation {

@@ -1,0 +1,64 @@
+//! The changes a client can ask of the topics — create one, delete one,
+//! publish to one — and what became of them. A single broker carries them
+//! out at once ([`Broker::carry_out`]); in cluster mode the backplane does,
+//! and the answer comes later. Either way the same [`Outcome`] goes back to
+//! the protocol side, which words the reply.
+
+use super::{Broker, CreateError};
+use serde_json::value::RawValue;
+
+/// A change to the topics, validated and ready to carry out.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Create {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    Publish {
+        topic: String,
+        message: Box<RawValue>,
+    },
+}
+
+/// What became of a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Deleted,
+    /// Published, with this `seq`.
+    Published(u64),
+    /// Create: the topic exists already.
+    Exists,
+    /// Create: the name is not a valid topic name (why).
+    InvalidName(String),
+    /// Delete or publish: there is no such topic.
+    NoTopic,
+    /// Cluster mode: the backplane could not be reached or did not answer
+    /// in time (a publish may or may not have happened).
+    Unavailable(&'static str),
+}
+
+impl Broker {
+    /// Carries out `change` on this broker alone.
+    pub fn carry_out(&self, change: &Change) -> Outcome {
+        match change {
+            Change::Create { name } => match self.create_topic(name) {
+                Ok(_) => Outcome::Created,
+                Err(CreateError::Exists) => Outcome::Exists,
+                Err(CreateError::InvalidName(why)) => Outcome::InvalidName(why),
+            },
+            Change::Delete { name } => match self.delete_topic(name) {
+                true => Outcome::Deleted,
+                false => Outcome::NoTopic,
+            },
+            Change::Publish { topic, message } => match self.topic(topic) {
+                Some(t) => t
+                    .publish(message)
+                    .map_or(Outcome::NoTopic, Outcome::Published),
+                None => Outcome::NoTopic,
+            },
+        }
+    }
+}
