@@ -7,7 +7,7 @@ use pubsub::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
 use pubsub::broker::{Broker, Replay};
 use pubsub::http::routes::{self, RestContext};
 use pubsub::http::{parse_request, Parsed};
-use pubsub::protocol::{encode_event, parse_client_frame};
+use pubsub::protocol::{encode_event, parse_client_frame, timestamp};
 use pubsub::ws::frame::shared_text_frame;
 use serde_json::value::RawValue;
 use std::hint::black_box;
@@ -24,7 +24,7 @@ fn encode(c: &mut Criterion) {
                 black_box("orders"),
                 &message,
                 black_box(42),
-                SystemTime::now(),
+                &timestamp(SystemTime::now()),
             ))
         })
     });

@@ -287,6 +287,25 @@ pub const LOG_FORMAT: Setting<LogFormat> = Setting {
     shown: |c| word_for(LOG_FORMATS, &c.log_format),
 };
 
+pub const REDIS_URL: Setting<Option<String>> = Setting {
+    name: "REDIS_URL",
+    default: Fallback::Text(""),
+    values: Values::Parsed(parse_redis_url),
+    meaning: "`redis://HOST:PORT[/DB]`: cluster mode through that Redis server; empty: a single broker",
+    shown: |c| c.redis_url.clone().unwrap_or_default(),
+};
+
+pub const NODE_ID: Setting<String> = Setting {
+    name: "NODE_ID",
+    default: Fallback::Computed {
+        shown: "generated",
+        value: generated_node_id,
+    },
+    values: Values::Parsed(parse_node_id),
+    meaning: "this node's name in a cluster, its logs, `/health` and metrics: 1 to 64 letters, digits, `.`, `_` or `-`",
+    shown: |c| c.node_id.clone(),
+};
+
 /// The word of `choices` that means `value`.
 fn word_for<T: PartialEq>(choices: &[(&'static str, T)], value: &T) -> String {
     choices
@@ -310,6 +329,8 @@ pub const SETTINGS: &[&dyn Described] = &[
     &HANDSHAKE_TIMEOUT_SECS,
     &LOG_LEVEL,
     &LOG_FORMAT,
+    &REDIS_URL,
+    &NODE_ID,
 ];
 
 /// The broker's settings, parsed and range-checked.
@@ -327,6 +348,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub log_level: LevelFilter,
     pub log_format: LogFormat,
+    /// Cluster mode when set: the backplane's address, checked.
+    pub redis_url: Option<String>,
+    pub node_id: String,
 }
 
 /// A setting that does not parse or is out of range; `main` prints it and
@@ -378,6 +402,8 @@ impl Config {
             handshake_timeout: HANDSHAKE_TIMEOUT_SECS.read(&lookup)?,
             log_level: LOG_LEVEL.read(&lookup)?,
             log_format: LOG_FORMAT.read(&lookup)?,
+            redis_url: REDIS_URL.read(&lookup)?,
+            node_id: NODE_ID.read(&lookup)?,
         })
     }
 
@@ -397,6 +423,33 @@ impl Config {
             ..Config::default()
         }
     }
+}
+
+/// A `redis://` URL the client accepts; empty means none.
+fn parse_redis_url(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if !text.starts_with("redis://") {
+        return Err("expected redis://HOST:PORT[/DB]".into());
+    }
+    redis::Client::open(text).map_err(|e| format!("not a Redis URL: {e}"))?;
+    Ok(Some(text.to_string()))
+}
+
+fn parse_node_id(text: &str) -> Result<String, String> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+    if text.is_empty() || text.len() > 64 || !text.bytes().all(valid) {
+        return Err("must be 1 to 64 letters, digits, '.', '_' or '-'".into());
+    }
+    Ok(text.to_string())
+}
+
+/// `node-` and 8 random characters: unique enough among a cluster's nodes,
+/// and stable for the life of the process.
+fn generated_node_id() -> String {
+    let epoch = crate::broker::new_epoch();
+    format!("node-{}", &epoch[..8])
 }
 
 /// `:PORT` means every interface, `[::]:PORT` (dual-stack: see
@@ -591,7 +644,9 @@ mod tests {
             .map(|line| {
                 let cells: Vec<&str> = line.split('|').map(str::trim).collect();
                 assert_eq!(cells.len(), 5, "{line}");
-                let name = cells[1].trim_matches('`').to_string();
+                // The contract marks its extensions: `NAME` **ext**.
+                let name = cells[1].trim_end_matches("**ext**").trim();
+                let name = name.trim_matches('`').to_string();
                 let default = match cells[2] {
                     "empty" => String::new(),
                     text => text.trim_matches('`').to_string(),

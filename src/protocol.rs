@@ -476,9 +476,22 @@ pub fn encode_info(msg: &'static str, topic: Option<&str>, at: SystemTime) -> St
     .to_json()
 }
 
-/// The JSON text of an event. `message` is the publisher's raw JSON,
-/// copied byte for byte.
-pub fn encode_event(topic: &str, message: &RawValue, seq: u64, at: SystemTime) -> String {
+/// Cluster mode: `info topic_reset`, the topic's messages up to
+/// `last_seq` that a subscriber has not had cannot be delivered.
+pub fn encode_reset(topic: &str, epoch: &str, last_seq: u64, at: SystemTime) -> String {
+    ServerMessage {
+        topic: Some(topic),
+        msg: Some("topic_reset"),
+        epoch: Some(epoch),
+        last_seq: Some(last_seq),
+        ..ServerMessage::new("info", at)
+    }
+    .to_json()
+}
+
+/// The JSON text of an event stamped `ts` (see [`timestamp`]). `message`
+/// is the publisher's raw JSON, copied byte for byte.
+pub fn encode_event(topic: &str, message: &RawValue, seq: u64, ts: &str) -> String {
     let mut out = String::with_capacity(64 + topic.len() + message.get().len());
     out.push_str(r#"{"type":"event","topic":"#);
     out.push_str(&serde_json::to_string(topic).expect("strings always serialise"));
@@ -487,7 +500,7 @@ pub fn encode_event(topic: &str, message: &RawValue, seq: u64, at: SystemTime) -
     out.push_str(r#","seq":"#);
     out.push_str(&seq.to_string());
     out.push_str(r#","ts":""#);
-    out.push_str(&timestamp(at));
+    out.push_str(ts);
     out.push_str("\"}");
     out
 }
@@ -907,7 +920,7 @@ mod tests {
     fn events_pass_the_message_through_byte_for_byte() {
         let raw = RawValue::from_string(r#"{"id":"m1","payload":{"b":1.000,"a":"\u00e9"}}"#.into())
             .unwrap();
-        let text = encode_event("ord\"ers", &raw, 42, UNIX_EPOCH);
+        let text = encode_event("ord\"ers", &raw, 42, &timestamp(UNIX_EPOCH));
         assert!(
             text.contains(r#""message":{"id":"m1","payload":{"b":1.000,"a":"\u00e9"}}"#),
             "{text}"

@@ -8,8 +8,8 @@
 // frame can get must be JSON too.
 
 use pubsub::protocol::{
-    encode_ack, encode_error, encode_event, encode_pong, parse_client_frame, Acked, ClientRequest,
-    ErrorCode, Start,
+    encode_ack, encode_error, encode_event, encode_pong, parse_client_frame, timestamp, Acked,
+    ClientRequest, ErrorCode, Start,
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -25,7 +25,7 @@ pub fn run(data: &[u8]) {
             request_id,
         }) => {
             assert!(message.get().starts_with('{'), "not an object: {text}");
-            let event = encode_event(&topic, message, 42, at);
+            let event = encode_event(&topic, message, 42, &timestamp(at));
             let fields = json_object(&event);
             assert_eq!(fields["message"].get(), message.get(), "{event}");
             let echoed: String = serde_json::from_str(fields["topic"].get()).expect("a string");

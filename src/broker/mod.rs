@@ -13,9 +13,11 @@
 pub mod change;
 pub mod delivery;
 mod epoch;
+
+pub use epoch::new_epoch;
 pub mod ring;
 
-use crate::protocol::{encode_event, encode_info, validate_topic_name};
+use crate::protocol::{encode_event, encode_info, encode_reset, timestamp, validate_topic_name};
 use crate::ws::frame::{shared_text_frame, SharedFrame};
 use delivery::{Delivery, SubscriberQueue};
 use ring::ReplayRing;
@@ -31,13 +33,14 @@ pub struct TopicGone;
 
 pub struct Topic {
     name: String,
-    /// This incarnation of the topic (see `epoch`).
-    epoch: String,
     deleted: AtomicBool,
     state: Mutex<TopicState>,
 }
 
 struct TopicState {
+    /// This incarnation of the topic (see `epoch`); changed only by a
+    /// cluster's reset after the backplane lost its data.
+    epoch: String,
     next_seq: u64,
     ring: ReplayRing,
     subscribers: Vec<Arc<SubscriberQueue>>,
@@ -82,22 +85,37 @@ pub struct Subscribed {
     pub last_seq: u64,
     /// For a resume: whether every message after its `seq` is replayed.
     pub recovered: Option<bool>,
+    /// The topic's epoch as the subscription took effect.
+    pub epoch: String,
+}
+
+/// What became of a message the backplane numbered (cluster mode).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// It was the next message: delivered and kept.
+    Delivered,
+    /// Already delivered (the same event seen twice, or a gap repair that
+    /// overtook it).
+    Duplicate,
+    /// Messages before it are missing: the next expected is `expected`.
+    Gap { expected: u64 },
 }
 
 /// A page of a topic's held messages, for `GET /topics/{name}/messages`.
 pub struct History {
+    pub epoch: String,
     pub last_seq: u64,
     /// Event frames with their `seq`, oldest first.
     pub events: Vec<(u64, SharedFrame)>,
 }
 
 impl Topic {
-    fn new(name: String, ring_capacity: usize) -> Self {
+    fn new(name: String, ring_capacity: usize, epoch: String) -> Self {
         Topic {
             name,
-            epoch: epoch::new_epoch(),
             deleted: AtomicBool::new(false),
             state: Mutex::new(TopicState {
+                epoch,
                 next_seq: 1,
                 ring: ReplayRing::new(ring_capacity),
                 subscribers: Vec::new(),
@@ -109,8 +127,12 @@ impl Topic {
 
     /// This incarnation of the topic: a topic created again after a
     /// deletion, or after a restart, has another.
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    pub fn epoch(&self) -> String {
+        self.lock().epoch.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// True once the topic was deleted; a connection that still lists it
@@ -135,8 +157,64 @@ impl Topic {
         }
         let state = &mut *state;
         let seq = state.next_seq;
-        state.next_seq += 1;
-        let frame = shared_text_frame(&encode_event(&self.name, message, seq, SystemTime::now()));
+        state.deliver(&self.name, seq, message, &timestamp(SystemTime::now()));
+        Ok(seq)
+    }
+
+    /// Cluster mode: delivers the message the backplane numbered `seq`
+    /// (stamped `ts`) if it is the next one, as [`publish`](Self::publish)
+    /// does.
+    pub fn apply(&self, seq: u64, message: &RawValue, ts: &str) -> Result<Applied, TopicGone> {
+        let mut state = self.lock();
+        if self.is_deleted() {
+            return Err(TopicGone);
+        }
+        if seq < state.next_seq {
+            return Ok(Applied::Duplicate);
+        }
+        if seq > state.next_seq {
+            return Ok(Applied::Gap {
+                expected: state.next_seq,
+            });
+        }
+        state.deliver(&self.name, seq, message, ts);
+        Ok(Applied::Delivered)
+    }
+
+    /// Cluster mode: the messages before `next_seq` that the topic has not
+    /// delivered cannot be had (the backplane's ring no longer holds them,
+    /// or it lost its data, and then `epoch` is the topic's new one). Every
+    /// subscriber gets `info topic_reset`, behind the events already queued
+    /// to it; numbering goes on at `next_seq`, and the ring starts empty.
+    pub fn reset(&self, next_seq: u64, epoch: Option<String>) {
+        let mut state = self.lock();
+        if let Some(epoch) = epoch {
+            state.epoch = epoch;
+        }
+        state.next_seq = next_seq;
+        state.ring = ReplayRing::new(state.ring.capacity());
+        let notice = shared_text_frame(&encode_reset(
+            &self.name,
+            &state.epoch,
+            next_seq - 1,
+            SystemTime::now(),
+        ));
+        state.subscribers.retain(|s| s.deliver(&notice));
+    }
+
+    /// The `seq` the next message will have.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+}
+
+impl TopicState {
+    /// Numbers, encodes once, keeps and fans out one message. Subscribers
+    /// whose queue overflows are marked slow and leave the topic.
+    fn deliver(&mut self, topic: &str, seq: u64, message: &RawValue, ts: &str) {
+        self.next_seq = seq + 1;
+        let frame = shared_text_frame(&encode_event(topic, message, seq, ts));
+        let state = self;
         let (mut queued, mut overflowed) = (0, 0);
         state
             .subscribers
@@ -154,9 +232,10 @@ impl Topic {
         state.queued += queued;
         state.slow_consumers += overflowed;
         state.ring.push(seq, frame);
-        Ok(seq)
     }
+}
 
+impl Topic {
     /// Adds `subscriber` and returns what to replay before live events.
     /// Every event published after this call goes to the subscriber's
     /// queue, every earlier one it is given is in the replay: no gap, no
@@ -177,20 +256,23 @@ impl Topic {
             state.subscribers.push(Arc::clone(subscriber));
         }
         let last_seq = state.next_seq - 1;
+        let topic_epoch = state.epoch.clone();
         Ok(match replay {
             Replay::LastN(0) => Subscribed {
                 replay: Vec::new(),
                 last_seq,
                 recovered: None,
+                epoch: topic_epoch,
             },
             Replay::LastN(n) => Subscribed {
                 replay: state.ring.last(n),
                 last_seq,
                 recovered: None,
+                epoch: topic_epoch,
             },
             Replay::Since { seq, epoch } => {
                 let recovered =
-                    epoch == self.epoch && seq <= last_seq && state.ring.holds_after(seq);
+                    epoch == topic_epoch && seq <= last_seq && state.ring.holds_after(seq);
                 let replay = if recovered {
                     state
                         .ring
@@ -204,6 +286,7 @@ impl Topic {
                     replay,
                     last_seq,
                     recovered: Some(recovered),
+                    epoch: topic_epoch,
                 }
             }
         })
@@ -213,6 +296,7 @@ impl Topic {
     pub fn history(&self, seq: u64, limit: usize) -> History {
         let state = self.lock();
         History {
+            epoch: state.epoch.clone(),
             last_seq: state.next_seq - 1,
             events: state
                 .ring
@@ -259,7 +343,7 @@ impl Topic {
             delivered: state.queued,
             slow_consumer_disconnects: state.slow_consumers,
             ring: state.ring.len(),
-            epoch: self.epoch.clone(),
+            epoch: state.epoch.clone(),
         }
     }
 }
@@ -291,9 +375,39 @@ impl Broker {
         if topics.contains_key(name) {
             return Err(CreateError::Exists);
         }
-        let topic = Arc::new(Topic::new(name.to_string(), self.ring_capacity));
+        let topic = Arc::new(Topic::new(
+            name.to_string(),
+            self.ring_capacity,
+            epoch::new_epoch(),
+        ));
         topics.insert(name.to_string(), Arc::clone(&topic));
         Ok(topic)
+    }
+
+    /// Cluster mode: the topic `name` as the backplane has it, in `epoch`.
+    /// Created if missing; one of another epoch was deleted and created
+    /// again meanwhile, so its subscribers get `topic_deleted` and it is
+    /// replaced. `next_seq` numbers the first message a new one delivers.
+    pub fn mirror(&self, name: &str, epoch: &str, next_seq: u64) -> Arc<Topic> {
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = topics.get(name) {
+            if existing.lock().epoch == epoch {
+                return Arc::clone(existing);
+            }
+            existing.delete();
+        }
+        let topic = Topic::new(name.to_string(), self.ring_capacity, epoch.to_string());
+        topic.lock().next_seq = next_seq;
+        let topic = Arc::new(topic);
+        topics.insert(name.to_string(), Arc::clone(&topic));
+        topic
+    }
+
+    /// Cluster mode: deletes `name` if it is still in `epoch` (a later
+    /// incarnation stays). True if deleted.
+    pub fn delete_mirror(&self, name: &str, epoch: &str) -> bool {
+        let current = self.topic(name).is_some_and(|t| t.lock().epoch == epoch);
+        current && self.delete_topic(name)
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

@@ -78,6 +78,10 @@ impl ReplayRing {
         self.frames.len()
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }

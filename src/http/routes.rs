@@ -470,24 +470,28 @@ fn history(encoded: &str, req: &Request<'_>, ctx: &RestContext<'_>) -> Response 
         200,
         &HistoryPage {
             topic: &name,
-            epoch: topic.epoch(),
+            epoch: &history.epoch,
             last_seq: history.last_seq,
             messages,
         },
     )
 }
 
-/// A query parameter that must be an integer >= 0, or `default` if absent.
+/// A query parameter that must be an integer >= 0 (decimal digits only),
+/// or `default` if absent. Integers too large for `u64` saturate, as
+/// `since_seq` does over WebSocket: "beyond the last message", and a
+/// `limit` above the ring size.
 fn query_integer(req: &Request<'_>, name: &str, default: u64) -> Result<u64, Response> {
     match req.query_param(name) {
         None => Ok(default),
-        Some(text) => text.parse::<u64>().map_err(|_| {
-            Response::error(
-                400,
-                "BAD_REQUEST",
-                &format!("query '{name}' must be a non-negative integer, not '{text}'"),
-            )
-        }),
+        Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(text.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        Some(text) => Err(Response::error(
+            400,
+            "BAD_REQUEST",
+            &format!("query '{name}' must be a non-negative integer, not '{text}'"),
+        )),
     }
 }
 

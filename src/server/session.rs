@@ -156,7 +156,7 @@ impl Session {
             Err(_) => reply_topic_not_found(out, name, request_id),
             Ok(subscribed) => {
                 let acked = Acked::Subscribed {
-                    epoch: topic.epoch(),
+                    epoch: &subscribed.epoch,
                     last_seq: subscribed.last_seq,
                     recovered: subscribed.recovered,
                 };
