@@ -10,6 +10,8 @@
 //!   opening handshake. Pure: bytes in, bytes or values out.
 //! - [`protocol`]: the JSON messages of `/ws`, decoded and encoded. Pure.
 //! - [`broker`]: topics, the replay ring, subscriber queues and fan-out.
+//! - [`console`]: the browser console and the JavaScript client, files
+//!   embedded in the binary and served by [`http`]'s routes.
 //! - [`metrics`]: per-worker counters and their Prometheus exposition.
 //! - [`config`]: every setting, from the environment; [`logging`]: log
 //!   lines as text or JSON.
@@ -17,6 +19,7 @@
 pub mod backplane;
 pub mod broker;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod logging;
 pub mod metrics;

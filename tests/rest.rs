@@ -329,7 +329,7 @@ fn stats_count_messages_ever_published_and_subscribers() {
 fn unknown_paths_are_404_not_found() {
     let broker = TestBroker::start();
     for (method, path) in [
-        ("GET", "/"),
+        ("GET", "/index.html"),
         ("GET", "/nope"),
         ("GET", "/healthz"),
         ("GET", "/topics/a/b"),

@@ -6,6 +6,7 @@ use super::{Request, Response};
 use crate::backplane::Backplane;
 use crate::broker::change::{Change, Outcome};
 use crate::broker::Broker;
+use crate::console::{self, Asset};
 use crate::metrics::{
     render_prometheus, BackplaneFigures, BrokerGauges, MetricsSnapshot, WorkerMetrics,
 };
@@ -162,6 +163,7 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         Route::Ready => ready(ctx),
         Route::Stats => stats(ctx),
         Route::Metrics => metrics(ctx),
+        Route::Console(asset) => asset.response(),
         #[cfg(feature = "autobahn")]
         Route::Echo => match crate::ws::accept_upgrade(req) {
             Ok(switching) => return Action::Upgrade(switching, SessionKind::Echo),
@@ -214,6 +216,9 @@ enum Route<'a> {
     Ready,
     Stats,
     Metrics,
+    /// A file of the browser console (`/` is the page, except with the
+    /// `autobahn` feature, where it is the echo endpoint).
+    Console(&'static Asset),
     #[cfg(feature = "autobahn")]
     Echo,
     Unknown,
@@ -232,7 +237,7 @@ impl<'a> Route<'a> {
             "/" => Route::Echo,
             _ => {
                 let Some(rest) = path.strip_prefix("/topics/") else {
-                    return Route::Unknown;
+                    return console::asset(path).map_or(Route::Unknown, Route::Console);
                 };
                 let (name, messages) = match rest.strip_suffix("/messages") {
                     Some(name) => (name, true),
@@ -249,9 +254,12 @@ impl<'a> Route<'a> {
 
     fn allowed_methods(self) -> &'static [&'static str] {
         match self {
-            Route::WebSocket | Route::Health | Route::Ready | Route::Stats | Route::Metrics => {
-                &["GET"]
-            }
+            Route::WebSocket
+            | Route::Health
+            | Route::Ready
+            | Route::Stats
+            | Route::Metrics
+            | Route::Console(_) => &["GET"],
             Route::Topics => &["GET", "POST"],
             Route::Topic(_) => &["GET", "DELETE"],
             Route::Messages(_) => &["GET", "POST"],
@@ -268,9 +276,11 @@ impl<'a> Route<'a> {
     }
 
     /// Probes answer without the API key, so that liveness and readiness
-    /// checks work; and they keep answering while the server drains.
+    /// checks work; and they keep answering while the server drains. So
+    /// do the console's files, which hold no data: the page asks for the
+    /// key, and everything it fetches needs it.
     fn needs_key(self) -> bool {
-        !matches!(self, Route::Health | Route::Ready)
+        !matches!(self, Route::Health | Route::Ready | Route::Console(_))
     }
 }
 
@@ -899,7 +909,13 @@ mod tests {
     #[test]
     fn unknown_paths_and_wrong_methods() {
         let w = World::new();
-        for path in ["/", "/nope", "/topics/", "/topics/a/b", "/health/x"] {
+        for path in [
+            "/index.html",
+            "/nope",
+            "/topics/",
+            "/topics/a/b",
+            "/health/x",
+        ] {
             let (status, body) = w.request("GET", path, None);
             assert_eq!((status, code(&body)), (404, "NOT_FOUND"), "{path}");
         }
@@ -963,6 +979,28 @@ mod tests {
             )),
             Action::Upgrade(..)
         ));
+    }
+
+    #[test]
+    fn console_files_need_no_key_and_only_get() {
+        let mut w = World::new();
+        w.api_key = Some("s3cret");
+        #[cfg(not(feature = "autobahn"))]
+        let paths = ["/", "/console.js", "/pubsub.js", "/console.css"];
+        #[cfg(feature = "autobahn")]
+        let paths = ["/console.js", "/pubsub.js", "/console.css"];
+        for path in paths {
+            let raw = format!("GET {path} HTTP/1.1\r\n\r\n");
+            let Action::Respond(response) = w.send(&raw) else {
+                panic!("no upgrade here")
+            };
+            assert_eq!(response.status, 200, "{path}");
+            assert_eq!(
+                w.call("POST", path, Some("{}"), "X-API-Key: s3cret\r\n").0,
+                405
+            );
+        }
+        assert_eq!(w.call("GET", "/topics", None, "").0, 401);
     }
 
     #[test]

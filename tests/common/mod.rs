@@ -34,13 +34,19 @@ impl TestBroker {
     /// Starts a broker with these environment settings on top of the
     /// defaults (ADDR is always 127.0.0.1:0).
     pub fn with(vars: &[(&str, &str)]) -> TestBroker {
+        TestBroker::on("127.0.0.1:0".parse().unwrap(), vars)
+    }
+
+    /// Starts a broker on `addr` (a port another broker of the test had,
+    /// to restart it under its clients) with these settings.
+    pub fn on(addr: SocketAddr, vars: &[(&str, &str)]) -> TestBroker {
         // RUST_LOG=debug shows the broker's logs for a failing test.
         let _ = env_logger::builder().is_test(true).try_init();
         let mut map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        map.insert("ADDR".into(), "127.0.0.1:0".into());
+        map.insert("ADDR".into(), addr.to_string());
         map.entry("WORKERS".into()).or_insert_with(|| "2".into());
         let config =
             pubsub::Config::from_vars(|name| map.get(name).cloned()).expect("valid test config");
