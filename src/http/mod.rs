@@ -6,7 +6,9 @@
 //! keeps bytes that are not yet a whole request, and loops while whole
 //! requests remain (pipelining).
 
+mod operations;
 pub mod routes;
+mod topics;
 
 use serde::Serialize;
 

@@ -1,0 +1,270 @@
+//! Unit tests of topics, their replay and fan-out (`super`).
+
+use super::delivery::{ConnectionKey, WorkerMailbox};
+use super::*;
+use serde_json::Value;
+
+fn subscriber(slot: usize, capacity: usize) -> Arc<SubscriberQueue> {
+    let mailbox = WorkerMailbox::unpolled();
+    Arc::new(SubscriberQueue::new(
+        capacity,
+        ConnectionKey::new(slot, 0),
+        mailbox,
+    ))
+}
+
+fn message(id: &str) -> Box<RawValue> {
+    RawValue::from_string(format!(r#"{{"id":"{id}","payload":{{"n":1}}}}"#)).unwrap()
+}
+
+fn decode(frame: &SharedFrame) -> Value {
+    // Server frames with a short payload: two header bytes.
+    let offset = match frame[1] {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    serde_json::from_slice(&frame[offset..]).unwrap()
+}
+
+fn drain(q: &SubscriberQueue) -> Vec<Value> {
+    std::iter::from_fn(|| q.pop()).map(|f| decode(&f)).collect()
+}
+
+#[test]
+fn publish_fans_out_in_order_with_consecutive_seq() {
+    let broker = Broker::new(10);
+    let topic = broker.create_topic("orders").unwrap();
+    let (a, b) = (subscriber(1, 10), subscriber(2, 10));
+    topic.subscribe(&a, Replay::LastN(0), false).unwrap();
+    topic.subscribe(&b, Replay::LastN(0), false).unwrap();
+    topic.subscribe(&b, Replay::LastN(0), true).unwrap();
+    for id in ["m1", "m2", "m3"] {
+        topic.publish(&message(id)).unwrap();
+    }
+    for q in [&a, &b] {
+        let events = drain(q);
+        assert_eq!(events.len(), 3, "subscribing twice must not duplicate");
+        let seqs: Vec<_> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(events[0]["message"]["id"], "m1");
+        assert_eq!(events[0]["topic"], "orders");
+    }
+    assert_eq!(
+        topic.summary(),
+        TopicSummary {
+            name: "orders".into(),
+            subscribers: 2,
+            messages: 3,
+            delivered: 6,
+            slow_consumer_disconnects: 0,
+            ring: 3,
+            epoch: topic.epoch().to_string(),
+        }
+    );
+}
+
+#[test]
+fn events_stay_in_their_topic() {
+    let broker = Broker::new(10);
+    let (t1, t2) = (
+        broker.create_topic("a").unwrap(),
+        broker.create_topic("b").unwrap(),
+    );
+    let q = subscriber(1, 10);
+    t1.subscribe(&q, Replay::LastN(0), false).unwrap();
+    t2.publish(&message("x")).unwrap();
+    assert!(q.is_empty());
+}
+
+#[test]
+fn replay_then_live_has_no_gap_and_no_duplicate() {
+    let broker = Broker::new(5);
+    let topic = broker.create_topic("t").unwrap();
+    for i in 0..8 {
+        topic.publish(&message(&format!("m{i}"))).unwrap();
+    }
+    let q = subscriber(1, 100);
+    let replay: Vec<Value> = topic
+        .subscribe(&q, Replay::LastN(3), false)
+        .unwrap()
+        .replay
+        .iter()
+        .map(decode)
+        .collect();
+    topic.publish(&message("live")).unwrap();
+    let live = drain(&q);
+    let seqs: Vec<u64> = replay
+        .iter()
+        .chain(live.iter())
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![6, 7, 8, 9]);
+    assert_eq!(
+        topic
+            .subscribe(&subscriber(2, 1), Replay::LastN(1000), false)
+            .unwrap()
+            .replay
+            .len(),
+        5,
+        "replay is capped by the ring"
+    );
+}
+
+#[test]
+fn resume_replays_everything_after_since_seq_or_nothing() {
+    // A ring of 5 after 8 messages holds 4..=8.
+    let broker = Broker::new(5);
+    let topic = broker.create_topic("t").unwrap();
+    for i in 0..8 {
+        topic.publish(&message(&format!("m{i}"))).unwrap();
+    }
+    let epoch = topic.epoch().to_string();
+    let resume = |slot, seq, epoch: &str| {
+        let q = subscriber(slot, 100);
+        let got = topic
+            .subscribe(&q, Replay::Since { seq, epoch }, false)
+            .unwrap();
+        assert_eq!(got.last_seq, 8);
+        let seqs: Vec<u64> = got
+            .replay
+            .iter()
+            .map(|f| decode(f)["seq"].as_u64().unwrap())
+            .collect();
+        (got.recovered, seqs)
+    };
+    assert_eq!(resume(1, 8, &epoch), (Some(true), vec![]), "nothing missed");
+    assert_eq!(resume(2, 7, &epoch), (Some(true), vec![8]));
+    assert_eq!(
+        resume(3, 3, &epoch),
+        (Some(true), vec![4, 5, 6, 7, 8]),
+        "from the oldest held"
+    );
+    assert_eq!(
+        resume(4, 2, &epoch),
+        (Some(false), vec![]),
+        "3 is no longer held"
+    );
+    assert_eq!(resume(5, 0, &epoch), (Some(false), vec![]));
+    assert_eq!(
+        resume(6, 9, &epoch),
+        (Some(false), vec![]),
+        "beyond the last"
+    );
+    assert_eq!(
+        resume(7, 7, "another"),
+        (Some(false), vec![]),
+        "another epoch"
+    );
+    let again = {
+        broker.delete_topic("t");
+        broker.create_topic("t").unwrap()
+    };
+    assert_ne!(again.epoch(), epoch, "a recreated topic has a new epoch");
+}
+
+#[test]
+fn replay_is_atomic_with_concurrent_publishers() {
+    // Subscribers join while another thread publishes; each must see a
+    // consecutive run of seq numbers from its replay into its live events.
+    let broker = Arc::new(Broker::new(50));
+    let topic = broker.create_topic("t").unwrap();
+    let publisher = {
+        let topic = Arc::clone(&topic);
+        std::thread::spawn(move || {
+            for i in 0..5_000 {
+                topic.publish(&message(&i.to_string())).unwrap();
+            }
+        })
+    };
+    let mut checked = 0;
+    for slot in 0..200 {
+        let q = subscriber(slot, 10_000);
+        let replay = topic
+            .subscribe(&q, Replay::LastN(20), false)
+            .unwrap()
+            .replay;
+        let seqs: Vec<u64> = replay
+            .iter()
+            .map(decode)
+            .chain(drain(&q))
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        for pair in seqs.windows(2) {
+            assert_eq!(pair[1], pair[0] + 1, "gap or duplicate in {seqs:?}");
+        }
+        checked += seqs.len();
+        topic.unsubscribe(&q);
+    }
+    publisher.join().unwrap();
+    assert!(checked > 0);
+}
+
+#[test]
+fn overflow_drops_the_slow_subscriber_only() {
+    let broker = Broker::new(10);
+    let topic = broker.create_topic("t").unwrap();
+    let (slow, healthy) = (subscriber(1, 2), subscriber(2, 10));
+    topic.subscribe(&slow, Replay::LastN(0), false).unwrap();
+    topic.subscribe(&healthy, Replay::LastN(0), false).unwrap();
+    for i in 0..3 {
+        topic.publish(&message(&i.to_string())).unwrap();
+    }
+    assert!(slow.is_slow());
+    assert!(!healthy.is_slow());
+    assert_eq!(healthy.len(), 3);
+    let summary = topic.summary();
+    assert_eq!(
+        (
+            summary.subscribers,
+            summary.slow_consumer_disconnects,
+            summary.delivered
+        ),
+        (1, 1, 5)
+    );
+}
+
+#[test]
+fn deletion_notifies_after_queued_events_and_refuses_more() {
+    let broker = Broker::new(10);
+    let topic = broker.create_topic("t").unwrap();
+    let q = subscriber(1, 10);
+    topic.subscribe(&q, Replay::LastN(0), false).unwrap();
+    topic.publish(&message("m")).unwrap();
+    assert!(broker.delete_topic("t"));
+    assert!(!broker.delete_topic("t"));
+    let got = drain(&q);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["type"], "event");
+    assert_eq!(
+        got[1],
+        serde_json::json!({"type":"info","topic":"t","msg":"topic_deleted","ts":got[1]["ts"]})
+    );
+    assert!(topic.is_deleted());
+    assert_eq!(topic.publish(&message("late")), Err(TopicGone));
+    assert!(matches!(
+        topic.subscribe(&q, Replay::LastN(0), false),
+        Err(TopicGone)
+    ));
+    assert!(broker.topic("t").is_none());
+    let again = broker.create_topic("t").unwrap();
+    assert_eq!(
+        again.publish(&message("new")),
+        Ok(1),
+        "a new topic starts at seq 1"
+    );
+}
+
+#[test]
+fn creation_validates_and_refuses_duplicates() {
+    let broker = Broker::new(10);
+    broker.create_topic("b").unwrap();
+    broker.create_topic("a").unwrap();
+    assert_eq!(broker.create_topic("a").err(), Some(CreateError::Exists));
+    assert!(matches!(
+        broker.create_topic("x/y"),
+        Err(CreateError::InvalidName(_))
+    ));
+    let names: Vec<_> = broker.summaries().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, vec!["a", "b"]);
+}

@@ -1,0 +1,161 @@
+//! The REST handlers of operations: `/health`, `/readyz`, `/stats` and
+//! `/metrics`. They read the broker, the workers' counters and, in cluster
+//! mode, the backplane's state. No sockets.
+
+use super::routes::RestContext;
+use super::Response;
+use crate::metrics::{render_prometheus, BackplaneFigures, BrokerGauges, MetricsSnapshot};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(Serialize)]
+struct Health<'a> {
+    uptime_sec: u64,
+    topics: usize,
+    subscribers: usize,
+    connections: usize,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterHealth<'a>>,
+}
+
+/// Cluster mode: this node and whether it reaches the backplane.
+#[derive(Serialize)]
+struct ClusterHealth<'a> {
+    node: &'a str,
+    backplane: &'static str,
+}
+
+pub(super) fn health(ctx: &RestContext<'_>) -> Response {
+    let summaries = ctx.broker.summaries();
+    Response::json(
+        200,
+        &Health {
+            uptime_sec: ctx.uptime.as_secs(),
+            topics: summaries.len(),
+            subscribers: summaries.iter().map(|s| s.subscribers).sum(),
+            connections: ctx.connections,
+            status: if ctx.draining { "draining" } else { "ok" },
+            cluster: ctx.backplane.cluster().map(|c| ClusterHealth {
+                node: &c.node_id,
+                backplane: if c.is_up() { "up" } else { "down" },
+            }),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct TopicStats {
+    messages: u64,
+    subscribers: usize,
+    delivered: u64,
+    slow_consumer_disconnects: u64,
+    ring: usize,
+    last_seq: u64,
+}
+
+#[derive(Serialize)]
+struct Totals {
+    connections: usize,
+    websocket_connections: i64,
+    messages_published: u64,
+    messages_delivered: u64,
+    slow_consumer_disconnects: u64,
+    bytes_received: u64,
+    bytes_sent: u64,
+}
+
+#[derive(Serialize)]
+struct Stats {
+    topics: BTreeMap<String, TopicStats>,
+    totals: Totals,
+    uptime_sec: u64,
+    connections: usize,
+}
+
+pub(super) fn stats(ctx: &RestContext<'_>) -> Response {
+    let topics = ctx
+        .broker
+        .summaries()
+        .into_iter()
+        .map(|s| {
+            let figures = TopicStats {
+                messages: s.messages,
+                subscribers: s.subscribers,
+                delivered: s.delivered,
+                slow_consumer_disconnects: s.slow_consumer_disconnects,
+                ring: s.ring,
+                last_seq: s.messages,
+            };
+            (s.name, figures)
+        })
+        .collect();
+    let m = MetricsSnapshot::sum(ctx.metrics.iter().map(Arc::as_ref));
+    let totals = Totals {
+        connections: ctx.connections,
+        websocket_connections: m.open_websocket,
+        messages_published: m.published,
+        messages_delivered: m.delivered,
+        slow_consumer_disconnects: m.slow_consumer_disconnects(),
+        bytes_received: m.bytes_received,
+        bytes_sent: m.bytes_sent,
+    };
+    let stats = Stats {
+        topics,
+        totals,
+        uptime_sec: ctx.uptime.as_secs(),
+        connections: ctx.connections,
+    };
+    Response::json(200, &stats)
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+}
+
+/// 200 while serving; 503 from the moment shutdown begins.
+pub(super) fn ready(ctx: &RestContext<'_>) -> Response {
+    if ctx.draining {
+        Response::json(503, &Readiness { status: "draining" })
+    } else if !ctx.backplane.is_up() {
+        Response::json(
+            503,
+            &Readiness {
+                status: "backplane_down",
+            },
+        )
+    } else {
+        Response::json(200, &Readiness { status: "ready" })
+    }
+}
+
+pub(super) fn metrics(ctx: &RestContext<'_>) -> Response {
+    let summaries = ctx.broker.summaries();
+    let gauges = BrokerGauges {
+        topics: summaries.len(),
+        subscriptions: summaries.iter().map(|s| s.subscribers).sum(),
+        uptime_seconds: ctx.uptime.as_secs_f64(),
+        backplane: ctx.backplane.cluster().map(|c| {
+            let rtt = c.rtt();
+            BackplaneFigures {
+                up: c.is_up(),
+                rtt_buckets: rtt.cumulative,
+                rtt_count: rtt.count,
+                rtt_sum_seconds: rtt.sum_seconds,
+                gaps_repaired: c.gaps_repaired.load(Ordering::Relaxed),
+                topic_resets: c.topic_resets.load(Ordering::Relaxed),
+            }
+        }),
+    };
+    let snapshot = MetricsSnapshot::sum(ctx.metrics.iter().map(Arc::as_ref));
+    Response::text(
+        200,
+        PROMETHEUS_CONTENT_TYPE,
+        render_prometheus(&snapshot, &gauges),
+    )
+}
+
+const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
