@@ -3,6 +3,8 @@
 //! on 127.0.0.1. Each scenario saves a screenshot under
 //! `target/console-screenshots/` for a person to look at. Without Chromium
 //! these tests fail: `scripts/test` installs it.
+//!
+//! Long on purpose: one browser scenario per promise of the console.
 
 mod browser;
 mod common;

@@ -9,6 +9,9 @@
 //! error and no stall (a witness publishes and reads along on its own
 //! connections all the while, and must get every acked event, in order);
 //! and nothing acked is lost for subscribers that keep reading.
+//!
+//! Long on purpose: one file per promise, and this one (no fault reaches
+//! another client) has a case per fault, each with its own witness.
 
 mod common;
 

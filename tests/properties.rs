@@ -4,6 +4,9 @@
 //! parsers (client frames, HTTP requests), which must never panic whatever
 //! they are given, and every place that decodes client JSON, which must
 //! refuse any value of another type than the contract names.
+//!
+//! Long on purpose: every property of the pure parts in one place, with
+//! the generators they share.
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 use proptest::collection::vec;

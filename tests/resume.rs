@@ -5,6 +5,9 @@
 //! requests that are `BAD_REQUEST`, and resumes while publishers on other
 //! workers run: what a subscriber sees across reconnects is every `seq`
 //! once, in order, or a gap announced by `recovered: false`.
+//!
+//! Long on purpose: resume has a boundary per case of the contract, and
+//! two storms.
 
 mod common;
 

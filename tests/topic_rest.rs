@@ -4,6 +4,9 @@
 //! up to `MAX_MESSAGE_BYTES`) and `GET /topics/{name}/messages` (the ring,
 //! read with `since_seq` and `limit`), with every bad body and query,
 //! 404s, the API key and percent-encoded names.
+//!
+//! Long on purpose: one file per promise, and the REST side of one topic
+//! (detail, publish, history) has many bounds, each a case.
 
 mod common;
 

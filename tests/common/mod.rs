@@ -3,6 +3,9 @@
 //! helpers, raw HTTP clients (one request per connection, or keep-alive),
 //! a WebSocket client (tungstenite) that speaks the JSON protocol, and a
 //! raw WebSocket client written by hand for what tungstenite would hide.
+//!
+//! Long on purpose: every end-to-end test file shares these fixtures,
+//! so each file is about its promise and not about sockets.
 #![allow(dead_code)]
 
 use serde_json::{json, Value};

@@ -1,0 +1,217 @@
+//! Unit tests of the settings (`super`).
+
+use super::*;
+use std::collections::HashMap;
+
+fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_vars(|name| map.get(name).cloned())
+}
+
+#[test]
+fn defaults_match_the_contract() {
+    let c = with(&[]).unwrap();
+    assert_eq!(c.addr, "[::]:8080".parse().unwrap());
+    assert_eq!(c.api_key, None);
+    assert_eq!(c.subscriber_queue_size, 100);
+    assert_eq!(c.ring_buffer_size, 100);
+    assert!(c.workers >= 1);
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+    assert_eq!(c.max_message_bytes, 1_048_576);
+    assert_eq!(c.max_connections, 100_000);
+    assert_eq!(c.log_level, log::LevelFilter::Info);
+}
+
+#[test]
+fn addresses_parse() {
+    assert_eq!(
+        with(&[("ADDR", ":9000")]).unwrap().addr,
+        "[::]:9000".parse().unwrap()
+    );
+    assert_eq!(
+        with(&[("ADDR", "127.0.0.1:0")]).unwrap().addr,
+        "127.0.0.1:0".parse().unwrap()
+    );
+    assert_eq!(
+        with(&[("ADDR", "[::1]:81")]).unwrap().addr,
+        "[::1]:81".parse().unwrap()
+    );
+    assert_eq!(with(&[("ADDR", "localhost:0")]).unwrap().addr.port(), 0);
+    for bad in ["8080", "127.0.0.1:99999", ":x", "no port"] {
+        let err = with(&[("ADDR", bad)]).unwrap_err();
+        assert_eq!(err.variable, "ADDR", "{bad}");
+    }
+}
+
+#[test]
+fn bad_values_name_the_variable() {
+    for (name, value) in [
+        ("SUBSCRIBER_QUEUE_SIZE", "0"),
+        ("SUBSCRIBER_QUEUE_SIZE", "ten"),
+        ("RING_BUFFER_SIZE", "0"),
+        ("RING_BUFFER_SIZE", "-1"),
+        ("WORKERS", "0"),
+        ("HEARTBEAT_INTERVAL_SECS", "0"),
+        ("SHUTDOWN_TIMEOUT_SECS", "1.5"),
+        ("MAX_MESSAGE_BYTES", "1"),
+        ("MAX_CONNECTIONS", "0"),
+        ("HANDSHAKE_TIMEOUT_SECS", "0"),
+        ("LOG_LEVEL", "loud"),
+        ("LOG_FORMAT", "xml"),
+    ] {
+        let err = with(&[(name, value)]).unwrap_err();
+        assert_eq!(err.variable, name);
+        assert!(err.to_string().contains(name), "{err}");
+    }
+}
+
+#[test]
+fn empty_values_take_the_default_and_empty_key_disables_auth() {
+    let c = with(&[
+        ("API_KEY", ""),
+        ("WORKERS", ""),
+        ("RING_BUFFER_SIZE", "  "),
+        ("LOG_LEVEL", "DEBUG"),
+    ])
+    .unwrap();
+    assert_eq!(c.api_key, None);
+    assert!(c.workers >= 1);
+    assert_eq!(c.ring_buffer_size, 100);
+    assert_eq!(c.log_level, log::LevelFilter::Debug);
+    assert_eq!(
+        with(&[("API_KEY", " ")]).unwrap().api_key.as_deref(),
+        Some(" "),
+        "a key is taken verbatim: spaces do not turn authentication off"
+    );
+    assert_eq!(
+        with(&[("API_KEY", "s3cret")]).unwrap().api_key.as_deref(),
+        Some("s3cret")
+    );
+}
+
+#[test]
+fn the_settings_table_lists_exactly_the_variables_read() {
+    let read = std::cell::RefCell::new(Vec::new());
+    Config::from_vars(|name| {
+        read.borrow_mut().push(name.to_string());
+        None
+    })
+    .unwrap();
+    let mut read = read.into_inner();
+    read.sort();
+    read.dedup();
+    let mut listed: Vec<String> = SETTINGS.iter().map(|s| s.name().to_string()).collect();
+    listed.sort();
+    assert_eq!(read, listed);
+}
+
+#[test]
+fn settings_table_names_every_variable_once() {
+    let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), SETTINGS.len());
+}
+
+#[test]
+fn every_choice_is_named_in_its_meaning() {
+    for (name, meaning, words) in [
+        (
+            LOG_LEVEL.name,
+            LOG_LEVEL.meaning,
+            LOG_LEVELS.iter().map(|c| c.0).collect::<Vec<_>>(),
+        ),
+        (
+            LOG_FORMAT.name,
+            LOG_FORMAT.meaning,
+            LOG_FORMATS.iter().map(|c| c.0).collect(),
+        ),
+    ] {
+        for word in words {
+            assert!(meaning.contains(&format!("`{word}`")), "{name}: {word}");
+        }
+    }
+}
+
+#[test]
+fn the_start_up_log_shows_every_setting_but_not_the_key() {
+    let c = with(&[
+        ("API_KEY", "s3cret"),
+        ("HEARTBEAT_INTERVAL_SECS", "7"),
+        ("LOG_FORMAT", "JSON"),
+    ])
+    .unwrap();
+    let shown = c.shown();
+    let names: Vec<&str> = shown.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, SETTINGS.iter().map(|s| s.name()).collect::<Vec<_>>());
+    let value = |name: &str| shown.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    assert_eq!(value("API_KEY"), "set");
+    assert_eq!(value("HEARTBEAT_INTERVAL_SECS"), "7");
+    assert_eq!(value("LOG_FORMAT"), "json");
+    assert_eq!(value("ADDR"), "[::]:8080");
+    assert!(!shown.iter().any(|(_, v)| v.contains("s3cret")));
+}
+
+/// The rows `| `NAME` | default | meaning |` of the table under `heading`.
+fn table_rows(markdown: &str, heading: &str) -> Vec<(String, String, String)> {
+    let section = markdown
+        .split_once(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no {heading:?} section"))
+        .1;
+    section
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2) // the header and the separator
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            assert_eq!(cells.len(), 5, "{line}");
+            // The contract marks its extensions: `NAME` **ext**.
+            let name = cells[1].trim_end_matches("**ext**").trim();
+            let name = name.trim_matches('`').to_string();
+            let default = match cells[2] {
+                "empty" => String::new(),
+                text => text.trim_matches('`').to_string(),
+            };
+            (name, default, cells[3].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_documents_every_setting_as_the_table_does() {
+    let rows = table_rows(include_str!("../../README.md"), "## Configuration");
+    let table: Vec<(String, String, String)> = SETTINGS
+        .iter()
+        .map(|s| {
+            (
+                s.name().to_string(),
+                s.default_text().to_string(),
+                s.meaning(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, table, "README.md's configuration table");
+}
+
+#[test]
+fn the_protocol_copy_gives_the_same_defaults() {
+    let rows = table_rows(
+        include_str!("../../docs/PROTOCOL.md"),
+        "## Configuration (environment)",
+    );
+    assert!(rows.len() >= 10, "{rows:?}");
+    for (name, default, _) in rows {
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.name() == name)
+            .unwrap_or_else(|| {
+                panic!("docs/PROTOCOL.md names {name}, which the broker does not read")
+            });
+        assert_eq!(default, setting.default_text(), "{name}");
+    }
+}
