@@ -303,7 +303,7 @@ impl<S: Transport> Connection<S> {
             let Phase::WebSocket(ws) = &mut self.phase else {
                 return;
             };
-            if ws.session.is_awaiting() {
+            if ws.session.blocks_reading() {
                 // Read on when the backplane answers (`on_outcome`).
                 return;
             }
@@ -345,7 +345,7 @@ impl<S: Transport> Connection<S> {
             return;
         }
         match &mut self.phase {
-            Phase::WebSocket(ws) => ws.session.on_outcome(outcome, &mut self.output),
+            Phase::WebSocket(ws) => ws.session.on_outcome(ctx, outcome, &mut self.output),
             Phase::Http(http) => {
                 if http.on_outcome(ctx, &mut self.output, outcome, self.peer) {
                     return self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger);

@@ -16,6 +16,7 @@ use crate::broker::{Replay, Topic};
 use crate::protocol::{self, Acked, ClientRequest, ErrorCode, Start};
 use crate::ws::frame::append_text_frame;
 use crate::ws::SessionKind;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -29,14 +30,26 @@ pub struct Session {
     queue: Option<Arc<SubscriberQueue>>,
     topics: Vec<Arc<Topic>>,
     client_id: Option<String>,
-    /// A publish handed to the backplane, whose outcome is the next reply;
-    /// the connection reads no further message until it comes.
-    awaiting: Option<AwaitedPublish>,
+    /// Publishes whose ack or error is not written yet, in the order they
+    /// came: the first handed to the backplane (cluster mode) and every one
+    /// after it, so that replies keep the order of requests. The backplane
+    /// answers in the order it was asked.
+    awaiting: VecDeque<AwaitedPublish>,
+    /// A message that is not a publish, come while publishes are awaited:
+    /// it waits for them (and the connection reads nothing more), so that
+    /// its reply, and any replay, comes after theirs.
+    deferred: Option<Message>,
 }
+
+/// Publishes one connection may have awaiting the backplane before it is
+/// read no further.
+const MAX_AWAITING: usize = 256;
 
 struct AwaitedPublish {
     topic: String,
     request_id: Option<String>,
+    /// Known already (refused at once), but written in turn.
+    outcome: Option<Outcome>,
 }
 
 impl Session {
@@ -47,7 +60,8 @@ impl Session {
             queue: None,
             topics: Vec::new(),
             client_id: None,
-            awaiting: None,
+            awaiting: VecDeque::new(),
+            deferred: None,
         }
     }
 
@@ -59,7 +73,14 @@ impl Session {
     /// One whole text or binary message from the client.
     pub fn on_message(&mut self, ctx: &mut WorkerCtx, message: Message, out: &mut Output) {
         match (self.kind, message) {
-            (SessionKind::PubSub, Message::Text(text)) => self.on_request(ctx, text.as_str(), out),
+            (SessionKind::PubSub, Message::Text(text)) => {
+                if !self.on_request(ctx, text.as_str(), out) {
+                    self.deferred = Some(Message::Text(text));
+                }
+            }
+            (SessionKind::PubSub, message) if !self.awaiting.is_empty() => {
+                self.deferred = Some(message);
+            }
             (SessionKind::PubSub, _) => reply_error(
                 out,
                 ErrorCode::BadRequest,
@@ -72,21 +93,29 @@ impl Session {
         }
     }
 
-    fn on_request(&mut self, ctx: &mut WorkerCtx, text: &str, out: &mut Output) {
+    /// Carries out one request; false if it must wait for the publishes
+    /// awaited before it.
+    fn on_request(&mut self, ctx: &mut WorkerCtx, text: &str, out: &mut Output) -> bool {
         let request = match protocol::parse_client_frame(text) {
             Ok(request) => request,
+            Err(_) if !self.awaiting.is_empty() => return false,
             Err(invalid) => {
-                return reply_error(
+                reply_error(
                     out,
                     ErrorCode::BadRequest,
                     &invalid.message,
                     invalid.request_id.as_deref(),
                     invalid.topic.as_deref(),
-                )
+                );
+                return true;
             }
         };
         let request_id = request.request_id();
         let draining = ctx.shared.draining.load(Ordering::Acquire);
+        let is_publish = matches!(request, ClientRequest::Publish { .. });
+        if !self.awaiting.is_empty() && (draining || !is_publish) {
+            return false;
+        }
         match &request {
             ClientRequest::Ping { .. } => {
                 reply(out, &protocol::encode_pong(request_id, SystemTime::now()));
@@ -113,16 +142,18 @@ impl Session {
             } => self.unsubscribe(ctx, topic, client_id, request_id, out),
             ClientRequest::Publish { topic, message, .. } => {
                 match ctx.publish(topic, message, self.key) {
-                    Some(outcome) => reply_to_publish(out, topic, request_id, outcome),
-                    None => {
-                        self.awaiting = Some(AwaitedPublish {
-                            topic: topic.clone(),
-                            request_id: request_id.map(str::to_owned),
-                        })
+                    Some(outcome) if self.awaiting.is_empty() => {
+                        reply_to_publish(out, topic, request_id, outcome)
                     }
+                    outcome => self.awaiting.push_back(AwaitedPublish {
+                        topic: topic.clone(),
+                        request_id: request_id.map(str::to_owned),
+                        outcome,
+                    }),
                 }
             }
         }
+        true
     }
 
     fn subscribe(
@@ -200,15 +231,34 @@ impl Session {
         );
     }
 
-    /// A publish waits for the backplane: read no further message.
-    pub fn is_awaiting(&self) -> bool {
-        self.awaiting.is_some()
+    /// Read no further message: one waits for awaited publishes, or too
+    /// many are awaited.
+    pub fn blocks_reading(&self) -> bool {
+        self.deferred.is_some() || self.awaiting.len() >= MAX_AWAITING
     }
 
-    /// The backplane carried out the publish this session waits for.
-    pub fn on_outcome(&mut self, outcome: Outcome, out: &mut Output) {
-        if let Some(awaited) = self.awaiting.take() {
-            reply_to_publish(out, &awaited.topic, awaited.request_id.as_deref(), outcome);
+    /// The backplane carried out the oldest publish it was asked for: the
+    /// replies now due are written, and a deferred message is taken up once
+    /// no publish is awaited.
+    pub fn on_outcome(&mut self, ctx: &mut WorkerCtx, outcome: Outcome, out: &mut Output) {
+        if let Some(awaited) = self.awaiting.iter_mut().find(|a| a.outcome.is_none()) {
+            awaited.outcome = Some(outcome);
+        }
+        while self.awaiting.front().is_some_and(|a| a.outcome.is_some()) {
+            let Some(AwaitedPublish {
+                topic,
+                request_id,
+                outcome: Some(outcome),
+            }) = self.awaiting.pop_front()
+            else {
+                break;
+            };
+            reply_to_publish(out, &topic, request_id.as_deref(), outcome);
+        }
+        if self.awaiting.is_empty() {
+            if let Some(message) = self.deferred.take() {
+                self.on_message(ctx, message, out);
+            }
         }
     }
 
