@@ -80,10 +80,13 @@ impl ResumeStream {
         self.awaiting_ack = true;
         self.reconnected_ns = now_ns;
         self.first_event_pending = true;
-        let abrupt = self.rng.next() & 1 == 1;
+        // Counted from the coin, not from the bool it gives: rustc 1.95
+        // drops `u64::from(abrupt)` once this is inlined next to a branch
+        // on `abrupt` (rust-lang/rust#158206, SimplifyComparisonIntegral).
+        let coin = self.rng.next() & 1;
         tally.reconnects += 1;
-        tally.abrupt_drops += u64::from(abrupt);
-        abrupt
+        tally.abrupt_drops += coin;
+        coin == 1
     }
 
     /// Appends the new connection's subscribe: from the last `seq` seen,

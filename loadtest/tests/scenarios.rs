@@ -201,6 +201,12 @@ fn subscribers_that_drop_and_resume_see_every_seq_exactly_once() {
     let resume = report.resume.as_ref().expect("resume reports its figures");
     assert_eq!(resume.subscribers, 6);
     assert!(resume.reconnects >= 6, "{}", report.table());
+    // Both kinds of drop, abrupt and clean, were exercised.
+    assert!(
+        0 < resume.abrupt_drops && resume.abrupt_drops < resume.reconnects,
+        "{}",
+        report.table()
+    );
     assert_eq!(resume.recovered, resume.reconnects, "{}", report.table());
     assert_eq!((resume.not_recovered, resume.missed), (0, 0));
     assert_eq!(resume.subscribers_complete, 6, "{}", report.table());
