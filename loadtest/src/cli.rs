@@ -6,7 +6,7 @@
 use crate::affinity::CpuList;
 use crate::endpoint::{Endpoint, TargetKind};
 use crate::report::Report;
-use crate::scenario::{self, ConnsOptions, FanoutOptions, SlowOptions};
+use crate::scenario::{self, ConnsOptions, FanoutOptions, ResumeOptions, SlowOptions};
 use crate::spawn::{self, SpawnedServer};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -45,6 +45,14 @@ pub enum ScenarioCommand {
         server: ServerOptions,
         #[command(flatten)]
         options: SlowOptions,
+    },
+    /// Subscribers that drop and resume (since_seq + epoch) while
+    /// publishers run: does each see every seq exactly once? pubsub only.
+    Resume {
+        #[command(flatten)]
+        server: ServerOptions,
+        #[command(flatten)]
+        options: ResumeOptions,
     },
 }
 
@@ -97,7 +105,8 @@ impl ScenarioCommand {
         match self {
             ScenarioCommand::Fanout { server, .. }
             | ScenarioCommand::Conns { server, .. }
-            | ScenarioCommand::Slow { server, .. } => server,
+            | ScenarioCommand::Slow { server, .. }
+            | ScenarioCommand::Resume { server, .. } => server,
         }
     }
 }
@@ -105,6 +114,10 @@ impl ScenarioCommand {
 /// Runs the scenario the command line asks for and returns its report.
 pub fn execute(cli: &Cli) -> Result<Report> {
     let server = cli.scenario.server();
+    if let ScenarioCommand::Resume { .. } = cli.scenario {
+        // Before a NATS server is spawned for nothing.
+        scenario::check_resume_target(server.target)?;
+    }
     raise_open_file_limit();
     // Open-loop pacing wakes on timers; the default 50 µs of slack would
     // show up as send lag.
@@ -144,6 +157,7 @@ pub fn execute(cli: &Cli) -> Result<Report> {
         ScenarioCommand::Fanout { options, .. } => scenario::fanout(&endpoint, options, server_pid),
         ScenarioCommand::Conns { options, .. } => scenario::conns(&endpoint, options, server_pid),
         ScenarioCommand::Slow { options, .. } => scenario::slow(&endpoint, options, server_pid),
+        ScenarioCommand::Resume { options, .. } => scenario::resume(&endpoint, options, server_pid),
     };
     if let Some(spawned) = spawned {
         match spawned.stop() {
@@ -216,6 +230,7 @@ mod tests {
             &["fanout", "--duration", "0"][..],
             &["slow", "--duration", "0"],
             &["conns", "--hold", "0"],
+            &["resume", "--duration", "0"],
         ] {
             let message = refusal(args);
             assert!(message.contains("more than 0 seconds"), "{message}");
@@ -238,6 +253,9 @@ mod tests {
             &["slow", "--subscribers", "0"],
             &["fanout", "--rate=-5"],
             &["slow", "--rate", "0"],
+            &["resume", "--rate", "0"],
+            &["resume", "--subscribers", "0"],
+            &["resume", "--reconnect-every", "0"],
         ] {
             refusal(args);
         }
@@ -261,5 +279,31 @@ mod tests {
         };
         assert_eq!((options.duration, options.warmup), (0.5, 0.0));
         Cli::try_parse_from(["loadtest", "slow", "--slow", "0"]).expect("no slow ones is allowed");
+        let cli = Cli::try_parse_from(["loadtest", "resume", "--reconnect-every", "250"])
+            .expect("parses");
+        let ScenarioCommand::Resume { options, .. } = cli.scenario else {
+            panic!("resume")
+        };
+        assert_eq!(
+            (options.reconnect_every, options.require_recovery),
+            (250, true)
+        );
+        let cli = Cli::try_parse_from(["loadtest", "resume", "--require-recovery", "false"])
+            .expect("parses");
+        let ScenarioCommand::Resume { options, .. } = cli.scenario else {
+            panic!("resume")
+        };
+        assert!(!options.require_recovery);
+    }
+
+    #[test]
+    fn resume_refuses_nats_before_spawning_anything() {
+        let cli = Cli::try_parse_from(["loadtest", "resume", "--target", "nats", "--spawn"])
+            .expect("parses");
+        let error = execute(&cli).expect_err("refused");
+        assert!(
+            error.to_string().contains("--target pubsub only"),
+            "{error:#}"
+        );
     }
 }

@@ -34,6 +34,9 @@ pub struct Opened {
     pub unread: Vec<u8>,
     /// NATS only: the parser, with any partial message it holds.
     pub nats: Option<NatsParser>,
+    /// pubsub subscribers: the subscribe ack (it names the topic's epoch
+    /// and `last_seq`).
+    pub subscribe_ack: Option<Vec<u8>>,
 }
 
 /// Connects and subscribes to `topic`; returns once the server has
@@ -49,17 +52,19 @@ pub fn open_subscriber(
     match endpoint.kind {
         TargetKind::Pubsub => {
             let mut request = Vec::new();
-            wire::append_subscribe_json(&mut request, topic, id);
+            wire::append_subscribe_json(&mut request, topic, id, None);
             ws.send(OP_TEXT, &request)?;
-            loop {
+            let ack = loop {
                 let message = ws.next_message()?;
                 match wire::message_type(&message) {
-                    b"ack" => break,
+                    b"ack" => break message,
                     b"error" => bail!("subscribe refused: {}", String::from_utf8_lossy(&message)),
                     _ => {}
                 }
-            }
-            Ok(ws.into_opened(None))
+            };
+            let mut opened = ws.into_opened(None);
+            opened.subscribe_ack = Some(ack);
+            Ok(opened)
         }
         TargetKind::Nats => {
             let mut commands = nats::CONNECT.to_vec();
@@ -138,47 +143,14 @@ impl BlockingWs {
     }
 
     fn upgrade(&mut self, endpoint: &Endpoint) -> Result<()> {
-        let key = tungstenite::handshake::client::generate_key();
-        let mut request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
-            endpoint.path, endpoint.host
-        );
-        if let Some(api_key) = &endpoint.api_key {
-            request.push_str(&format!("X-API-Key: {api_key}\r\n"));
-        }
-        request.push_str("\r\n");
-        self.write_all(request.as_bytes())?;
+        let (request, key) = upgrade_request(endpoint);
+        self.write_all(&request)?;
         let head_len = loop {
-            if let Some(end) = memchr::memmem::find(&self.buf, b"\r\n\r\n") {
-                break end + 4;
-            }
-            if self.buf.len() > 16 << 10 {
-                bail!("upgrade response head over 16 KiB");
+            if let Some(len) = upgrade_response(&self.buf, &key)? {
+                break len;
             }
             self.fill()?;
         };
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        response
-            .parse(&self.buf[..head_len])
-            .context("unparsable upgrade response")?;
-        if response.code != Some(101) {
-            bail!(
-                "upgrade refused: HTTP {} {}",
-                response.code.unwrap_or(0),
-                response.reason.unwrap_or("")
-            );
-        }
-        let accept = response
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-            .map(|h| h.value)
-            .ok_or_else(|| anyhow!("101 without Sec-WebSocket-Accept"))?;
-        if accept != tungstenite::handshake::derive_accept_key(key.as_bytes()).as_bytes() {
-            bail!("wrong Sec-WebSocket-Accept");
-        }
         self.buf.drain(..head_len);
         Ok(())
     }
@@ -250,8 +222,60 @@ impl BlockingWs {
             stream: self.stream,
             unread: self.buf,
             nats,
+            subscribe_ack: None,
         }
     }
+}
+
+/// The HTTP upgrade request for `endpoint`, and the `Sec-WebSocket-Key` it
+/// carries (for [`upgrade_response`]).
+pub fn upgrade_request(endpoint: &Endpoint) -> (Vec<u8>, String) {
+    let key = tungstenite::handshake::client::generate_key();
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+        endpoint.path, endpoint.host
+    );
+    if let Some(api_key) = &endpoint.api_key {
+        request.push_str(&format!("X-API-Key: {api_key}\r\n"));
+    }
+    request.push_str("\r\n");
+    (request.into_bytes(), key)
+}
+
+/// Checks the response to an upgrade request sent with `key`, at the start
+/// of `buf`: `Ok(None)` while its head is incomplete, else the head's
+/// length (WebSocket frames follow it); an error if it is not a valid 101.
+pub fn upgrade_response(buf: &[u8], key: &str) -> Result<Option<usize>> {
+    let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+        if buf.len() > 16 << 10 {
+            bail!("upgrade response head over 16 KiB");
+        }
+        return Ok(None);
+    };
+    let head_len = end + 4;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    response
+        .parse(&buf[..head_len])
+        .context("unparsable upgrade response")?;
+    if response.code != Some(101) {
+        bail!(
+            "upgrade refused: HTTP {} {}",
+            response.code.unwrap_or(0),
+            response.reason.unwrap_or("")
+        );
+    }
+    let accept = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|h| h.value)
+        .ok_or_else(|| anyhow!("101 without Sec-WebSocket-Accept"))?;
+    if accept != tungstenite::handshake::derive_accept_key(key.as_bytes()).as_bytes() {
+        bail!("wrong Sec-WebSocket-Accept");
+    }
+    Ok(Some(head_len))
 }
 
 /// A blocking TCP connection to `addr`, with `TCP_NODELAY`.

@@ -9,11 +9,17 @@
 //! Threads share only [`Shared`]: counters and subscriber progress written
 //! once per loop turn (never per message), the per-topic count of live
 //! subscribers, and wakers.
+//!
+//! In `resume`, subscribers also drop their connection on a seeded
+//! schedule and open a new one without blocking the loop: a non-blocking
+//! TCP connect, the upgrade, then a subscribe with `since_seq` and `epoch`
+//! (see [`crate::resume`]); their order is checked by the topic's `seq`.
 
 use crate::connect::{self, Opened, SocketOptions};
 use crate::endpoint::{Endpoint, TargetKind};
 use crate::nats::{self, NatsEvent, NatsParser};
 use crate::probe::{Probe, ProbeFinder};
+use crate::resume::{ResumePlan, ResumeStream};
 use crate::sequence::{Arrival, SequenceCheck};
 use crate::tally::Tally;
 use crate::wire::{self, PublishEncoder};
@@ -22,6 +28,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -94,6 +102,9 @@ pub struct ThreadCounters {
     pub delivered_measured: AtomicU64,
     pub disconnects: AtomicU64,
     pub errors: AtomicU64,
+    /// `resume`: deliveries that will never come, the `seq`s skipped by
+    /// resumes that did not recover.
+    pub missed: AtomicU64,
     /// A closed-loop publisher of this thread waits for deliveries that
     /// other threads receive: they wake this thread after recording them.
     window_blocked: AtomicBool,
@@ -191,6 +202,8 @@ pub struct LoopPlan {
     pub message_size: usize,
     /// Every connection must be set up by then.
     pub setup_deadline: Instant,
+    /// `resume`: subscribers drop and resume.
+    pub resume: Option<ResumePlan>,
 }
 
 /// One connection a thread opens.
@@ -252,6 +265,7 @@ struct LoopThread {
     /// The send time the timer is armed for.
     timer_due: Option<u64>,
     shared: Arc<Shared>,
+    endpoint: Endpoint,
     kind: TargetKind,
     pacing: Pacing,
     topics: Vec<String>,
@@ -267,6 +281,35 @@ struct LoopThread {
     encoder: PublishEncoder,
     tally: Tally,
     window: Window,
+    resume: Option<ResumePlan>,
+    drops: DropQueue,
+}
+
+/// Resuming subscribers' next drops (time in ns, connection index),
+/// soonest first.
+#[derive(Default)]
+struct DropQueue(BinaryHeap<Reverse<(u64, usize)>>);
+
+impl DropQueue {
+    /// Drops connection `index` at `at_ns`, unless that is not before
+    /// `end_ns`: no drop after publishing ends.
+    fn schedule(&mut self, at_ns: u64, index: usize, end_ns: u64) {
+        if at_ns < end_ns {
+            self.0.push(Reverse((at_ns, index)));
+        }
+    }
+
+    fn next_ns(&self) -> Option<u64> {
+        self.0.peek().map(|&Reverse((at, _))| at)
+    }
+
+    /// The next connection due to be dropped by `now_ns`.
+    fn pop_due(&mut self, now_ns: u64) -> Option<usize> {
+        if self.next_ns()? > now_ns {
+            return None;
+        }
+        self.0.pop().map(|Reverse((_, index))| index)
+    }
 }
 
 struct Conn {
@@ -282,6 +325,16 @@ struct Conn {
     out: Vec<u8>,
     out_written: usize,
     open: bool,
+    /// A resuming subscriber's new connection, not yet upgraded.
+    handshake: Option<Handshake>,
+}
+
+/// How far a resuming subscriber's new connection is.
+enum Handshake {
+    /// The TCP connect is in progress.
+    Connecting,
+    /// The upgrade request (with this key) is sent.
+    Upgrading { key: String },
 }
 
 enum Role {
@@ -296,6 +349,9 @@ struct Subscriber {
     touched: bool,
     /// Per publisher.
     checks: Vec<SequenceCheck>,
+    /// `resume`: the topic's stream across reconnects; order is then
+    /// checked by `seq`, not by `checks`.
+    stream: Option<ResumeStream>,
 }
 
 struct Publisher {
@@ -342,6 +398,7 @@ impl LoopThread {
             timer,
             timer_due: None,
             shared,
+            endpoint: plan.endpoint.clone(),
             kind: plan.endpoint.kind,
             pacing: plan.pacing,
             topics: plan.topics.clone(),
@@ -358,6 +415,8 @@ impl LoopThread {
                 warmup_end_ns: 0,
                 end_ns: 0,
             },
+            resume: plan.resume,
+            drops: DropQueue::default(),
         })
     }
 
@@ -406,7 +465,15 @@ impl LoopThread {
             stream,
             unread,
             nats,
+            subscribe_ack,
         } = opened;
+        let resume_stream = match (spec, &self.resume) {
+            (ConnSpec::Subscriber { id, .. }, Some(plan)) => Some(
+                ResumeStream::new(&subscribe_ack.unwrap_or_default(), plan, id as u64)
+                    .map_err(io::Error::other)?,
+            ),
+            _ => None,
+        };
         stream.set_nonblocking(true)?;
         let mut stream = mio::net::TcpStream::from_std(stream);
         let token = Token(self.conns.len());
@@ -422,6 +489,7 @@ impl LoopThread {
                     topic,
                     touched: false,
                     checks: vec![SequenceCheck::default(); self.publishers],
+                    stream: resume_stream,
                 };
                 subscriber.publish_progress(&self.shared, self.topics.len());
                 Role::Subscriber(subscriber)
@@ -449,12 +517,27 @@ impl LoopThread {
             out: Vec::new(),
             out_written: 0,
             open: true,
+            handshake: None,
         }));
         Ok(())
     }
 
     fn run(&mut self, window: Window) -> io::Result<()> {
         self.window = window;
+        for (index, conn) in self.conns.iter_mut().enumerate() {
+            if let Some(Conn {
+                role:
+                    Role::Subscriber(Subscriber {
+                        stream: Some(stream),
+                        ..
+                    }),
+                ..
+            }) = conn
+            {
+                let at = stream.next_drop_ns(window.start_ns);
+                self.drops.schedule(at, index, window.end_ns);
+            }
+        }
         let mut events = Events::with_capacity(1024);
         // Bytes that arrived with the set-up exchange.
         for index in 0..self.conns.len() {
@@ -497,11 +580,62 @@ impl LoopThread {
                     }
                 }
             }
+            while let Some(index) = self.drops.pop_due(self.shared.now_ns()) {
+                self.reconnect(index);
+            }
             self.flush_progress();
             self.reap();
             self.publish_progress();
         }
         Ok(())
+    }
+
+    /// Drops a resuming subscriber's connection (abruptly or cleanly, as
+    /// its stream decides) and starts a new one, which `write_connection`
+    /// and `read_connection` take through the upgrade and the resume.
+    fn reconnect(&mut self, index: usize) {
+        let now_ns = self.shared.now_ns();
+        let Some(conn) = self.conns[index].as_mut().filter(|conn| conn.open) else {
+            return;
+        };
+        let Role::Subscriber(Subscriber {
+            stream: Some(stream),
+            ..
+        }) = &mut conn.role
+        else {
+            return;
+        };
+        if stream.reconnect(now_ns, &mut self.tally.resume) {
+            // SO_LINGER 0: closing the socket resets the connection.
+            let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+        } else {
+            conn.out.clear();
+            conn.out_written = 0;
+            wsframe::append_client_frame(&mut conn.out, OP_CLOSE, &1000u16.to_be_bytes());
+            let _ = conn.flush();
+        }
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let connected = mio::net::TcpStream::connect(self.endpoint.addr).and_then(|mut stream| {
+            self.poll.registry().register(
+                &mut stream,
+                Token(index),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match connected {
+            Ok(stream) => {
+                // The old socket is closed here.
+                conn.stream = stream;
+                conn.carry.clear();
+                conn.fragments.clear();
+                conn.in_fragmented_message = false;
+                conn.out.clear();
+                conn.out_written = 0;
+                conn.handshake = Some(Handshake::Connecting);
+            }
+            Err(e) => self.close(index, format!("reconnect: {}", io_reason(&e))),
+        }
     }
 
     /// Generates what each publisher may send now, and writes it.
@@ -550,7 +684,8 @@ impl LoopThread {
         }
     }
 
-    /// Arms the timer for the next open-loop send due on this thread.
+    /// Arms the timer for the next open-loop send (or `resume` drop) due
+    /// on this thread.
     fn arm_timer(&mut self, now_ns: u64) -> io::Result<()> {
         let Pacing::OpenLoop { rate } = self.pacing else {
             return Ok(());
@@ -570,6 +705,7 @@ impl LoopThread {
                 )),
                 _ => None,
             })
+            .chain(self.drops.next_ns())
             .min();
         if next_due == self.timer_due {
             return Ok(());
@@ -598,12 +734,19 @@ impl LoopThread {
         if !conn.open {
             return;
         }
+        if matches!(conn.handshake, Some(Handshake::Connecting)) {
+            // Nothing to read yet; a failed connect may show as an error
+            // event only.
+            self.write_connection(index);
+            return;
+        }
         let mut ctx = Receiver {
             kind: self.kind,
             window: &self.window,
             finder: &self.finder,
             tally: &mut self.tally,
             touched: &mut self.touched,
+            drops: &mut self.drops,
             conn_index: index,
         };
         let ended = loop {
@@ -632,7 +775,17 @@ impl LoopThread {
                 carried
             };
             let now_ns = self.shared.now_ns();
-            match ctx.frames(conn, &self.scratch[..filled], now_ns) {
+            let upgraded = match conn.finish_upgrade(&self.scratch[..filled], &self.topics) {
+                Ok(upgraded) => upgraded,
+                Err(reason) => break Some(reason),
+            };
+            let parsed = match upgraded {
+                Some(start) => ctx
+                    .frames(conn, &self.scratch[start..filled], now_ns)
+                    .map(|used| start + used),
+                None => Ok(0),
+            };
+            match parsed {
                 Ok(used) => {
                     conn.carry.clear();
                     conn.carry.extend_from_slice(&self.scratch[used..filled]);
@@ -670,6 +823,20 @@ impl LoopThread {
         };
         if !conn.open {
             return;
+        }
+        if matches!(conn.handshake, Some(Handshake::Connecting)) {
+            match conn.connected() {
+                Ok(false) => return,
+                Ok(true) => {
+                    let (request, key) = connect::upgrade_request(&self.endpoint);
+                    conn.out.extend_from_slice(&request);
+                    conn.handshake = Some(Handshake::Upgrading { key });
+                }
+                Err(e) => {
+                    self.close(index, format!("reconnect: {}", io_reason(&e)));
+                    return;
+                }
+            }
         }
         if let Err(e) = conn.flush() {
             self.close(index, io_reason(&e));
@@ -764,6 +931,9 @@ impl LoopThread {
         counters
             .errors
             .store(self.tally.error_count(), Ordering::Relaxed);
+        counters
+            .missed
+            .store(self.tally.resume.missed, Ordering::SeqCst);
     }
 
     /// Counts what publishers left unsent, closes every connection with a
@@ -779,7 +949,17 @@ impl LoopThread {
                 }
                 self.tally.unwritten_bytes += conn.pending_out() as u64;
             }
-            if conn.open {
+            if let Role::Subscriber(Subscriber {
+                stream: Some(stream),
+                topic,
+                ..
+            }) = &conn.role
+            {
+                if conn.open {
+                    self.tally.resume.ends.push(stream.end(*topic));
+                }
+            }
+            if conn.open && conn.handshake.is_none() {
                 conn.out.clear();
                 conn.out_written = 0;
                 wsframe::append_client_frame(&mut conn.out, OP_CLOSE, &1000u16.to_be_bytes());
@@ -913,6 +1093,7 @@ struct Receiver<'a> {
     finder: &'a ProbeFinder,
     tally: &'a mut Tally,
     touched: &'a mut Vec<usize>,
+    drops: &'a mut DropQueue,
     /// The connection whose bytes are being handled.
     conn_index: usize,
 }
@@ -966,7 +1147,7 @@ impl Receiver<'_> {
             TargetKind::Pubsub => {
                 match wire::message_type(message) {
                     b"event" => self.delivery(&mut conn.role, message, now_ns),
-                    b"ack" => self.tally.acks += 1,
+                    b"ack" => self.ack(&mut conn.role, message, now_ns)?,
                     b"error" => self
                         .tally
                         .record_error(wire::error_code(message).unwrap_or(b"unknown")),
@@ -991,6 +1172,27 @@ impl Receiver<'_> {
         }
     }
 
+    /// A publish ack, or a resuming subscriber's subscribe ack: its drop is
+    /// scheduled from then.
+    fn ack(&mut self, role: &mut Role, message: &[u8], now_ns: u64) -> Result<(), Closed> {
+        let Role::Subscriber(Subscriber {
+            stream: Some(stream),
+            ..
+        }) = role
+        else {
+            self.tally.acks += 1;
+            return Ok(());
+        };
+        let resumed = stream
+            .acked(message, now_ns, &mut self.tally.resume)
+            .map_err(Closed::Protocol)?;
+        if resumed {
+            let at = stream.next_drop_ns(now_ns);
+            self.drops.schedule(at, self.conn_index, self.window.end_ns);
+        }
+        Ok(())
+    }
+
     /// One delivery to a subscriber: order check, counts, latency.
     fn delivery(&mut self, role: &mut Role, bytes: &[u8], now_ns: u64) {
         let Role::Subscriber(subscriber) = role else {
@@ -1001,12 +1203,23 @@ impl Receiver<'_> {
             self.tally.malformed += 1;
             return;
         };
-        let publisher = probe.publisher as usize;
-        let Some(check) = subscriber.checks.get_mut(publisher) else {
-            self.tally.malformed += 1;
-            return;
+        let arrival = match subscriber.stream.as_mut() {
+            Some(stream) => {
+                let Some(seq) = wire::event_seq(bytes) else {
+                    self.tally.malformed += 1;
+                    return;
+                };
+                stream.observe(seq, now_ns, &mut self.tally.resume)
+            }
+            None => {
+                let Some(check) = subscriber.checks.get_mut(probe.publisher as usize) else {
+                    self.tally.malformed += 1;
+                    return;
+                };
+                check.observe(probe.counter)
+            }
         };
-        match check.observe(probe.counter) {
+        match arrival {
             Arrival::Duplicate => {
                 self.tally.duplicates += 1;
                 return;
@@ -1046,6 +1259,50 @@ impl Subscriber {
 }
 
 impl Conn {
+    /// Whether a non-blocking connect has completed; its error if it
+    /// failed.
+    fn connected(&self) -> io::Result<bool> {
+        if let Some(error) = self.stream.take_error()? {
+            return Err(error);
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => {
+                self.stream.set_nodelay(true)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// While the upgrade is awaited: checks the response at the start of
+    /// `buf` and once it is whole, queues the resume subscribe. Returns
+    /// where WebSocket frames start in `buf` (0 if there was no upgrade to
+    /// finish), or `None` while the response is incomplete.
+    fn finish_upgrade(&mut self, buf: &[u8], topics: &[String]) -> Result<Option<usize>, String> {
+        let Some(Handshake::Upgrading { key }) = &self.handshake else {
+            return Ok(Some(0));
+        };
+        let Some(head_len) =
+            connect::upgrade_response(buf, key).map_err(|e| format!("reconnect: {e:#}"))?
+        else {
+            return Ok(None);
+        };
+        self.handshake = None;
+        if let Role::Subscriber(Subscriber {
+            id,
+            topic,
+            stream: Some(stream),
+            ..
+        }) = &self.role
+        {
+            let mut request = Vec::new();
+            stream.append_request(&mut request, &topics[*topic], *id as u64);
+            wsframe::append_client_frame(&mut self.out, OP_TEXT, &request);
+        }
+        Ok(Some(head_len))
+    }
+
     fn pending_out(&self) -> usize {
         self.out.len() - self.out_written
     }

@@ -5,13 +5,15 @@
 //!
 //! The module map, from the command line down to the wire:
 //! - [`cli`]: options, spawning the server, pinning, running a scenario.
-//! - [`scenario`]: `fanout`, `conns` and `slow` as library functions.
+//! - [`scenario`]: `fanout`, `conns`, `slow` and `resume` as library functions.
 //! - [`run`]: one run's timeline: set-up, window, progress, stop.
 //! - [`report`]: the summary table and the JSON object.
 //! - [`event_loop`]: the mio threads that own the connections; the hot path.
 //! - [`tally`]: what each thread counts, merged at the end.
 //! - [`connect`]: opening a connection: TCP, WebSocket upgrade, subscribe.
 //! - [`slow_consumers`]: subscribers that never read, and their fate.
+//! - [`resume`]: subscribers that drop and resume: their `seq` stream
+//!   across reconnects, drop schedule, counts and verdict.
 //! - [`wire`], [`nats`], [`wsframe`], [`probe`], [`sequence`]: pure
 //!   protocol code: pubsub JSON, NATS text protocol, WebSocket frames, the
 //!   payload's timestamp and counters, order checking.
@@ -28,6 +30,7 @@ pub mod nats;
 pub mod probe;
 pub mod report;
 pub mod rest;
+pub mod resume;
 pub mod run;
 pub mod scenario;
 pub mod sequence;

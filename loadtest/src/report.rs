@@ -2,6 +2,7 @@
 //! readable table, and serialised as one JSON object (`--json`).
 
 use crate::endpoint::TargetKind;
+use crate::resume::ResumeOutcome;
 use crate::run::Outcome;
 use crate::slow_consumers::SlowOutcome;
 use hdrhistogram::Histogram;
@@ -22,7 +23,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Percentiles {
+    pub fn of(histogram: &Histogram<u64>) -> Percentiles {
         let us = |ns: u64| ns as f64 / 1000.0;
         Percentiles {
             count: histogram.len(),
@@ -81,6 +82,10 @@ pub struct Report {
     /// `conns`: the server's RSS growth per connection held.
     pub server_kib_per_connection: Option<f64>,
     pub slow: Option<SlowOutcome>,
+    /// `resume`: drops, resumes and whether every subscriber saw every
+    /// `seq` once (set by the scenario, which asks the broker for each
+    /// topic's last `seq`).
+    pub resume: Option<ResumeOutcome>,
 }
 
 impl Report {
@@ -136,13 +141,16 @@ impl Report {
             server_rss_before_kib: outcome.server_rss_before_kib,
             server_kib_per_connection,
             slow: outcome.slow,
+            resume: None,
         }
     }
 
-    /// Why the run fails, if it does: `fanout` and `slow` must publish in
-    /// the measured window and deliver every expected message, once, in
-    /// order, to subscribers that stay connected, with no error reply and
-    /// every scheduled message sent; `conns` must set up and hold every
+    /// Why the run fails, if it does: `fanout`, `slow` and `resume` must
+    /// publish in the measured window and deliver every expected message,
+    /// once, in order, to subscribers that stay connected, with no error
+    /// reply and every scheduled message sent (`resume`: except what the
+    /// broker said a resume could not recover; and see
+    /// [`ResumeOutcome::failures`]); `conns` must set up and hold every
     /// connection. Empty if the run passed.
     pub fn failures(&self) -> Vec<String> {
         let mut failures = Vec::new();
@@ -170,12 +178,21 @@ impl Report {
                 self.published > 0 && self.expected == 0,
                 "no delivery was expected: no subscriber was connected".into(),
             );
+            let missed = self.resume.as_ref().map_or(0, |resume| resume.missed);
             fail_if(
-                self.delivered < self.expected,
-                format!(
-                    "{} of {} expected deliveries arrived ({} lost)",
-                    self.delivered, self.expected, self.lost
-                ),
+                self.delivered + missed < self.expected,
+                if missed == 0 {
+                    format!(
+                        "{} of {} expected deliveries arrived ({} lost)",
+                        self.delivered, self.expected, self.lost
+                    )
+                } else {
+                    format!(
+                        "{} of {} expected deliveries arrived ({} lost, of which {missed} \
+                         missed by resumes that did not recover)",
+                        self.delivered, self.expected, self.lost
+                    )
+                },
             );
             fail_if(
                 self.duplicates + self.out_of_order + self.gaps > 0,
@@ -200,6 +217,11 @@ impl Report {
                     join(&self.error_codes)
                 ),
             );
+            if let Some(resume) = &self.resume {
+                for why in resume.failures() {
+                    fail_if(true, why);
+                }
+            }
         }
         fail_if(
             self.disconnects > 0,
@@ -303,6 +325,51 @@ impl Report {
                 ));
             }
         }
+        if let Some(resume) = &self.resume {
+            rows.extend([
+                (
+                    "reconnects",
+                    format!(
+                        "{} ({} abrupt, {} clean) of {} subscribers",
+                        resume.reconnects,
+                        resume.abrupt_drops,
+                        resume.reconnects - resume.abrupt_drops,
+                        resume.subscribers
+                    ),
+                ),
+                (
+                    "resumes recovered / not",
+                    format!(
+                        "{} / {} ({} seqs missed)",
+                        resume.recovered, resume.not_recovered, resume.missed
+                    ),
+                ),
+                (
+                    "events replayed / live",
+                    format!("{} / {}", resume.replayed, resume.live),
+                ),
+                (
+                    "subscribers complete",
+                    format!(
+                        "{} of {} saw every seq once ({} ended short)",
+                        resume.subscribers_complete, resume.subscribers, resume.subscribers_short
+                    ),
+                ),
+                ("drop to resume ack µs", percentiles(&resume.resume_ack_us)),
+                (
+                    "drop to first event µs",
+                    percentiles(&resume.first_event_us),
+                ),
+            ]);
+            if resume.not_recovered > 0 {
+                rows.push((
+                    "",
+                    "the broker's ring lost what a subscriber missed while away: spawn it \
+                     with --env RING_BUFFER_SIZE=N (see loadtest/README.md)"
+                        .to_string(),
+                ));
+            }
+        }
         for sample in &self.connect_failure_samples {
             rows.push(("connect failure", sample.clone()));
         }
@@ -349,6 +416,7 @@ fn optional(value: Option<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resume::{ResumeTally, StreamEnd};
     use crate::tally::Tally;
 
     /// A report of `scenario` against pubsub that passes: 100 published,
@@ -445,16 +513,84 @@ mod tests {
         );
     }
 
+    /// A `resume` report: 3 subscribers of one topic whose last seq is
+    /// 100, each ending there; 4 reconnects, of which `not_recovered` did
+    /// not recover and missed 5 seqs each.
+    fn resumed(not_recovered: u64, require_recovery: bool) -> Report {
+        let mut report = passing("resume");
+        let end = StreamEnd {
+            topic: 0,
+            last_seen: 100,
+            clean: not_recovered == 0,
+        };
+        let tally = ResumeTally {
+            reconnects: 4,
+            recovered: 4 - not_recovered,
+            not_recovered,
+            missed: 5 * not_recovered,
+            ends: vec![end; 3],
+            ..ResumeTally::default()
+        };
+        report.resume = Some(ResumeOutcome::new(&tally, 3, vec![100], require_recovery));
+        report
+    }
+
+    #[test]
+    fn resume_excuses_only_what_the_broker_said_it_could_not_recover() {
+        assert_eq!(resumed(0, true).failures(), Vec::<String>::new());
+        let mut report = resumed(1, false);
+        (report.delivered, report.lost) = (295, 5);
+        assert_eq!(report.failures(), Vec::<String>::new());
+        (report.delivered, report.lost) = (294, 6);
+        assert_eq!(
+            report.failures(),
+            [
+                "294 of 300 expected deliveries arrived (6 lost, of which 5 missed by \
+              resumes that did not recover)"
+            ]
+        );
+        let mut report = resumed(1, true);
+        (report.delivered, report.lost) = (295, 5);
+        assert_eq!(
+            report.failures(),
+            [
+                "1 of 4 resumes did not recover (5 seqs missed): the broker's ring \
+              (RING_BUFFER_SIZE) is too small for this rate"
+            ]
+        );
+        assert!(
+            report.table().contains("RING_BUFFER_SIZE=N"),
+            "{}",
+            report.table()
+        );
+        // A subscriber that saw a seq twice fails the run, whatever the
+        // totals say.
+        let mut report = resumed(0, true);
+        report.duplicates = 1;
+        if let Some(resume) = report.resume.as_mut() {
+            resume.subscribers_complete = 2;
+        }
+        assert_eq!(
+            report.failures(),
+            [
+                "1 duplicates, 0 out of order, 0 gaps",
+                "1 of 3 subscribers did not see every seq of their topic exactly once"
+            ]
+        );
+    }
+
     /// Every key of the JSON report, nested ones included, is in the
     /// README's table.
     #[test]
     fn the_readme_lists_every_json_key() {
         let readme = include_str!("../README.md");
-        let mut report = passing("slow");
+        let mut report = resumed(0, true);
         report.slow = Some(SlowOutcome::default());
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         let mut keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         keys.extend(json["slow"].as_object().unwrap().keys());
+        keys.extend(json["resume"].as_object().unwrap().keys());
+        keys.extend(json["resume"]["first_event_us"].as_object().unwrap().keys());
         keys.extend(json["latency_us"].as_object().unwrap().keys());
         for key in keys {
             assert!(

@@ -8,6 +8,7 @@
 use crate::endpoint::{Endpoint, TargetKind};
 use crate::event_loop::{self, ConnSpec, LoopPlan, Pacing, Shared, Window};
 use crate::rest;
+use crate::resume::ResumePlan;
 use crate::slow_consumers::{self, SlowOutcome};
 use crate::sysstat::{rss_kib, CpuSample, Subject};
 use crate::tally::Tally;
@@ -43,6 +44,8 @@ pub struct Plan {
     pub require_all_connections: bool,
     /// Print a progress line each second on stderr.
     pub progress: bool,
+    /// `resume`: subscribers drop and resume (open loop only).
+    pub resume: Option<ResumePlan>,
 }
 
 /// What a run measured.
@@ -73,9 +76,7 @@ pub fn run(endpoint: &Endpoint, plan: &Plan, server_pid: Option<i32>) -> Result<
     if plan.threads == 0 {
         bail!("--threads must be at least 1");
     }
-    let topics: Vec<String> = (0..plan.topics)
-        .map(|i| format!("{}-{i}", plan.topic_prefix))
-        .collect();
+    let topics = topic_names(plan);
     if endpoint.kind == TargetKind::Pubsub {
         rest::create_topics(endpoint, &topics)?;
     }
@@ -91,6 +92,7 @@ pub fn run(endpoint: &Endpoint, plan: &Plan, server_pid: Option<i32>) -> Result<
         pacing: plan.pacing,
         message_size: plan.message_size,
         setup_deadline,
+        resume: plan.resume,
     });
     let barrier = Arc::new(Barrier::new(plan.threads + 1));
     let connecting = Instant::now();
@@ -185,6 +187,13 @@ pub fn run(endpoint: &Endpoint, plan: &Plan, server_pid: Option<i32>) -> Result<
         server_rss_before_kib,
         slow,
     })
+}
+
+/// The run's topics: `<prefix>-0`, `<prefix>-1`, ...
+pub fn topic_names(plan: &Plan) -> Vec<String> {
+    (0..plan.topics)
+        .map(|i| format!("{}-{i}", plan.topic_prefix))
+        .collect()
 }
 
 /// Which connections each loop thread opens: subscribers and publishers
@@ -314,7 +323,9 @@ impl<'a> Progress<'a> {
     }
 
     /// True once every publisher has sent its last message and every
-    /// expected delivery of the measured window has arrived.
+    /// expected delivery of the measured window has arrived (or, in
+    /// `resume`, is known never to come: missed by a resume that did not
+    /// recover).
     fn all_delivered(&self) -> bool {
         let publishers = &self.shared.publishers;
         if !publishers.iter().all(|p| p.finished.load(Ordering::SeqCst)) {
@@ -328,7 +339,7 @@ impl<'a> Progress<'a> {
             .shared
             .threads
             .iter()
-            .map(|t| t.delivered_measured.load(Ordering::SeqCst))
+            .map(|t| t.delivered_measured.load(Ordering::SeqCst) + t.missed.load(Ordering::SeqCst))
             .sum();
         delivered >= expected
     }

@@ -1,11 +1,13 @@
-//! The three scenarios as library functions: their options (also the
+//! The four scenarios as library functions: their options (also the
 //! command line's, through clap) and how each turns into a run [`Plan`] and
 //! a [`Report`]. Each takes the server's endpoint, so a test can point one
 //! at a broker it started in-process.
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, TargetKind};
 use crate::event_loop::Pacing;
 use crate::report::Report;
+use crate::rest;
+use crate::resume::{ResumeOutcome, ResumePlan};
 use crate::run::{self, Plan};
 use anyhow::{anyhow, bail, Result};
 use clap::builder::RangedU64ValueParser;
@@ -119,6 +121,41 @@ pub struct SlowOptions {
     pub run: RunOptions,
 }
 
+/// `resume`: subscribers that drop and resume while publishers run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResumeOptions {
+    /// Publishing connections.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
+    pub publishers: usize,
+    /// Topics (created over REST first).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
+    pub topics: usize,
+    /// Resuming subscribers per topic.
+    #[arg(long, default_value_t = 10, value_parser = at_least_one())]
+    pub subscribers: usize,
+    /// Approximate size of a published frame, in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Publishes per second in total (open loop, more than 0).
+    #[arg(long, default_value_t = 1000.0, value_parser = positive_rate_arg)]
+    pub rate: f64,
+    /// Seconds of publishing, all measured (more than 0).
+    #[arg(long, default_value_t = 5.0, value_parser = window_arg)]
+    pub duration: f64,
+    /// Mean milliseconds a subscriber's connection lives before it drops
+    /// it (each time uniform in 0.5 to 1.5 times this).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reconnect_every: u64,
+    /// Seed of the drop times and kinds (abrupt or clean).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fail the run if a resume did not recover (false: report it only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub require_recovery: bool,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
 /// Connections per source address before another one is used.
 const CONNECTIONS_PER_SOURCE_ADDR: usize = 20_000;
 
@@ -205,6 +242,65 @@ pub fn slow(endpoint: &Endpoint, options: &SlowOptions, server_pid: Option<i32>)
     Ok(Report::new("slow", endpoint.kind, outcome, true))
 }
 
+pub fn resume(
+    endpoint: &Endpoint,
+    options: &ResumeOptions,
+    server_pid: Option<i32>,
+) -> Result<Report> {
+    check_resume_target(endpoint.kind)?;
+    if options.publishers == 0 || options.subscribers == 0 {
+        bail!("resume needs at least one publisher and one subscriber");
+    }
+    if options.rate <= 0.0 {
+        bail!("resume runs at a fixed --rate above 0");
+    }
+    if options.reconnect_every == 0 {
+        bail!("--reconnect-every must be at least 1 ms");
+    }
+    let pacing = pacing(options.rate, 1, options.duration)?;
+    let plan = Plan {
+        topics: options.topics,
+        subscribers: options.subscribers * options.topics,
+        publishers: options.publishers,
+        pacing,
+        message_size: options.size,
+        warmup: Duration::ZERO,
+        duration: window("--duration", options.duration)?,
+        source_addrs: 1,
+        slow_subscribers: 0,
+        slow_recv_buffer: 0,
+        require_all_connections: true,
+        resume: Some(ResumePlan {
+            reconnect_every: Duration::from_millis(options.reconnect_every),
+            seed: options.seed,
+        }),
+        ..common(&options.run)?
+    };
+    let outcome = run::run(endpoint, &plan, server_pid)?;
+    let last_seqs = rest::topic_last_seqs(endpoint, &run::topic_names(&plan))?;
+    let resume = ResumeOutcome::new(
+        &outcome.tally.resume,
+        plan.subscribers as u64,
+        last_seqs,
+        options.require_recovery,
+    );
+    let mut report = Report::new("resume", endpoint.kind, outcome, true);
+    report.resume = Some(resume);
+    Ok(report)
+}
+
+/// `resume` resumes by `since_seq` and `epoch`, which only the pubsub
+/// broker has (the harness speaks core NATS, which has no such thing).
+pub fn check_resume_target(kind: TargetKind) -> Result<()> {
+    if kind == TargetKind::Nats {
+        bail!(
+            "the resume scenario works against --target pubsub only: \
+             NATS has no resume from a seq (since_seq + epoch)"
+        );
+    }
+    Ok(())
+}
+
 /// The plan's fields that come from [`RunOptions`]; the scenario fills
 /// in the rest.
 fn common(options: &RunOptions) -> Result<Plan> {
@@ -225,6 +321,7 @@ fn common(options: &RunOptions) -> Result<Plan> {
         setup_timeout: seconds("--setup-timeout", options.setup_timeout)?,
         require_all_connections: true,
         progress: !options.quiet,
+        resume: None,
     })
 }
 
@@ -302,11 +399,13 @@ fn rate_arg(text: &str) -> Result<f64, String> {
     check_rate(number(text)?)
 }
 
-/// Parser of `slow --rate`: more than 0.
+/// Parser of `slow --rate` and `resume --rate`: more than 0.
 fn positive_rate_arg(text: &str) -> Result<f64, String> {
     let value = rate_arg(text)?;
     if value == 0.0 {
-        return Err("must be more than 0 (slow publishes on a fixed schedule)".to_string());
+        return Err(
+            "must be more than 0 (this scenario publishes on a fixed schedule)".to_string(),
+        );
     }
     Ok(value)
 }

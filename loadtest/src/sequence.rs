@@ -1,6 +1,7 @@
 //! Per-subscriber order checking: for each publisher, the counters
-//! (`lt_n`) a subscriber has seen, so that duplicates, late (out-of-order)
-//! deliveries and gaps are counted without storing every message.
+//! (`lt_n`) a subscriber has seen (or, in `resume`, the topic's `seq`), so
+//! that duplicates, late (out-of-order) deliveries and gaps are counted
+//! without storing every message.
 
 /// What one publisher's messages to one subscriber looked like so far:
 /// the next counter expected, and which of the 64 before it arrived.
@@ -26,9 +27,30 @@ pub enum Arrival {
 }
 
 impl SequenceCheck {
+    /// A check that expects `next` first.
+    pub fn starting_at(next: u64) -> SequenceCheck {
+        SequenceCheck { next, seen: 0 }
+    }
+
     /// The counter expected next (one past the highest seen).
     pub fn next_expected(&self) -> u64 {
         self.next
+    }
+
+    /// Expects `next` from now on: the counters skipped are no longer
+    /// expected (nor counted as a gap). Returns how many were skipped; a
+    /// `next` at or behind the expected one changes nothing.
+    pub fn skip_to(&mut self, next: u64) -> u64 {
+        let Some(skipped) = next.checked_sub(self.next).filter(|&n| n > 0) else {
+            return 0;
+        };
+        self.seen = if skipped >= 64 {
+            0
+        } else {
+            self.seen << skipped
+        };
+        self.next = next;
+        skipped
     }
 
     pub fn observe(&mut self, counter: u64) -> Arrival {
@@ -74,5 +96,24 @@ mod tests {
         assert_eq!(check.observe(5), Arrival::InOrder);
         assert_eq!(check.observe(200), Arrival::Gap(194));
         assert_eq!(check.observe(6), Arrival::Duplicate, "too old to tell");
+    }
+
+    #[test]
+    fn a_check_can_start_anywhere_and_skip_ahead() {
+        let mut check = SequenceCheck::starting_at(11);
+        assert_eq!(check.observe(11), Arrival::InOrder);
+        assert_eq!(check.skip_to(12), 0, "already expected");
+        assert_eq!(check.skip_to(5), 0, "never backwards");
+        assert_eq!(check.next_expected(), 12);
+        assert_eq!(check.skip_to(20), 8);
+        assert_eq!(check.observe(20), Arrival::InOrder);
+        assert_eq!(
+            check.observe(11),
+            Arrival::Duplicate,
+            "seen before the skip"
+        );
+        assert_eq!(check.observe(15), Arrival::Late, "skipped, then arrived");
+        assert_eq!(check.skip_to(1000), 979);
+        assert_eq!(check.observe(1000), Arrival::InOrder);
     }
 }

@@ -92,6 +92,7 @@ fn read_one(connection: Opened) -> Fate {
         mut stream,
         unread: mut buf,
         nats,
+        ..
     } = connection;
     let mut nats = nats;
     let mut fate = Fate::default();

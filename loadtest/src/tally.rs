@@ -1,7 +1,9 @@
 //! What one event-loop thread counted and measured over a run, merged
 //! across threads at the end: latency histograms, delivery and order
-//! counts, connection set-up results, disconnects and errors by kind.
+//! counts, connection set-up results, disconnects and errors by kind, and
+//! (`resume`) drops and resumes.
 
+use crate::resume::ResumeTally;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
@@ -47,6 +49,8 @@ pub struct Tally {
     pub unsent: u64,
     /// Bytes still waiting in publishers' buffers when the run stopped.
     pub unwritten_bytes: u64,
+    /// `resume`: drops, resumes and the subscribers' streams.
+    pub resume: ResumeTally,
 }
 
 impl Default for Tally {
@@ -69,6 +73,7 @@ impl Default for Tally {
             disconnects: BTreeMap::new(),
             unsent: 0,
             unwritten_bytes: 0,
+            resume: ResumeTally::default(),
         }
     }
 }
@@ -131,5 +136,6 @@ impl Tally {
         }
         self.unsent += other.unsent;
         self.unwritten_bytes += other.unwritten_bytes;
+        self.resume.merge(other.resume);
     }
 }

@@ -9,13 +9,35 @@ use crate::probe::{self, Probe};
 use crate::wsframe::{self, OP_BINARY, OP_TEXT};
 use memchr::memmem;
 
-/// Appends a pubsub `subscribe` request.
-pub fn append_subscribe_json(out: &mut Vec<u8>, topic: &str, id: u64) {
+/// Where a resuming subscriber left off: the last `seq` it saw, in which
+/// epoch of the topic.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeFrom<'a> {
+    pub since_seq: u64,
+    pub epoch: &'a str,
+}
+
+/// Appends a pubsub `subscribe` request, resuming if `resume` says where.
+pub fn append_subscribe_json(
+    out: &mut Vec<u8>,
+    topic: &str,
+    id: u64,
+    resume: Option<ResumeFrom<'_>>,
+) {
     out.extend_from_slice(b"{\"type\":\"subscribe\",\"topic\":");
     append_json_string(out, topic);
     out.extend_from_slice(b",\"client_id\":\"lt-");
     out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
-    out.extend_from_slice(b"\",\"request_id\":\"sub\"}");
+    if let Some(resume) = resume {
+        out.extend_from_slice(b"\",\"since_seq\":");
+        out.extend_from_slice(itoa::Buffer::new().format(resume.since_seq).as_bytes());
+        out.extend_from_slice(b",\"epoch\":");
+        append_json_string(out, resume.epoch);
+        out.push(b',');
+    } else {
+        out.extend_from_slice(b"\",");
+    }
+    out.extend_from_slice(b"\"request_id\":\"sub\"}");
 }
 
 /// Topic names are made by the harness (`<prefix>-<n>`); this escapes the
@@ -40,6 +62,43 @@ pub fn message_type(message: &[u8]) -> &[u8] {
 /// The `error.code` of a pubsub error message.
 pub fn error_code(message: &[u8]) -> Option<&[u8]> {
     field_string(message, b"\"code\":\"")
+}
+
+/// What a subscribe ack says about the topic's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeAck<'a> {
+    pub epoch: &'a [u8],
+    /// The `seq` of the last message before the subscription.
+    pub last_seq: u64,
+    /// Present when the subscribe asked to resume.
+    pub recovered: Option<bool>,
+}
+
+/// The `epoch`, `last_seq` and `recovered` of a subscribe ack; `None` if
+/// `epoch` or `last_seq` is missing (a broker without resume).
+pub fn subscribe_ack(message: &[u8]) -> Option<SubscribeAck<'_>> {
+    const LAST_SEQ: &[u8] = b"\"last_seq\":";
+    let recovered = memmem::find(message, b"\"recovered\":")
+        .map(|at| message[at + b"\"recovered\":".len()..].starts_with(b"true"));
+    Some(SubscribeAck {
+        epoch: field_string(message, b"\"epoch\":\"")?,
+        last_seq: field_number(message, memmem::find(message, LAST_SEQ)?, LAST_SEQ)?,
+        recovered,
+    })
+}
+
+/// The `seq` of an event (or a publish ack). The broker writes it after
+/// the client's message, so it is looked for from the end.
+pub fn event_seq(message: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"seq\":";
+    field_number(message, memmem::rfind(message, KEY)?, KEY)
+}
+
+/// The unsigned integer after `key`, found at `at`.
+fn field_number(message: &[u8], at: usize, key: &[u8]) -> Option<u64> {
+    let digits = &message[at + key.len()..];
+    let len = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&digits[..len]).ok()?.parse().ok()
 }
 
 fn field_string<'a>(message: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
@@ -116,11 +175,45 @@ mod tests {
     #[test]
     fn requests_are_valid_json() {
         let mut out = Vec::new();
-        append_subscribe_json(&mut out, "a\"b", 7);
+        append_subscribe_json(&mut out, "a\"b", 7, None);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "subscribe");
         assert_eq!(v["topic"], "a\"b");
         assert_eq!(v["client_id"], "lt-7");
+        assert!(v.get("since_seq").is_none());
+        out.clear();
+        let resume = ResumeFrom {
+            since_seq: 42,
+            epoch: "Xy-9",
+        };
+        append_subscribe_json(&mut out, "t", 3, Some(resume));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["since_seq"], 42);
+        assert_eq!(v["epoch"], "Xy-9");
+        assert_eq!(v["request_id"], "sub");
+    }
+
+    #[test]
+    fn subscribe_acks_and_event_seqs_are_read_by_byte_search() {
+        let first = br#"{"type":"ack","request_id":"sub","topic":"t","status":"ok","epoch":"Ab_3","last_seq":0,"ts":"x"}"#;
+        assert_eq!(
+            subscribe_ack(first),
+            Some(SubscribeAck {
+                epoch: b"Ab_3",
+                last_seq: 0,
+                recovered: None
+            })
+        );
+        let resumed = br#"{"type":"ack","topic":"t","status":"ok","epoch":"e","last_seq":1234,"recovered":true,"ts":"x"}"#;
+        let ack = subscribe_ack(resumed).unwrap();
+        assert_eq!((ack.last_seq, ack.recovered), (1234, Some(true)));
+        let lost = br#"{"type":"ack","epoch":"e","last_seq":9,"recovered":false}"#;
+        assert_eq!(subscribe_ack(lost).unwrap().recovered, Some(false));
+        assert_eq!(subscribe_ack(br#"{"type":"ack","status":"ok"}"#), None);
+        // The client's payload comes first and may say anything.
+        let event = br#"{"type":"event","topic":"t","message":{"id":"1","payload":{"seq":5}},"seq":77,"ts":"x"}"#;
+        assert_eq!(event_seq(event), Some(77));
+        assert_eq!(event_seq(br#"{"type":"event","seq":"7"}"#), None);
     }
 
     #[test]

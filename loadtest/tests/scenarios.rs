@@ -1,13 +1,16 @@
 //! The scenarios, end to end, against a real broker started in this process
 //! on a free loopback port. Small numbers, short windows, and functional
 //! assertions only (nothing about speed): every expected delivery arrives,
-//! in order, and a subscriber that stops reading is cut while the others
-//! lose nothing. And the binary's exit status: a run that falls short, or
-//! options that leave nothing to measure, fail.
+//! in order, a subscriber that stops reading is cut while the others
+//! lose nothing, and subscribers that drop and resume see every seq once.
+//! And the binary's exit status: a run that falls short, or options that
+//! leave nothing to measure, fail.
 
 use loadtest::endpoint::{Endpoint, TargetKind};
 use loadtest::report::Report;
-use loadtest::scenario::{self, ConnsOptions, FanoutOptions, RunOptions, SlowOptions};
+use loadtest::scenario::{
+    self, ConnsOptions, FanoutOptions, ResumeOptions, RunOptions, SlowOptions,
+};
 use std::collections::HashMap;
 use std::process::{Command, Output};
 
@@ -175,6 +178,47 @@ fn a_subscriber_that_stops_reading_is_cut_and_the_others_lose_nothing() {
 }
 
 #[test]
+fn subscribers_that_drop_and_resume_see_every_seq_exactly_once() {
+    // A ring far larger than a run of this length can fill, so that every
+    // resume recovers even if this machine stalls for a while.
+    let broker = Broker::start(&[("RING_BUFFER_SIZE", "10000")]);
+    let options = ResumeOptions {
+        publishers: 2,
+        topics: 2,
+        subscribers: 3,
+        size: 200,
+        rate: 400.0,
+        duration: 1.5,
+        reconnect_every: 100,
+        seed: 3,
+        require_recovery: true,
+        run: run_options(),
+    };
+    let report = scenario::resume(&broker.endpoint, &options, None).expect("the run completes");
+    assert_clean(&report);
+    // Each message is due to its topic's 3 subscribers, drops or not.
+    assert_eq!(report.expected, report.published * 3, "{}", report.table());
+    let resume = report.resume.as_ref().expect("resume reports its figures");
+    assert_eq!(resume.subscribers, 6);
+    assert!(resume.reconnects >= 6, "{}", report.table());
+    // Both kinds of drop, abrupt and clean, were exercised.
+    assert!(
+        0 < resume.abrupt_drops && resume.abrupt_drops < resume.reconnects,
+        "{}",
+        report.table()
+    );
+    assert_eq!(resume.recovered, resume.reconnects, "{}", report.table());
+    assert_eq!((resume.not_recovered, resume.missed), (0, 0));
+    assert_eq!(resume.subscribers_complete, 6, "{}", report.table());
+    assert_eq!(resume.subscribers_short, 0);
+    assert_eq!(resume.replayed + resume.live, report.delivered);
+    // Both topics got half the messages, numbered from 1.
+    assert_eq!(resume.topic_last_seq.iter().sum::<u64>(), report.published);
+    assert_eq!(resume.resume_ack_us.count, resume.reconnects);
+    assert!(resume.first_event_us.count > 0);
+}
+
+#[test]
 fn idle_connections_are_opened_and_held() {
     let broker = Broker::start(&[]);
     let options = ConnsOptions {
@@ -228,11 +272,21 @@ fn the_binary_fails_a_run_that_falls_short_and_says_why() {
 }
 
 #[test]
+fn the_binary_refuses_resume_against_nats() {
+    let out = loadtest(&["resume", "--target", "nats", "--spawn", "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--target pubsub only"), "{stderr}");
+    assert!(!stderr.contains("spawned"), "nothing is spawned: {stderr}");
+}
+
+#[test]
 fn the_binary_refuses_a_window_of_zero_seconds() {
     for args in [
         &["fanout", "--duration", "0"][..],
         &["slow", "--duration", "0"],
         &["conns", "--hold", "0"],
+        &["resume", "--duration", "0"],
     ] {
         let out = loadtest(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
