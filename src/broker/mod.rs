@@ -406,8 +406,7 @@ impl Broker {
     /// Cluster mode: deletes `name` if it is still in `epoch` (a later
     /// incarnation stays). True if deleted.
     pub fn delete_mirror(&self, name: &str, epoch: &str) -> bool {
-        let current = self.topic(name).is_some_and(|t| t.lock().epoch == epoch);
-        current && self.delete_topic(name)
+        self.remove_if(name, |topic| topic.lock().epoch == epoch)
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -421,8 +420,17 @@ impl Broker {
     /// Deletes the topic and notifies its subscribers. False if there was
     /// no such topic.
     pub fn delete_topic(&self, name: &str) -> bool {
+        self.remove_if(name, |_| true)
+    }
+
+    /// Deletes the topic `name` if `condition` holds for it, deciding under
+    /// the map's lock so that no other thread replaces it meanwhile.
+    fn remove_if(&self, name: &str, condition: impl FnOnce(&Topic) -> bool) -> bool {
         let removed = {
             let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+            if !topics.get(name).is_some_and(|topic| condition(topic)) {
+                return false;
+            }
             let removed = topics.remove(name);
             // A map emptied by mass deletion gives its table back.
             if topics.capacity() > 64 && topics.len() < topics.capacity() / 4 {

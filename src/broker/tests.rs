@@ -268,3 +268,77 @@ fn creation_validates_and_refuses_duplicates() {
     let names: Vec<_> = broker.summaries().into_iter().map(|s| s.name).collect();
     assert_eq!(names, vec!["a", "b"]);
 }
+
+#[test]
+fn a_mirror_applies_numbered_messages_once_and_in_order() {
+    let broker = Broker::new(10);
+    let topic = broker.mirror("t", "E1", 5);
+    assert_eq!(topic.epoch(), "E1");
+    let q = subscriber(1, 100);
+    topic.subscribe(&q, Replay::LastN(0), false).unwrap();
+    let ts = "2026-01-01T00:00:00.000Z";
+    assert_eq!(topic.apply(5, &message("a"), ts), Ok(Applied::Delivered));
+    assert_eq!(topic.apply(5, &message("a"), ts), Ok(Applied::Duplicate));
+    assert_eq!(topic.apply(4, &message("z"), ts), Ok(Applied::Duplicate));
+    assert_eq!(
+        topic.apply(8, &message("d"), ts),
+        Ok(Applied::Gap { expected: 6 }),
+        "a gap delivers nothing"
+    );
+    assert_eq!(topic.apply(6, &message("b"), ts), Ok(Applied::Delivered));
+    let got = drain(&q);
+    let seqs: Vec<u64> = got.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![5, 6]);
+    assert_eq!(got[0]["ts"], ts, "the backplane's time, not this node's");
+    assert!(
+        Arc::ptr_eq(&broker.mirror("t", "E1", 1), &topic),
+        "same epoch: same topic"
+    );
+}
+
+#[test]
+fn a_reset_tells_subscribers_and_numbering_goes_on() {
+    let broker = Broker::new(10);
+    let topic = broker.mirror("t", "E1", 1);
+    let q = subscriber(1, 100);
+    topic.subscribe(&q, Replay::LastN(0), false).unwrap();
+    topic.apply(1, &message("a"), "ts").unwrap();
+    topic.reset(7, Some("E2".into()));
+    assert_eq!(topic.epoch(), "E2");
+    assert_eq!(topic.next_seq(), 7);
+    assert_eq!(topic.apply(7, &message("g"), "ts"), Ok(Applied::Delivered));
+    let got = drain(&q);
+    assert_eq!(got[0]["seq"], 1);
+    assert_eq!(
+        (
+            got[1]["msg"].as_str(),
+            got[1]["epoch"].as_str(),
+            got[1]["last_seq"].as_u64()
+        ),
+        (Some("topic_reset"), Some("E2"), Some(6))
+    );
+    assert_eq!(got[2]["seq"], 7);
+    assert_eq!(
+        topic.history(0, 10).events.len(),
+        1,
+        "the ring starts again"
+    );
+}
+
+#[test]
+fn mirrors_follow_epochs_across_deletion_and_recreation() {
+    let broker = Broker::new(10);
+    let old = broker.mirror("t", "E1", 1);
+    let q = subscriber(1, 100);
+    old.subscribe(&q, Replay::LastN(0), false).unwrap();
+    let new = broker.mirror("t", "E2", 1);
+    assert!(old.is_deleted() && !new.is_deleted());
+    assert_eq!(drain(&q)[0]["msg"], "topic_deleted");
+    assert!(
+        !broker.delete_mirror("t", "E1"),
+        "a later incarnation stays"
+    );
+    assert!(broker.topic("t").is_some());
+    assert!(broker.delete_mirror("t", "E2"));
+    assert!(broker.topic("t").is_none());
+}
