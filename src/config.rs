@@ -291,7 +291,8 @@ pub const REDIS_URL: Setting<Option<String>> = Setting {
     name: "REDIS_URL",
     default: Fallback::Text(""),
     values: Values::Parsed(parse_redis_url),
-    meaning: "`redis://HOST:PORT[/DB]`: cluster mode through that Redis server; empty: a single broker",
+    meaning:
+        "`redis://HOST:PORT[/DB]`: cluster mode through that Redis server; empty: a single broker",
     shown: |c| c.redis_url.clone().unwrap_or_default(),
 };
 

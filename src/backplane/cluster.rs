@@ -216,7 +216,10 @@ impl RequestThread {
     }
 
     fn connect(&self) -> redis::RedisResult<(redis::Connection, Scripts)> {
-        let mut conn = self.state.client.get_connection_with_timeout(REQUEST_TIMEOUT)?;
+        let mut conn = self
+            .state
+            .client
+            .get_connection_with_timeout(REQUEST_TIMEOUT)?;
         conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
         conn.set_write_timeout(Some(REQUEST_TIMEOUT))?;
         let load = |conn: &mut redis::Connection, source: &str| -> redis::RedisResult<String> {
@@ -255,7 +258,9 @@ impl RequestThread {
                 }
                 self.next_heartbeat = Instant::now() + HEARTBEAT;
             }
-            let wait = self.next_heartbeat.saturating_duration_since(Instant::now());
+            let wait = self
+                .next_heartbeat
+                .saturating_duration_since(Instant::now());
             let first = match self.receiver.recv_timeout(wait) {
                 Ok(request) => request,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -280,9 +285,7 @@ impl RequestThread {
             .into_iter()
             .partition(|r| r.queued.elapsed() > REQUEST_TIMEOUT);
         for request in late {
-            request.answer(Outcome::Unavailable(
-                "the backplane did not answer in time",
-            ));
+            request.answer(Outcome::Unavailable("the backplane did not answer in time"));
         }
         if batch.is_empty() {
             return Ok(());

@@ -85,9 +85,7 @@ impl EventThread {
         let mut subscription = listener.as_pubsub();
         let channels: Vec<String> = (0..keys::CHANNELS).map(keys::channel).collect();
         subscription.subscribe(&channels).map_err(text)?;
-        subscription
-            .subscribe(keys::HEARTBEAT)
-            .map_err(text)?;
+        subscription.subscribe(keys::HEARTBEAT).map_err(text)?;
         subscription
             .set_read_timeout(Some(SILENCE_LIMIT))
             .map_err(text)?;
@@ -103,7 +101,9 @@ impl EventThread {
                 continue;
             };
             match Event::parse(text) {
-                Some(event) => self.apply(&mut commands, event).map_err(|e| e.to_string())?,
+                Some(event) => self
+                    .apply(&mut commands, event)
+                    .map_err(|e| e.to_string())?,
                 None => log::warn!(event = text; "backplane: an event no node writes"),
             }
         }
@@ -145,7 +145,8 @@ impl EventThread {
 
     /// Brings every topic up to date with Redis: after a (re)connection.
     fn catch_up(&mut self, commands: &mut redis::Connection) -> redis::RedisResult<()> {
-        let incarnation: Option<String> = redis::cmd("GET").arg(keys::INCARNATION).query(commands)?;
+        let incarnation: Option<String> =
+            redis::cmd("GET").arg(keys::INCARNATION).query(commands)?;
         let incarnation = match incarnation {
             Some(current) => current,
             None => {
@@ -165,7 +166,8 @@ impl EventThread {
         if lost {
             self.recreate_known_topics(commands)?;
         }
-        let topics: HashMap<String, String> = redis::cmd("HGETALL").arg(keys::TOPICS).query(commands)?;
+        let topics: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(keys::TOPICS).query(commands)?;
         for summary in self.broker.summaries() {
             if topics.get(&summary.name) != Some(&summary.epoch) {
                 // Deleted while this node was away (or replaced).
@@ -188,11 +190,16 @@ impl EventThread {
                 .arg(&name)
                 .arg(new_epoch())
                 .query(commands)?;
-            let epoch: String = redis::cmd("HGET").arg(keys::TOPICS).arg(&name).query(commands)?;
+            let epoch: String = redis::cmd("HGET")
+                .arg(keys::TOPICS)
+                .arg(&name)
+                .query(commands)?;
             if let Some(topic) = self.broker.topic(&name) {
                 log::warn!(topic = name.as_str(), epoch = epoch.as_str(); "backplane lost its data: topic reset");
                 topic.reset(1, Some(epoch));
-                self.state.topic_resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.state
+                    .topic_resets
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         Ok(())
@@ -211,7 +218,8 @@ impl EventThread {
         let topic = match known {
             Some(topic) => topic,
             None => {
-                let last: Option<u64> = redis::cmd("GET").arg(keys::seq_key(name)).query(commands)?;
+                let last: Option<u64> =
+                    redis::cmd("GET").arg(keys::seq_key(name)).query(commands)?;
                 let held = self.ring_after(commands, name, 0, None)?;
                 let first = held.first().map_or(last.unwrap_or(0) + 1, |(seq, ..)| *seq);
                 self.broker.mirror(name, epoch, first)
@@ -241,7 +249,9 @@ impl EventThread {
         let last: Option<u64> = match (held.last(), before) {
             (_, Some(before)) => Some(before),
             (Some((seq, ..)), None) => Some(*seq),
-            (None, None) => redis::cmd("GET").arg(keys::seq_key(topic.name())).query(commands)?,
+            (None, None) => redis::cmd("GET")
+                .arg(keys::seq_key(topic.name()))
+                .query(commands)?,
         };
         let Some(last) = last.filter(|&last| last >= from) else {
             return Ok(());
@@ -262,7 +272,9 @@ impl EventThread {
                 Ok(message) => {
                     let _ = topic.apply(*seq, message, ts);
                 }
-                Err(_) => log::warn!(topic = topic.name(), seq; "backplane: a message that is not JSON"),
+                Err(_) => {
+                    log::warn!(topic = topic.name(), seq; "backplane: a message that is not JSON")
+                }
             }
         }
         Ok(())

@@ -143,7 +143,9 @@ mod tests {
     #[test]
     fn events_parse_as_the_scripts_write_them() {
         assert_eq!(
-            Event::parse("p\norders\nE1\n42\n2026-01-01T00:00:00.000Z\n{\"id\":\"m\",\n\"payload\":1}"),
+            Event::parse(
+                "p\norders\nE1\n42\n2026-01-01T00:00:00.000Z\n{\"id\":\"m\",\n\"payload\":1}"
+            ),
             Some(Event::Published {
                 name: "orders",
                 epoch: "E1",
@@ -166,7 +168,13 @@ mod tests {
                 epoch: "E3"
             })
         );
-        for junk in ["", "p", "p\nx\nE\nnot-a-number\nts\n{}", "z\na\nb", "c\nonly"] {
+        for junk in [
+            "",
+            "p",
+            "p\nx\nE\nnot-a-number\nts\n{}",
+            "z\na\nb",
+            "c\nonly",
+        ] {
             assert_eq!(Event::parse(junk), None, "{junk:?}");
         }
     }
