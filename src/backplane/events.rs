@@ -57,7 +57,7 @@ impl EventThread {
     fn run(mut self) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.follow() {
+            match self.follow(&mut backoff) {
                 Ok(()) => return,
                 Err(why) => {
                     log::warn!(node = self.state.node_id.as_str(), why = why.as_str(); "backplane events: reconnecting");
@@ -68,9 +68,10 @@ impl EventThread {
         }
     }
 
-    /// Subscribes, catches up, then applies events until the connection
+    /// Subscribes, catches up (and then starts `backoff` over: the next
+    /// failure is a new one), then applies events until the connection
     /// fails.
-    fn follow(&mut self) -> Result<(), Broken> {
+    fn follow(&mut self, backoff: &mut Duration) -> Result<(), Broken> {
         let client = &self.state.client;
         let text = |e: redis::RedisError| e.to_string();
         let mut listener = client
@@ -90,6 +91,7 @@ impl EventThread {
             .set_read_timeout(Some(SILENCE_LIMIT))
             .map_err(text)?;
         self.catch_up(&mut commands).map_err(text)?;
+        *backoff = FIRST_BACKOFF;
         loop {
             let message = subscription
                 .get_message()
