@@ -137,7 +137,8 @@ impl EventThread {
                     return Ok(());
                 };
                 if let Ok(Applied::Gap { expected }) = topic.apply(seq, message, ts) {
-                    self.repair(commands, &topic, expected, Some(seq))?;
+                    let filled = self.repair(commands, &topic, expected, Some(seq))?;
+                    self.count_repair(&topic, expected, filled);
                     let _ = topic.apply(seq, message, ts);
                 }
             }
@@ -217,6 +218,7 @@ impl EventThread {
         epoch: &str,
     ) -> redis::RedisResult<()> {
         let known = self.broker.topic(name).filter(|t| t.epoch() == epoch);
+        let was_known = known.is_some();
         let topic = match known {
             Some(topic) => topic,
             None => {
@@ -228,26 +230,39 @@ impl EventThread {
             }
         };
         let from = topic.next_seq();
-        self.repair(commands, &topic, from, None)
+        // What a known topic missed while this node was not listening is
+        // a gap too; a topic new here just starts with what the ring has.
+        let filled = self.repair(commands, &topic, from, None)?;
+        if was_known {
+            self.count_repair(&topic, from, filled);
+        }
+        Ok(())
+    }
+
+    /// A gap from `from` in `topic`'s stream, of which the ring gave
+    /// `filled` messages (none: nothing to repair, or a reset).
+    fn count_repair(&self, topic: &Topic, from: u64, filled: usize) {
+        if filled > 0 {
+            log::info!(topic = topic.name(), from, filled; "backplane: gap filled from the ring");
+            self.state
+                .gaps_repaired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Fills `topic` from `from` (its next expected `seq`) up to `until`
     /// (excluded: the message in hand; `None`: everything) from its ring in
     /// Redis. A `seq` the ring no longer holds resets the topic past it.
+    /// Returns how many messages the ring gave.
     fn repair(
         &self,
         commands: &mut redis::Connection,
         topic: &Topic,
         from: u64,
         until: Option<u64>,
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<usize> {
         let before = until.map(|seq| seq - 1);
         let held = self.ring_after(commands, topic.name(), from, before)?;
-        if until.is_some() {
-            self.state
-                .gaps_repaired
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         let last: Option<u64> = match (held.last(), before) {
             (_, Some(before)) => Some(before),
             (Some((seq, ..)), None) => Some(*seq),
@@ -256,7 +271,7 @@ impl EventThread {
                 .query(commands)?,
         };
         let Some(last) = last.filter(|&last| last >= from) else {
-            return Ok(());
+            return Ok(0);
         };
         let first_held = held.first().map_or(last + 1, |(seq, ..)| *seq);
         if first_held > from {
@@ -269,17 +284,20 @@ impl EventThread {
                 .topic_resets
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        let mut filled = 0;
         for (seq, message, ts) in &held {
             match serde_json::from_str::<&RawValue>(message) {
                 Ok(message) => {
-                    let _ = topic.apply(*seq, message, ts);
+                    if let Ok(Applied::Delivered) = topic.apply(*seq, message, ts) {
+                        filled += 1;
+                    }
                 }
                 Err(_) => {
                     log::warn!(topic = topic.name(), seq; "backplane: a message that is not JSON")
                 }
             }
         }
-        Ok(())
+        Ok(filled)
     }
 
     /// The ring's messages from `from` to `until` (both included; `None`:
