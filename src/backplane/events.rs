@@ -262,13 +262,14 @@ impl EventThread {
         until: Option<u64>,
     ) -> redis::RedisResult<usize> {
         let before = until.map(|seq| seq - 1);
-        let held = self.ring_after(commands, topic.name(), from, before)?;
+        let (held, newest) = match before {
+            Some(_) => (self.ring_after(commands, topic.name(), from, before)?, None),
+            None => self.ring_and_newest(commands, topic.name(), from)?,
+        };
         let last: Option<u64> = match (held.last(), before) {
             (_, Some(before)) => Some(before),
             (Some((seq, ..)), None) => Some(*seq),
-            (None, None) => redis::cmd("GET")
-                .arg(keys::seq_key(topic.name()))
-                .query(commands)?,
+            (None, None) => newest,
         };
         let Some(last) = last.filter(|&last| last >= from) else {
             return Ok(0);
@@ -310,17 +311,46 @@ impl EventThread {
         until: Option<u64>,
     ) -> redis::RedisResult<Vec<(u64, String, String)>> {
         let end = until.map_or("+".to_string(), |seq| format!("{seq}-0"));
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        let entries: Vec<RingEntry> = redis::cmd("XRANGE")
             .arg(keys::ring_key(name))
             .arg(format!("{from}-0"))
             .arg(end)
             .query(commands)?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(id, mut fields)| {
-                let seq = id.split_once('-')?.0.parse().ok()?;
-                Some((seq, fields.remove("m")?, fields.remove("ts")?))
-            })
-            .collect())
+        Ok(held(entries))
     }
+
+    /// The ring's messages from `from` to the newest, and the topic's last
+    /// `seq`, read at one instant (`MULTI`): read one after the other, a
+    /// message published in between would look lost from the ring.
+    fn ring_and_newest(
+        &self,
+        commands: &mut redis::Connection,
+        name: &str,
+        from: u64,
+    ) -> redis::RedisResult<(Vec<(u64, String, String)>, Option<u64>)> {
+        let (entries, newest): (Vec<RingEntry>, Option<u64>) = redis::pipe()
+            .atomic()
+            .cmd("XRANGE")
+            .arg(keys::ring_key(name))
+            .arg(format!("{from}-0"))
+            .arg("+")
+            .cmd("GET")
+            .arg(keys::seq_key(name))
+            .query(commands)?;
+        Ok((held(entries), newest))
+    }
+}
+
+/// A ring entry as `XRANGE` gives it: its id and its fields.
+type RingEntry = (String, HashMap<String, String>);
+
+/// `(seq, message, ts)` of each well-formed entry, in order.
+fn held(entries: Vec<RingEntry>) -> Vec<(u64, String, String)> {
+    entries
+        .into_iter()
+        .filter_map(|(id, mut fields)| {
+            let seq = id.split_once('-')?.0.parse().ok()?;
+            Some((seq, fields.remove("m")?, fields.remove("ts")?))
+        })
+        .collect()
 }
