@@ -57,7 +57,9 @@ impl EventThread {
     fn run(mut self) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.follow(&mut backoff) {
+            let followed = self.follow(&mut backoff);
+            self.state.set_following(false);
+            match followed {
                 Ok(()) => return,
                 Err(why) => {
                     log::warn!(node = self.state.node_id.as_str(), why = why.as_str(); "backplane events: reconnecting");
@@ -91,6 +93,7 @@ impl EventThread {
             .set_read_timeout(Some(SILENCE_LIMIT))
             .map_err(text)?;
         self.catch_up(&mut commands).map_err(text)?;
+        self.state.set_following(true);
         *backoff = FIRST_BACKOFF;
         loop {
             let message = subscription

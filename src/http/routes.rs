@@ -640,7 +640,7 @@ struct Readiness {
 fn ready(ctx: &RestContext<'_>) -> Response {
     if ctx.draining {
         Response::json(503, &Readiness { status: "draining" })
-    } else if !ctx.backplane.is_up() {
+    } else if !ctx.backplane.is_ready() {
         Response::json(
             503,
             &Readiness {
