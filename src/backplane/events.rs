@@ -312,7 +312,7 @@ impl EventThread {
         name: &str,
         from: u64,
         until: Option<u64>,
-    ) -> redis::RedisResult<Vec<(u64, String, String)>> {
+    ) -> redis::RedisResult<Vec<Held>> {
         let end = until.map_or("+".to_string(), |seq| format!("{seq}-0"));
         let entries: Vec<RingEntry> = redis::cmd("XRANGE")
             .arg(keys::ring_key(name))
@@ -330,7 +330,7 @@ impl EventThread {
         commands: &mut redis::Connection,
         name: &str,
         from: u64,
-    ) -> redis::RedisResult<(Vec<(u64, String, String)>, Option<u64>)> {
+    ) -> redis::RedisResult<(Vec<Held>, Option<u64>)> {
         let (entries, newest): (Vec<RingEntry>, Option<u64>) = redis::pipe()
             .atomic()
             .cmd("XRANGE")
@@ -344,11 +344,14 @@ impl EventThread {
     }
 }
 
+/// A message the ring holds: `(seq, message, ts)`.
+type Held = (u64, String, String);
+
 /// A ring entry as `XRANGE` gives it: its id and its fields.
 type RingEntry = (String, HashMap<String, String>);
 
 /// `(seq, message, ts)` of each well-formed entry, in order.
-fn held(entries: Vec<RingEntry>) -> Vec<(u64, String, String)> {
+fn held(entries: Vec<RingEntry>) -> Vec<Held> {
     entries
         .into_iter()
         .filter_map(|(id, mut fields)| {
