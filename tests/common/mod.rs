@@ -5,6 +5,8 @@
 //! raw WebSocket client written by hand for what tungstenite would hide.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use serde_json::{json, Value};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
