@@ -45,6 +45,9 @@ pub struct ClusterState {
     pub client: redis::Client,
     pub ring_size: usize,
     up: AtomicBool,
+    /// The event thread is subscribed and has caught up with Redis: this
+    /// node knows every topic and delivers their events.
+    following: AtomicBool,
     /// Gaps in a channel's stream filled from a topic's ring.
     pub gaps_repaired: AtomicU64,
     /// `topic_reset`s announced.
@@ -72,6 +75,7 @@ impl ClusterState {
             client,
             ring_size,
             up: AtomicBool::new(false),
+            following: AtomicBool::new(false),
             gaps_repaired: AtomicU64::new(0),
             topic_resets: AtomicU64::new(0),
             rtt_counts: Default::default(),
@@ -82,6 +86,17 @@ impl ClusterState {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// Requests can be carried out and events are followed: what
+    /// `/readyz` reports.
+    pub fn is_ready(&self) -> bool {
+        self.is_up() && self.following.load(Ordering::Acquire)
+    }
+
+    /// Records whether the event thread follows Redis's events.
+    pub fn set_following(&self, following: bool) {
+        self.following.store(following, Ordering::Release);
     }
 
     /// Records whether requests can be carried out; logs each change.

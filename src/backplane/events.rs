@@ -57,7 +57,9 @@ impl EventThread {
     fn run(mut self) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.follow() {
+            let followed = self.follow(&mut backoff);
+            self.state.set_following(false);
+            match followed {
                 Ok(()) => return,
                 Err(why) => {
                     log::warn!(node = self.state.node_id.as_str(), why = why.as_str(); "backplane events: reconnecting");
@@ -68,9 +70,10 @@ impl EventThread {
         }
     }
 
-    /// Subscribes, catches up, then applies events until the connection
+    /// Subscribes, catches up (and then starts `backoff` over: the next
+    /// failure is a new one), then applies events until the connection
     /// fails.
-    fn follow(&mut self) -> Result<(), Broken> {
+    fn follow(&mut self, backoff: &mut Duration) -> Result<(), Broken> {
         let client = &self.state.client;
         let text = |e: redis::RedisError| e.to_string();
         let mut listener = client
@@ -90,6 +93,8 @@ impl EventThread {
             .set_read_timeout(Some(SILENCE_LIMIT))
             .map_err(text)?;
         self.catch_up(&mut commands).map_err(text)?;
+        self.state.set_following(true);
+        *backoff = FIRST_BACKOFF;
         loop {
             let message = subscription
                 .get_message()
@@ -135,7 +140,8 @@ impl EventThread {
                     return Ok(());
                 };
                 if let Ok(Applied::Gap { expected }) = topic.apply(seq, message, ts) {
-                    self.repair(commands, &topic, expected, Some(seq))?;
+                    let filled = self.repair(commands, &topic, expected, Some(seq))?;
+                    self.count_repair(&topic, expected, filled);
                     let _ = topic.apply(seq, message, ts);
                 }
             }
@@ -215,6 +221,7 @@ impl EventThread {
         epoch: &str,
     ) -> redis::RedisResult<()> {
         let known = self.broker.topic(name).filter(|t| t.epoch() == epoch);
+        let was_known = known.is_some();
         let topic = match known {
             Some(topic) => topic,
             None => {
@@ -226,35 +233,49 @@ impl EventThread {
             }
         };
         let from = topic.next_seq();
-        self.repair(commands, &topic, from, None)
+        // What a known topic missed while this node was not listening is
+        // a gap too; a topic new here just starts with what the ring has.
+        let filled = self.repair(commands, &topic, from, None)?;
+        if was_known {
+            self.count_repair(&topic, from, filled);
+        }
+        Ok(())
+    }
+
+    /// A gap from `from` in `topic`'s stream, of which the ring gave
+    /// `filled` messages (none: nothing to repair, or a reset).
+    fn count_repair(&self, topic: &Topic, from: u64, filled: usize) {
+        if filled > 0 {
+            log::info!(topic = topic.name(), from, filled; "backplane: gap filled from the ring");
+            self.state
+                .gaps_repaired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Fills `topic` from `from` (its next expected `seq`) up to `until`
     /// (excluded: the message in hand; `None`: everything) from its ring in
     /// Redis. A `seq` the ring no longer holds resets the topic past it.
+    /// Returns how many messages the ring gave.
     fn repair(
         &self,
         commands: &mut redis::Connection,
         topic: &Topic,
         from: u64,
         until: Option<u64>,
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<usize> {
         let before = until.map(|seq| seq - 1);
-        let held = self.ring_after(commands, topic.name(), from, before)?;
-        if until.is_some() {
-            self.state
-                .gaps_repaired
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        let (held, newest) = match before {
+            Some(_) => (self.ring_after(commands, topic.name(), from, before)?, None),
+            None => self.ring_and_newest(commands, topic.name(), from)?,
+        };
         let last: Option<u64> = match (held.last(), before) {
             (_, Some(before)) => Some(before),
             (Some((seq, ..)), None) => Some(*seq),
-            (None, None) => redis::cmd("GET")
-                .arg(keys::seq_key(topic.name()))
-                .query(commands)?,
+            (None, None) => newest,
         };
         let Some(last) = last.filter(|&last| last >= from) else {
-            return Ok(());
+            return Ok(0);
         };
         let first_held = held.first().map_or(last + 1, |(seq, ..)| *seq);
         if first_held > from {
@@ -267,17 +288,20 @@ impl EventThread {
                 .topic_resets
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        let mut filled = 0;
         for (seq, message, ts) in &held {
             match serde_json::from_str::<&RawValue>(message) {
                 Ok(message) => {
-                    let _ = topic.apply(*seq, message, ts);
+                    if let Ok(Applied::Delivered) = topic.apply(*seq, message, ts) {
+                        filled += 1;
+                    }
                 }
                 Err(_) => {
                     log::warn!(topic = topic.name(), seq; "backplane: a message that is not JSON")
                 }
             }
         }
-        Ok(())
+        Ok(filled)
     }
 
     /// The ring's messages from `from` to `until` (both included; `None`:
@@ -288,19 +312,51 @@ impl EventThread {
         name: &str,
         from: u64,
         until: Option<u64>,
-    ) -> redis::RedisResult<Vec<(u64, String, String)>> {
+    ) -> redis::RedisResult<Vec<Held>> {
         let end = until.map_or("+".to_string(), |seq| format!("{seq}-0"));
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        let entries: Vec<RingEntry> = redis::cmd("XRANGE")
             .arg(keys::ring_key(name))
             .arg(format!("{from}-0"))
             .arg(end)
             .query(commands)?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(id, mut fields)| {
-                let seq = id.split_once('-')?.0.parse().ok()?;
-                Some((seq, fields.remove("m")?, fields.remove("ts")?))
-            })
-            .collect())
+        Ok(held(entries))
     }
+
+    /// The ring's messages from `from` to the newest, and the topic's last
+    /// `seq`, read at one instant (`MULTI`): read one after the other, a
+    /// message published in between would look lost from the ring.
+    fn ring_and_newest(
+        &self,
+        commands: &mut redis::Connection,
+        name: &str,
+        from: u64,
+    ) -> redis::RedisResult<(Vec<Held>, Option<u64>)> {
+        let (entries, newest): (Vec<RingEntry>, Option<u64>) = redis::pipe()
+            .atomic()
+            .cmd("XRANGE")
+            .arg(keys::ring_key(name))
+            .arg(format!("{from}-0"))
+            .arg("+")
+            .cmd("GET")
+            .arg(keys::seq_key(name))
+            .query(commands)?;
+        Ok((held(entries), newest))
+    }
+}
+
+/// A message the ring holds: `(seq, message, ts)`.
+type Held = (u64, String, String);
+
+/// A ring entry as `XRANGE` gives it: its id and its fields.
+type RingEntry = (String, HashMap<String, String>);
+
+/// `(seq, message, ts)` of each well-formed entry, in order.
+fn held(entries: Vec<RingEntry>) -> Vec<Held> {
+    entries
+        .into_iter()
+        .filter_map(|(id, mut fields)| {
+            let seq = id.split_once('-')?.0.parse().ok()?;
+            Some((seq, fields.remove("m")?, fields.remove("ts")?))
+        })
+        .collect()
 }

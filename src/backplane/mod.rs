@@ -102,6 +102,12 @@ impl Backplane {
         self.cluster().is_none_or(ClusterState::is_up)
     }
 
+    /// False in cluster mode until the node reaches Redis and has caught
+    /// up with its events (it knows every topic), and while it has not.
+    pub fn is_ready(&self) -> bool {
+        self.cluster().is_none_or(ClusterState::is_ready)
+    }
+
     /// Subscribers of `topic` on the other nodes of the cluster.
     pub fn others_subscribers(&self, topic: &str) -> u64 {
         self.cluster().map_or(0, |c| c.others_subscribers(topic))

@@ -120,7 +120,7 @@ struct Readiness {
 pub(super) fn ready(ctx: &RestContext<'_>) -> Response {
     if ctx.draining {
         Response::json(503, &Readiness { status: "draining" })
-    } else if !ctx.backplane.is_up() {
+    } else if !ctx.backplane.is_ready() {
         Response::json(
             503,
             &Readiness {

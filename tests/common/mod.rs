@@ -8,6 +8,8 @@
 //! so each file is about its promise and not about sockets.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use serde_json::{json, Value};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
