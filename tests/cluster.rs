@@ -1033,3 +1033,61 @@ fn an_unreachable_redis_is_waited_for() {
     assert_eq!(other.client().publish("t", "m1", json!(1))["seq"], 1);
     assert_eq!(client.expect("event")["message"]["id"], "m1");
 }
+
+#[test]
+fn pipelined_publishes_are_answered_in_request_order() {
+    // A client that sends many publishes without waiting: they are in
+    // flight to Redis together, and every reply (a ping and a subscribe
+    // among them) comes back in the order of the requests.
+    let mut cluster = Cluster::start(2, &[]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    create_topic(a.addr(), "pipe");
+    cluster.wait_listed("pipe");
+    let (watcher, _) = Collector::subscribe("watcher", b.client(), "pipe");
+    let mut client = a.client();
+    let total = 600u64;
+    let mut expected = Vec::new();
+    for i in 1..=total {
+        client.send(json!({"type":"publish","topic":"pipe","message":{"id":format!("m{i}"),"payload":i},"request_id":format!("p{i}")}));
+        expected.push(format!("p{i}"));
+        if i == 300 {
+            client.send(json!({"type":"ping","request_id":"ping"}));
+            client.send(
+                json!({"type":"subscribe","topic":"pipe","client_id":"c","request_id":"sub"}),
+            );
+            expected.extend(["ping".to_string(), "sub".to_string()]);
+        }
+    }
+    let mut replies = Vec::new();
+    while replies.len() < expected.len() {
+        let reply = client.recv();
+        if reply["type"] == "event" {
+            continue;
+        }
+        replies.push(reply);
+    }
+    let ids: Vec<&str> = replies
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(ids, expected, "replies out of request order");
+    let seqs: Vec<u64> = replies
+        .iter()
+        .filter(|r| {
+            r["request_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("p") && id != "ping")
+        })
+        .map(|r| r["seq"].as_u64().expect("a publish ack carries its seq"))
+        .collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    let sub = &replies[300 + 1];
+    assert_eq!(
+        sub["last_seq"], 300,
+        "the subscribe took effect after the publishes before it: {sub}"
+    );
+    watcher.wait_until("every event", WAIT, |seen| {
+        seen.iter().filter(|v| v["type"] == "event").count() as u64 == total
+    });
+    cluster.assert_sound();
+}

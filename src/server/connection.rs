@@ -234,6 +234,11 @@ impl<S: Transport> Connection<S> {
             if self.output.over_high_water() {
                 return self.life.pause_input();
             }
+            if matches!(&self.phase, Phase::Http(http) if http.is_awaiting()) {
+                // Read on when the backplane answers (`on_outcome`): input
+                // is not buffered without bound meanwhile.
+                return;
+            }
             let n = match self.socket.read(&mut ctx.read_buffer) {
                 Ok(0) => {
                     // The peer is done sending; answer what it asked, then close.

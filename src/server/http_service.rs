@@ -145,6 +145,12 @@ impl HttpInput {
         }
     }
 
+    /// A change waits for the backplane: serve nothing more until it is
+    /// answered.
+    pub fn is_awaiting(&self) -> bool {
+        self.awaiting.is_some()
+    }
+
     /// The backplane answered the change this connection waits for: its
     /// response goes in the output. True if it closes the connection.
     pub fn on_outcome(
