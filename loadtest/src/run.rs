@@ -371,7 +371,7 @@ impl WindowStart {
                 .metrics
                 .iter()
                 .zip(self.round_trips)
-                .map(|(node, start)| Some(rest::backplane_round_trips(node)? - start?))
+                .map(|(node, start)| rest::backplane_round_trips(node)?.checked_sub(start?))
                 .collect(),
         }
     }
