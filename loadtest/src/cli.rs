@@ -1,14 +1,18 @@
-//! The command line: which scenario, which server (a running one by URL,
-//! or one this harness spawns and stops), CPU pinning, and output format.
+//! The command line: which scenario, which servers (running ones by URL,
+//! one per node of a cluster, or a server or a cluster this harness spawns
+//! and stops), where publishers connect, CPU pinning, and output format.
 //! `execute` prepares the process (file limit, timer slack, pinning), runs
-//! the scenario and stops a spawned server.
+//! the scenario and stops what it spawned.
 
 use crate::affinity::CpuList;
 use crate::endpoint::{Endpoint, TargetKind};
+use crate::nodes::{Nodes, PublishOn};
 use crate::report::Report;
+use crate::run::ServerPids;
 use crate::scenario::{self, ConnsOptions, FanoutOptions, ResumeOptions, SlowOptions};
-use crate::spawn::{self, SpawnedServer};
+use crate::spawn::{self, Spawned, SpawnedServer};
 use anyhow::{bail, Context, Result};
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use std::path::PathBuf;
@@ -62,29 +66,44 @@ pub struct ServerOptions {
     #[arg(long, value_enum, default_value_t = TargetKind::Pubsub)]
     pub target: TargetKind,
     /// WebSocket URL of a running server (loopback only), e.g.
-    /// ws://127.0.0.1:8080/ws.
-    #[arg(long, conflicts_with = "spawn")]
-    pub url: Option<String>,
+    /// ws://127.0.0.1:8080/ws; once per node of a cluster (subscribers are
+    /// spread over them, REST calls go to the first).
+    #[arg(long = "url", value_name = "URL", group = "servers")]
+    pub urls: Vec<String>,
     /// Start the server on a free loopback port, and stop it at the end.
-    #[arg(long)]
+    #[arg(long, group = "servers", group = "spawning")]
     pub spawn: bool,
-    /// The server binary for --spawn (default: pubsub next to this
-    /// loadtest binary, else the workspace's target/release/pubsub;
-    /// nats-server from PATH for --target nats).
-    #[arg(long, requires = "spawn")]
+    /// Start a cluster of N pubsub nodes: a redis-server on a free loopback
+    /// port (no persistence), N brokers on it (REDIS_URL, NODE_ID=n0, n1,
+    /// ..., and --env), ready before the run; stop them all at the end.
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..),
+          group = "servers", group = "spawning")]
+    pub spawn_cluster: Option<usize>,
+    /// Where publishers connect: a node's index (0: the first --url or
+    /// spawned node), or spread (publisher p on node p mod N).
+    #[arg(long, value_name = "INDEX|spread", default_value = "0")]
+    pub publish_on: PublishOn,
+    /// The broker binary for --spawn and --spawn-cluster (default: pubsub
+    /// next to this loadtest binary, else the workspace's
+    /// target/release/pubsub; nats-server from PATH for --target nats).
+    #[arg(long, requires = "spawning")]
     pub broker: Option<PathBuf>,
-    /// KEY=VALUE for the spawned pubsub broker's environment (repeatable).
-    #[arg(long = "env", value_parser = parse_key_value, requires = "spawn")]
+    /// The redis-server binary for --spawn-cluster (default: from PATH).
+    #[arg(long)]
+    pub redis_server: Option<PathBuf>,
+    /// KEY=VALUE for the spawned pubsub brokers' environment (repeatable).
+    #[arg(long = "env", value_parser = parse_key_value, requires = "spawning")]
     pub env: Vec<(String, String)>,
-    /// Pin the spawned server to these CPUs (e.g. 0 or 0-1).
-    #[arg(long, requires = "spawn")]
+    /// Pin the spawned servers (and Redis) to these CPUs (e.g. 0 or 0-1).
+    #[arg(long, requires = "spawning")]
     pub server_cpus: Option<CpuList>,
     /// Pin the harness to these CPUs.
     #[arg(long)]
     pub cpus: Option<CpuList>,
-    /// The running server's pid, for its CPU% and RSS.
-    #[arg(long, conflicts_with = "spawn")]
-    pub server_pid: Option<i32>,
+    /// A running server's pid, for its CPU% and RSS: none, or one per
+    /// --url, in the same order.
+    #[arg(long = "server-pid", value_name = "PID", conflicts_with = "spawning")]
+    pub server_pids: Vec<i32>,
     /// API key for a pubsub broker started with API_KEY.
     #[arg(long)]
     pub api_key: Option<String>,
@@ -118,75 +137,129 @@ pub fn execute(cli: &Cli) -> Result<Report> {
         // Before a NATS server is spawned for nothing.
         scenario::check_resume_target(server.target)?;
     }
+    check_servers(server)?;
     raise_open_file_limit();
     // Open-loop pacing wakes on timers; the default 50 µs of slack would
     // show up as send lag.
     let _ = nix::sys::prctl::set_timerslack(1);
-    let spawned = spawn_server(server)?;
-    let (endpoint, server_pid) = match &spawned {
+    let spawned = spawn_servers(server)?;
+    let (nodes, pids) = match &spawned {
         Some(spawned) => {
             let path = match server.target {
                 TargetKind::Pubsub => "/ws",
                 TargetKind::Nats => "/",
             };
-            let mut endpoint = Endpoint::local(server.target, spawned.addr, path)?;
-            endpoint.api_key = server.api_key.clone();
-            eprintln!(
-                "spawned {} (pid {}) on {}",
-                server.target,
-                spawned.pid(),
-                spawned.addr
-            );
-            (endpoint, Some(spawned.pid()))
+            let mut endpoints = Vec::with_capacity(spawned.servers.len());
+            for node in &spawned.servers {
+                let mut endpoint = Endpoint::local(server.target, node.addr, path)?;
+                endpoint.api_key = server.api_key.clone();
+                endpoints.push(endpoint);
+            }
+            let pids = ServerPids {
+                nodes: spawned.servers.iter().map(SpawnedServer::pid).collect(),
+                redis: spawned.redis.as_ref().map(SpawnedServer::pid),
+            };
+            (Nodes::new(endpoints, server.publish_on)?, pids)
         }
         None => {
-            let Some(url) = &server.url else {
-                bail!("give --url ws://127.0.0.1:PORT/ws for a running server, or --spawn");
+            let endpoints = server
+                .urls
+                .iter()
+                .map(|url| Endpoint::from_url(server.target, url, server.api_key.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            let pids = ServerPids {
+                nodes: server.server_pids.clone(),
+                redis: None,
             };
-            (
-                Endpoint::from_url(server.target, url, server.api_key.clone())?,
-                server.server_pid,
-            )
+            (Nodes::new(endpoints, server.publish_on)?, pids)
         }
     };
-    // After spawning, so the server does not inherit the harness's mask.
+    // After spawning, so the servers do not inherit the harness's mask.
     if let Some(cpus) = &server.cpus {
         cpus.pin_current_thread()?;
     }
     let report = match &cli.scenario {
-        ScenarioCommand::Fanout { options, .. } => scenario::fanout(&endpoint, options, server_pid),
-        ScenarioCommand::Conns { options, .. } => scenario::conns(&endpoint, options, server_pid),
-        ScenarioCommand::Slow { options, .. } => scenario::slow(&endpoint, options, server_pid),
-        ScenarioCommand::Resume { options, .. } => scenario::resume(&endpoint, options, server_pid),
+        ScenarioCommand::Fanout { options, .. } => scenario::fanout(&nodes, options, &pids),
+        ScenarioCommand::Conns { options, .. } => scenario::conns(&nodes, options, &pids),
+        ScenarioCommand::Slow { options, .. } => scenario::slow(&nodes, options, &pids),
+        ScenarioCommand::Resume { options, .. } => scenario::resume(&nodes, options, &pids),
     };
     if let Some(spawned) = spawned {
-        match spawned.stop() {
-            Ok(status) if status.success() => {}
-            Ok(status) => eprintln!("warning: the spawned server exited with {status}"),
-            Err(e) => eprintln!("warning: stopping the spawned server: {e:#}"),
-        }
+        spawned.stop();
     }
     report
 }
 
-fn spawn_server(server: &ServerOptions) -> Result<Option<SpawnedServer>> {
-    if !server.spawn {
+/// Refuses, before anything is started, servers that cannot be tested as
+/// asked: none given, a NATS cluster to spawn, `--redis-server` without a
+/// cluster to spawn, `--publish-on` a node that will not be there, pids
+/// that do not match the URLs.
+fn check_servers(server: &ServerOptions) -> Result<()> {
+    let nodes = match (server.spawn, server.spawn_cluster) {
+        (true, _) => 1,
+        (false, Some(n)) => n,
+        (false, None) => server.urls.len(),
+    };
+    if nodes == 0 {
+        bail!(
+            "give --url ws://127.0.0.1:PORT/ws for a running server, --spawn, or --spawn-cluster N"
+        );
+    }
+    if server.spawn_cluster.is_some() && server.target != TargetKind::Pubsub {
+        bail!("--spawn-cluster starts pubsub nodes: --target pubsub only");
+    }
+    if server.redis_server.is_some() && server.spawn_cluster.is_none() {
+        bail!("--redis-server applies to --spawn-cluster only");
+    }
+    if !server.server_pids.is_empty() && server.server_pids.len() != server.urls.len() {
+        bail!(
+            "{} --server-pid for {} --url: give one per --url, in the same order, or none",
+            server.server_pids.len(),
+            server.urls.len()
+        );
+    }
+    server.publish_on.check(nodes)
+}
+
+/// Starts what `--spawn` or `--spawn-cluster` asks for, if either does.
+fn spawn_servers(server: &ServerOptions) -> Result<Option<Spawned>> {
+    if !server.spawn && server.spawn_cluster.is_none() {
         return Ok(None);
     }
-    let spawned = match server.target {
-        TargetKind::Pubsub => {
-            let path = server
-                .broker
-                .clone()
-                .unwrap_or_else(spawn::default_broker_path);
-            if !path.is_file() {
-                bail!(
-                    "no broker binary at {} (run cargo build --release, or give --broker)",
-                    path.display()
-                );
-            }
-            SpawnedServer::pubsub(&path, &server.env, server.server_cpus.as_ref())?
+    let broker = || -> Result<PathBuf> {
+        let path = server
+            .broker
+            .clone()
+            .unwrap_or_else(spawn::default_broker_path);
+        if !path.is_file() {
+            bail!(
+                "no broker binary at {} (run cargo build --release, or give --broker)",
+                path.display()
+            );
         }
+        Ok(path)
+    };
+    if let Some(nodes) = server.spawn_cluster {
+        let redis = server
+            .redis_server
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("redis-server"));
+        let spawned = Spawned::cluster(
+            &broker()?,
+            &redis,
+            nodes,
+            &server.env,
+            server.server_cpus.as_ref(),
+        )?;
+        return Ok(Some(spawned));
+    }
+    let spawned = match server.target {
+        TargetKind::Pubsub => SpawnedServer::pubsub(
+            &broker()?,
+            &server.env,
+            server.server_cpus.as_ref(),
+            "broker",
+        )?,
         TargetKind::Nats => {
             if !server.env.is_empty() {
                 bail!("--env applies to the pubsub broker only");
@@ -199,7 +272,16 @@ fn spawn_server(server: &ServerOptions) -> Result<Option<SpawnedServer>> {
                 .context("starting nats-server")?
         }
     };
-    Ok(Some(spawned))
+    eprintln!(
+        "spawned {} (pid {}) on {}",
+        server.target,
+        spawned.pid(),
+        spawned.addr
+    );
+    Ok(Some(Spawned {
+        servers: vec![spawned],
+        redis: None,
+    }))
 }
 
 /// Lifts the soft limit on open files to the hard one: `conns` holds one
@@ -294,6 +376,110 @@ mod tests {
             panic!("resume")
         };
         assert!(!options.require_recovery);
+    }
+
+    fn server(args: &[&str]) -> ServerOptions {
+        let cli = Cli::try_parse_from(["loadtest", "fanout"].iter().chain(args)).expect("parses");
+        cli.scenario.server().clone()
+    }
+
+    #[test]
+    fn a_cluster_is_given_by_several_urls_or_spawned() {
+        let options = server(&[
+            "--url",
+            "ws://127.0.0.1:8081/ws",
+            "--url",
+            "ws://127.0.0.1:8082/ws",
+            "--server-pid",
+            "10",
+            "--server-pid",
+            "11",
+            "--publish-on",
+            "spread",
+        ]);
+        assert_eq!(options.urls.len(), 2);
+        assert_eq!(options.server_pids, [10, 11]);
+        assert_eq!(options.publish_on, PublishOn::Spread);
+        let options = server(&["--spawn-cluster", "3", "--env", "WORKERS=1"]);
+        assert_eq!(options.spawn_cluster, Some(3));
+        assert_eq!(options.publish_on, PublishOn::Node(0));
+        check_servers(&options).expect("a cluster of three");
+    }
+
+    #[test]
+    fn servers_given_two_ways_are_refused() {
+        for args in [
+            &["fanout", "--spawn", "--spawn-cluster", "2"][..],
+            &[
+                "fanout",
+                "--url",
+                "ws://127.0.0.1:1/ws",
+                "--spawn-cluster",
+                "2",
+            ],
+            &["fanout", "--url", "ws://127.0.0.1:1/ws", "--spawn"],
+            &["fanout", "--server-pid", "1", "--spawn-cluster", "2"],
+        ] {
+            let args = std::iter::once("loadtest").chain(args.iter().copied());
+            let error = Cli::try_parse_from(args).expect_err("refused");
+            assert!(
+                matches!(
+                    error.kind(),
+                    ErrorKind::ArgumentConflict | ErrorKind::MissingRequiredArgument
+                ),
+                "{error}"
+            );
+        }
+        refusal(&["fanout", "--spawn-cluster", "0"]);
+    }
+
+    #[test]
+    fn a_cluster_that_cannot_be_tested_as_asked_is_refused_before_anything_starts() {
+        for (args, why) in [
+            (
+                &["--spawn-cluster", "2", "--publish-on", "2"][..],
+                "there are 2 nodes",
+            ),
+            (
+                &["--url", "ws://127.0.0.1:1/ws", "--publish-on", "1"],
+                "there are 1 nodes",
+            ),
+            (
+                &["--spawn-cluster", "2", "--target", "nats"],
+                "--target pubsub only",
+            ),
+            (
+                &[
+                    "--url",
+                    "ws://127.0.0.1:1/ws",
+                    "--url",
+                    "ws://127.0.0.1:2/ws",
+                    "--server-pid",
+                    "7",
+                ],
+                "give one per --url",
+            ),
+            (
+                &["--redis-server", "/bin/redis-server", "--spawn"],
+                "--spawn-cluster only",
+            ),
+            (&[], "give --url"),
+        ] {
+            let error = check_servers(&server(args)).expect_err("refused");
+            assert!(error.to_string().contains(why), "{args:?}: {error:#}");
+        }
+        // execute refuses it before it spawns anything.
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "fanout",
+            "--spawn-cluster",
+            "2",
+            "--publish-on",
+            "5",
+        ])
+        .expect("parses");
+        let error = execute(&cli).expect_err("refused");
+        assert!(error.to_string().contains("there are 2 nodes"), "{error:#}");
     }
 
     #[test]

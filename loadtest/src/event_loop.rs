@@ -16,8 +16,9 @@
 //! (see [`crate::resume`]); their order is checked by the topic's `seq`.
 
 use crate::connect::{self, Opened, SocketOptions};
-use crate::endpoint::{Endpoint, TargetKind};
+use crate::endpoint::TargetKind;
 use crate::nats::{self, NatsEvent, NatsParser};
+use crate::nodes::Nodes;
 use crate::probe::{Probe, ProbeFinder};
 use crate::resume::{ResumePlan, ResumeStream};
 use crate::sequence::{Arrival, SequenceCheck};
@@ -194,7 +195,8 @@ impl Shared {
 /// What the run asks of every loop thread.
 #[derive(Debug)]
 pub struct LoopPlan {
-    pub endpoint: Endpoint,
+    /// The servers, and which node each connection goes to.
+    pub nodes: Nodes,
     pub topics: Vec<String>,
     /// Publishers in the whole run (for the order checks' size).
     pub publishers: usize,
@@ -213,10 +215,13 @@ pub enum ConnSpec {
         /// Index among the run's reading subscribers.
         id: usize,
         topic: usize,
+        /// Index of the node it connects to.
+        node: usize,
         source: Option<IpAddr>,
     },
     Publisher {
         id: usize,
+        node: usize,
     },
 }
 
@@ -265,7 +270,7 @@ struct LoopThread {
     /// The send time the timer is armed for.
     timer_due: Option<u64>,
     shared: Arc<Shared>,
-    endpoint: Endpoint,
+    nodes: Nodes,
     kind: TargetKind,
     pacing: Pacing,
     topics: Vec<String>,
@@ -331,8 +336,8 @@ struct Conn {
 
 /// How far a resuming subscriber's new connection is.
 enum Handshake {
-    /// The TCP connect is in progress.
-    Connecting,
+    /// The TCP connect to this node is in progress.
+    Connecting { node: usize },
     /// The upgrade request (with this key) is sent.
     Upgrading { key: String },
 }
@@ -345,6 +350,8 @@ enum Role {
 struct Subscriber {
     id: usize,
     topic: usize,
+    /// The node it is connected (or reconnecting) to.
+    node: usize,
     /// Listed in `LoopThread::touched` this turn.
     touched: bool,
     /// Per publisher.
@@ -398,8 +405,8 @@ impl LoopThread {
             timer,
             timer_due: None,
             shared,
-            endpoint: plan.endpoint.clone(),
-            kind: plan.endpoint.kind,
+            nodes: plan.nodes.clone(),
+            kind: plan.nodes.kind(),
             pacing: plan.pacing,
             topics: plan.topics.clone(),
             publishers: plan.publishers,
@@ -408,7 +415,7 @@ impl LoopThread {
             scratch: vec![0; READ_CHUNK],
             touched: Vec::new(),
             finder: ProbeFinder::default(),
-            encoder: PublishEncoder::new(plan.endpoint.kind, plan.message_size),
+            encoder: PublishEncoder::new(plan.nodes.kind(), plan.message_size),
             tally: Tally::default(),
             window: Window {
                 start_ns: 0,
@@ -424,8 +431,13 @@ impl LoopThread {
     fn open(&mut self, plan: &LoopPlan, spec: ConnSpec) {
         let started = Instant::now();
         let opened = match spec {
-            ConnSpec::Subscriber { id, topic, source } => connect::open_subscriber(
-                &plan.endpoint,
+            ConnSpec::Subscriber {
+                id,
+                topic,
+                node,
+                source,
+            } => connect::open_subscriber(
+                &plan.nodes.endpoints()[node],
                 SocketOptions {
                     source,
                     recv_buffer: None,
@@ -434,8 +446,8 @@ impl LoopThread {
                 id as u64,
                 plan.setup_deadline,
             ),
-            ConnSpec::Publisher { .. } => {
-                connect::open_publisher(&plan.endpoint, plan.setup_deadline)
+            ConnSpec::Publisher { node, .. } => {
+                connect::open_publisher(&plan.nodes.endpoints()[node], plan.setup_deadline)
             }
         };
         let registered = opened.and_then(|opened| self.register(spec, opened).map_err(Into::into));
@@ -451,7 +463,7 @@ impl LoopThread {
             }
             Err(error) => {
                 self.tally.record_connect_failure(&error);
-                if let ConnSpec::Publisher { id } = spec {
+                if let ConnSpec::Publisher { id, .. } = spec {
                     self.shared.publishers[id]
                         .finished
                         .store(true, Ordering::SeqCst);
@@ -483,10 +495,13 @@ impl LoopThread {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let role = match spec {
-            ConnSpec::Subscriber { id, topic, .. } => {
+            ConnSpec::Subscriber {
+                id, topic, node, ..
+            } => {
                 let subscriber = Subscriber {
                     id,
                     topic,
+                    node,
                     touched: false,
                     checks: vec![SequenceCheck::default(); self.publishers],
                     stream: resume_stream,
@@ -494,7 +509,7 @@ impl LoopThread {
                 subscriber.publish_progress(&self.shared, self.topics.len());
                 Role::Subscriber(subscriber)
             }
-            ConnSpec::Publisher { id } => {
+            ConnSpec::Publisher { id, .. } => {
                 self.publisher_conns.push(self.conns.len());
                 Role::Publisher(Publisher {
                     id,
@@ -600,11 +615,16 @@ impl LoopThread {
         };
         let Role::Subscriber(Subscriber {
             stream: Some(stream),
+            node,
             ..
         }) = &mut conn.role
         else {
             return;
         };
+        // Resumes on the next node (the same one, against one server).
+        *node = self.nodes.next_node(*node);
+        let next = *node;
+        let addr = self.nodes.endpoints()[next].addr;
         if stream.reconnect(now_ns, &mut self.tally.resume) {
             // SO_LINGER 0: closing the socket resets the connection.
             let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
@@ -615,7 +635,7 @@ impl LoopThread {
             let _ = conn.flush();
         }
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        let connected = mio::net::TcpStream::connect(self.endpoint.addr).and_then(|mut stream| {
+        let connected = mio::net::TcpStream::connect(addr).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
                 Token(index),
@@ -632,7 +652,7 @@ impl LoopThread {
                 conn.in_fragmented_message = false;
                 conn.out.clear();
                 conn.out_written = 0;
-                conn.handshake = Some(Handshake::Connecting);
+                conn.handshake = Some(Handshake::Connecting { node: next });
             }
             Err(e) => self.close(index, format!("reconnect: {}", io_reason(&e))),
         }
@@ -734,7 +754,7 @@ impl LoopThread {
         if !conn.open {
             return;
         }
-        if matches!(conn.handshake, Some(Handshake::Connecting)) {
+        if matches!(conn.handshake, Some(Handshake::Connecting { .. })) {
             // Nothing to read yet; a failed connect may show as an error
             // event only.
             self.write_connection(index);
@@ -824,11 +844,11 @@ impl LoopThread {
         if !conn.open {
             return;
         }
-        if matches!(conn.handshake, Some(Handshake::Connecting)) {
+        if let Some(Handshake::Connecting { node }) = conn.handshake {
             match conn.connected() {
                 Ok(false) => return,
                 Ok(true) => {
-                    let (request, key) = connect::upgrade_request(&self.endpoint);
+                    let (request, key) = connect::upgrade_request(&self.nodes.endpoints()[node]);
                     conn.out.extend_from_slice(&request);
                     conn.handshake = Some(Handshake::Upgrading { key });
                 }

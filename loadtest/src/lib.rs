@@ -4,7 +4,9 @@
 //! connection capacity and slow-consumer handling. See the README.
 //!
 //! The module map, from the command line down to the wire:
-//! - [`cli`]: options, spawning the server, pinning, running a scenario.
+//! - [`cli`]: options, spawning the servers, pinning, running a scenario.
+//! - [`nodes`]: one server or a cluster's nodes, and which node each
+//!   connection goes to.
 //! - [`scenario`]: `fanout`, `conns`, `slow` and `resume` as library functions.
 //! - [`run`]: one run's timeline: set-up, window, progress, stop.
 //! - [`report`]: the summary table and the JSON object.
@@ -18,7 +20,8 @@
 //!   protocol code: pubsub JSON, NATS text protocol, WebSocket frames, the
 //!   payload's timestamp and counters, order checking.
 //! - [`spawn`], [`affinity`], [`sysstat`], [`rest`], [`endpoint`]: the
-//!   server process, CPU pinning, /proc figures, topic creation, and the
+//!   server processes (one, or Redis and a cluster's nodes), CPU pinning,
+//!   /proc figures, topic creation and the other REST calls, and the
 //!   loopback-only target address.
 
 pub mod affinity;
@@ -27,6 +30,7 @@ pub mod connect;
 pub mod endpoint;
 pub mod event_loop;
 pub mod nats;
+pub mod nodes;
 pub mod probe;
 pub mod report;
 pub mod rest;

@@ -3,7 +3,7 @@
 
 use crate::endpoint::TargetKind;
 use crate::resume::ResumeOutcome;
-use crate::run::Outcome;
+use crate::run::{NodeOutcome, Outcome};
 use crate::slow_consumers::SlowOutcome;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -76,11 +76,17 @@ pub struct Report {
     pub errors: u64,
     pub error_codes: BTreeMap<String, u64>,
     pub harness_cpu_pct: Option<f64>,
+    /// Summed over the nodes of a cluster.
     pub server_cpu_pct: Option<f64>,
     pub server_rss_kib: Option<u64>,
     pub server_rss_before_kib: Option<u64>,
     /// `conns`: the server's RSS growth per connection held.
     pub server_kib_per_connection: Option<f64>,
+    /// Each server (a cluster's nodes, in order): connections placed on
+    /// it, CPU, RSS, backplane round trips.
+    pub nodes: Vec<NodeOutcome>,
+    /// A spawned cluster's Redis: CPU% over the measured window.
+    pub redis_cpu_pct: Option<f64>,
     pub slow: Option<SlowOutcome>,
     /// `resume`: drops, resumes and whether every subscriber saw every
     /// `seq` once (set by the scenario, which asks the broker for each
@@ -140,6 +146,8 @@ impl Report {
             server_rss_kib: outcome.server_rss_kib,
             server_rss_before_kib: outcome.server_rss_before_kib,
             server_kib_per_connection,
+            nodes: outcome.nodes,
+            redis_cpu_pct: outcome.redis_cpu_pct,
             slow: outcome.slow,
             resume: None,
         }
@@ -234,6 +242,15 @@ impl Report {
         failures
     }
 
+    /// ` (a, b, c)`: a figure of each node, when there are several.
+    fn per_node(&self, figure: impl Fn(&NodeOutcome) -> Option<String>) -> String {
+        if self.nodes.len() < 2 {
+            return String::new();
+        }
+        let figures: Vec<String> = self.nodes.iter().map(|n| optional(figure(n))).collect();
+        format!(" ({})", figures.join(", "))
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("the report always serialises")
     }
@@ -298,13 +315,42 @@ impl Report {
             ),
             (
                 "server CPU",
-                optional(self.server_cpu_pct.map(|p| format!("{p:.0}%"))),
+                optional(self.server_cpu_pct.map(|p| format!("{p:.0}%")))
+                    + &self.per_node(|n| n.cpu_pct.map(|p| format!("{p:.0}%"))),
             ),
             (
                 "server RSS",
-                optional(self.server_rss_kib.map(|k| format!("{k} KiB"))),
+                optional(self.server_rss_kib.map(|k| format!("{k} KiB")))
+                    + &self.per_node(|n| n.rss_kib.map(|k| format!("{k} KiB"))),
             ),
         ]);
+        if self.nodes.len() > 1 {
+            rows.push((
+                "subscribers / publishers",
+                self.nodes
+                    .iter()
+                    .map(|n| format!("{} / {}", n.subscribers, n.publishers))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + " (per node)",
+            ));
+        }
+        if let Some(pct) = self.redis_cpu_pct {
+            rows.push(("redis CPU", format!("{pct:.0}%")));
+        }
+        let round_trips: Option<u64> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.backplane_round_trips)
+            .reduce(|a, b| a + b);
+        if let Some(total) = round_trips {
+            let per = self.published as f64 / total.max(1) as f64;
+            rows.push((
+                "backplane round trips",
+                format!("{total} ({per:.1} messages each)")
+                    + &self.per_node(|n| n.backplane_round_trips.map(|r| r.to_string())),
+            ));
+        }
         if let Some(per) = self.server_kib_per_connection {
             rows.push(("server KiB per connection", format!("{per:.1}")));
         }
@@ -437,6 +483,8 @@ mod tests {
             server_cpu_pct: None,
             server_rss_kib: None,
             server_rss_before_kib: None,
+            nodes: Vec::new(),
+            redis_cpu_pct: None,
             slow: None,
         };
         Report::new(scenario, TargetKind::Pubsub, outcome, true)
@@ -586,9 +634,11 @@ mod tests {
         let readme = include_str!("../README.md");
         let mut report = resumed(0, true);
         report.slow = Some(SlowOutcome::default());
+        report.nodes = vec![NodeOutcome::default()];
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         let mut keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         keys.extend(json["slow"].as_object().unwrap().keys());
+        keys.extend(json["nodes"][0].as_object().unwrap().keys());
         keys.extend(json["resume"].as_object().unwrap().keys());
         keys.extend(json["resume"]["first_event_us"].as_object().unwrap().keys());
         keys.extend(json["latency_us"].as_object().unwrap().keys());
@@ -598,6 +648,35 @@ mod tests {
                 "loadtest/README.md does not list `{key}`"
             );
         }
+    }
+
+    #[test]
+    fn the_table_sums_a_clusters_nodes_and_shows_each() {
+        let mut report = passing("fanout");
+        report.server_cpu_pct = Some(150.0);
+        report.redis_cpu_pct = Some(30.0);
+        report.nodes = (0..3)
+            .map(|i| NodeOutcome {
+                addr: format!("127.0.0.1:{}", 9000 + i),
+                subscribers: 10,
+                publishers: u64::from(i == 0),
+                cpu_pct: Some(50.0),
+                backplane_round_trips: Some(if i == 0 { 20 } else { 0 }),
+                ..NodeOutcome::default()
+            })
+            .collect();
+        let table = report.table();
+        for expected in [
+            "150% (50%, 50%, 50%)",
+            "10 / 1, 10 / 0, 10 / 0 (per node)",
+            "redis CPU",
+            "20 (5.0 messages each) (20, 0, 0)",
+        ] {
+            assert!(table.contains(expected), "{expected}: {table}");
+        }
+        // One server: no per-node detail.
+        report.nodes.truncate(1);
+        assert!(!report.table().contains("per node"), "{}", report.table());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The four scenarios as library functions: their options (also the
 //! command line's, through clap) and how each turns into a run [`Plan`] and
-//! a [`Report`]. Each takes the server's endpoint, so a test can point one
-//! at a broker it started in-process.
+//! a [`Report`]. Each takes the servers' endpoints (one broker, or a
+//! cluster's nodes), so a test can point one at a broker it started
+//! in-process.
 
-use crate::endpoint::{Endpoint, TargetKind};
+use crate::endpoint::TargetKind;
 use crate::event_loop::Pacing;
+use crate::nodes::Nodes;
 use crate::report::Report;
 use crate::rest;
 use crate::resume::{ResumeOutcome, ResumePlan};
-use crate::run::{self, Plan};
+use crate::run::{self, Plan, ServerPids};
 use anyhow::{anyhow, bail, Result};
 use clap::builder::RangedU64ValueParser;
 use std::time::Duration;
@@ -159,11 +161,7 @@ pub struct ResumeOptions {
 /// Connections per source address before another one is used.
 const CONNECTIONS_PER_SOURCE_ADDR: usize = 20_000;
 
-pub fn fanout(
-    endpoint: &Endpoint,
-    options: &FanoutOptions,
-    server_pid: Option<i32>,
-) -> Result<Report> {
+pub fn fanout(nodes: &Nodes, options: &FanoutOptions, pids: &ServerPids) -> Result<Report> {
     if options.publishers == 0 || options.subscribers == 0 {
         bail!("fanout needs at least one publisher and one subscriber");
     }
@@ -182,20 +180,16 @@ pub fn fanout(
         require_all_connections: true,
         ..common(&options.run)?
     };
-    let outcome = run::run(endpoint, &plan, server_pid)?;
+    let outcome = run::run(nodes, &plan, pids)?;
     Ok(Report::new(
         "fanout",
-        endpoint.kind,
+        nodes.kind(),
         outcome,
         is_open_loop(pacing),
     ))
 }
 
-pub fn conns(
-    endpoint: &Endpoint,
-    options: &ConnsOptions,
-    server_pid: Option<i32>,
-) -> Result<Report> {
+pub fn conns(nodes: &Nodes, options: &ConnsOptions, pids: &ServerPids) -> Result<Report> {
     let plan = Plan {
         topics: options.topics,
         subscribers: options.connections,
@@ -212,11 +206,11 @@ pub fn conns(
         require_all_connections: false,
         ..common(&options.run)?
     };
-    let outcome = run::run(endpoint, &plan, server_pid)?;
-    Ok(Report::new("conns", endpoint.kind, outcome, false))
+    let outcome = run::run(nodes, &plan, pids)?;
+    Ok(Report::new("conns", nodes.kind(), outcome, false))
 }
 
-pub fn slow(endpoint: &Endpoint, options: &SlowOptions, server_pid: Option<i32>) -> Result<Report> {
+pub fn slow(nodes: &Nodes, options: &SlowOptions, pids: &ServerPids) -> Result<Report> {
     if options.publishers == 0 || options.subscribers == 0 {
         bail!("slow needs at least one publisher and one healthy subscriber");
     }
@@ -238,16 +232,12 @@ pub fn slow(endpoint: &Endpoint, options: &SlowOptions, server_pid: Option<i32>)
         require_all_connections: true,
         ..common(&options.run)?
     };
-    let outcome = run::run(endpoint, &plan, server_pid)?;
-    Ok(Report::new("slow", endpoint.kind, outcome, true))
+    let outcome = run::run(nodes, &plan, pids)?;
+    Ok(Report::new("slow", nodes.kind(), outcome, true))
 }
 
-pub fn resume(
-    endpoint: &Endpoint,
-    options: &ResumeOptions,
-    server_pid: Option<i32>,
-) -> Result<Report> {
-    check_resume_target(endpoint.kind)?;
+pub fn resume(nodes: &Nodes, options: &ResumeOptions, pids: &ServerPids) -> Result<Report> {
+    check_resume_target(nodes.kind())?;
     if options.publishers == 0 || options.subscribers == 0 {
         bail!("resume needs at least one publisher and one subscriber");
     }
@@ -276,15 +266,15 @@ pub fn resume(
         }),
         ..common(&options.run)?
     };
-    let outcome = run::run(endpoint, &plan, server_pid)?;
-    let last_seqs = rest::topic_last_seqs(endpoint, &run::topic_names(&plan))?;
+    let outcome = run::run(nodes, &plan, pids)?;
+    let last_seqs = rest::topic_last_seqs(nodes.rest(), &run::topic_names(&plan))?;
     let resume = ResumeOutcome::new(
         &outcome.tally.resume,
         plan.subscribers as u64,
         last_seqs,
         options.require_recovery,
     );
-    let mut report = Report::new("resume", endpoint.kind, outcome, true);
+    let mut report = Report::new("resume", nodes.kind(), outcome, true);
     report.resume = Some(resume);
     Ok(report)
 }

@@ -5,8 +5,8 @@
 //! reset) or kept it open.
 
 use crate::connect::{self, Opened, SocketOptions};
-use crate::endpoint::Endpoint;
 use crate::nats::NatsEvent;
+use crate::nodes::Nodes;
 use crate::wire;
 use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_TEXT};
 use anyhow::Result;
@@ -37,9 +37,10 @@ pub struct SlowOutcome {
     pub events_read: u64,
 }
 
-/// Opens `count` slow subscribers spread over `topics`.
+/// Opens `count` slow subscribers spread over `topics`, numbered from
+/// `first_id` (after the reading ones), each on its node.
 pub fn open(
-    endpoint: &Endpoint,
+    nodes: &Nodes,
     topics: &[String],
     count: usize,
     recv_buffer: usize,
@@ -48,14 +49,15 @@ pub fn open(
 ) -> Result<Vec<Opened>> {
     (0..count)
         .map(|i| {
+            let id = first_id + i as u64;
             connect::open_subscriber(
-                endpoint,
+                &nodes.endpoints()[nodes.subscriber_node(id as usize)],
                 SocketOptions {
                     source: None,
                     recv_buffer: Some(recv_buffer),
                 },
                 &topics[i % topics.len()],
-                first_id + i as u64,
+                id,
                 deadline,
             )
         })

@@ -1,10 +1,16 @@
-//! Starting and stopping the server under test for `--spawn`: the pubsub
+//! Starting and stopping the servers under test: for `--spawn`, the pubsub
 //! broker binary on `127.0.0.1:0` (its address read from the
 //! `listening on` line it prints), or `nats-server` with a generated config
-//! file whose WebSocket listener is on a free loopback port. Optionally
-//! pinned to CPUs. Stopped with SIGTERM, then killed after a few seconds.
+//! file whose WebSocket listener is on a free loopback port; for
+//! `--spawn-cluster N`, a `redis-server` on a free loopback port (no
+//! persistence) and N brokers in cluster mode on it, each waited for until
+//! its `/readyz` says it is ready. Optionally pinned to CPUs. Stopped with
+//! SIGTERM (brokers first, then Redis), then killed after a few seconds;
+//! killed if dropped while running (the run failed).
 
 use crate::affinity::CpuList;
+use crate::endpoint::{Endpoint, TargetKind};
+use crate::rest;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -34,11 +40,13 @@ pub struct SpawnedServer {
 
 impl SpawnedServer {
     /// Starts the pubsub broker at `path` with `env` on top of
-    /// `ADDR=127.0.0.1:0` and `LOG_LEVEL=warn`.
+    /// `ADDR=127.0.0.1:0` and `LOG_LEVEL=warn`; its stderr is forwarded,
+    /// each line prefixed `[label]`.
     pub fn pubsub(
         path: &Path,
         env: &[(String, String)],
         cpus: Option<&CpuList>,
+        label: &str,
     ) -> Result<SpawnedServer> {
         let mut command = Command::new(path);
         command
@@ -56,6 +64,7 @@ impl SpawnedServer {
             .with_context(|| format!("cannot start {}", path.display()))?;
         let stderr = child.stderr.take().expect("stderr is piped");
         let (found, addr_found) = mpsc::channel();
+        let label = label.to_string();
         // Reads the broker's stderr for the address, then keeps forwarding
         // it (prefixed) so the pipe never fills and warnings are seen.
         std::thread::spawn(move || {
@@ -71,7 +80,7 @@ impl SpawnedServer {
                         continue;
                     }
                 }
-                eprintln!("[broker] {line}");
+                eprintln!("[{label}] {line}");
             }
         });
         let addr = match addr_found.recv_timeout(START_TIMEOUT) {
@@ -107,31 +116,66 @@ impl SpawnedServer {
         if let Some(cpus) = cpus {
             cpus.pin_command(&mut command)?;
         }
-        let mut child = command.spawn().with_context(|| {
+        let child = command.spawn().with_context(|| {
             format!(
                 "cannot start {} (apt-get install nats-server)",
                 path.display()
             )
         })?;
         let addr = SocketAddr::from(([127, 0, 0, 1], ws_port));
-        let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = child.try_wait()? {
-                bail!("{} exited at start ({status})", path.display());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{} did not open {addr}", path.display());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(SpawnedServer {
+        SpawnedServer {
             child,
             stop_signal: Signal::SIGINT,
             addr,
             _config: Some(config),
-        })
+        }
+        .listening(path)
+    }
+
+    /// Starts `redis-server` (`path`) on a free loopback port, without
+    /// persistence (`--save "" --appendonly no`).
+    pub fn redis(path: &Path, cpus: Option<&CpuList>) -> Result<SpawnedServer> {
+        let port = free_loopback_port()?;
+        let mut command = Command::new(path);
+        command
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(cpus) = cpus {
+            cpus.pin_command(&mut command)?;
+        }
+        let child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {} (apt-get install redis-server)",
+                path.display()
+            )
+        })?;
+        SpawnedServer {
+            child,
+            stop_signal: Signal::SIGTERM,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _config: None,
+        }
+        .listening(path)
+    }
+
+    /// Waits until the server accepts connections on `addr`; fails (and
+    /// the server is killed, being dropped) if it exits or takes longer
+    /// than [`START_TIMEOUT`].
+    fn listening(mut self, path: &Path) -> Result<SpawnedServer> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited at start ({status})", path.display());
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not open {}", path.display(), self.addr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(self)
     }
 
     pub fn pid(&self) -> i32 {
@@ -161,6 +205,79 @@ impl Drop for SpawnedServer {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// The servers a run started: one, or a cluster's nodes and its Redis.
+/// Dropped, every one still running is killed (nodes first).
+pub struct Spawned {
+    /// The pubsub or NATS server, or the cluster's nodes in order.
+    pub servers: Vec<SpawnedServer>,
+    /// The cluster's Redis.
+    pub redis: Option<SpawnedServer>,
+}
+
+impl Spawned {
+    /// Starts `redis` (the `redis-server` binary), then `nodes` brokers
+    /// (`broker`) in cluster mode on it, each with `REDIS_URL`,
+    /// `NODE_ID=n0`, `n1`, ... and `env`, and waits until every node is
+    /// ready. Everything is pinned to `cpus`, if given.
+    pub fn cluster(
+        broker: &Path,
+        redis: &Path,
+        nodes: usize,
+        env: &[(String, String)],
+        cpus: Option<&CpuList>,
+    ) -> Result<Spawned> {
+        if let Some((key, _)) = env.iter().find(|(k, _)| k == "REDIS_URL" || k == "NODE_ID") {
+            bail!("--spawn-cluster sets {key} itself: leave it out of --env");
+        }
+        let redis = SpawnedServer::redis(redis, cpus)?;
+        eprintln!(
+            "spawned redis-server (pid {}) on {}",
+            redis.pid(),
+            redis.addr
+        );
+        let redis_url = format!("redis://{}", redis.addr);
+        let mut spawned = Spawned {
+            servers: Vec::with_capacity(nodes),
+            redis: Some(redis),
+        };
+        for index in 0..nodes {
+            let name = format!("n{index}");
+            let mut node_env = vec![
+                ("REDIS_URL".to_string(), redis_url.clone()),
+                ("NODE_ID".to_string(), name.clone()),
+            ];
+            node_env.extend_from_slice(env);
+            let node = SpawnedServer::pubsub(broker, &node_env, cpus, &name)?;
+            eprintln!("spawned node {name} (pid {}) on {}", node.pid(), node.addr);
+            spawned.servers.push(node);
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        for node in &spawned.servers {
+            rest::wait_ready(
+                &Endpoint::local(TargetKind::Pubsub, node.addr, "/ws")?,
+                deadline,
+            )?;
+        }
+        Ok(spawned)
+    }
+
+    /// Stops every server, nodes first and Redis last; warns of any that
+    /// did not exit cleanly.
+    pub fn stop(self) {
+        let Spawned { servers, redis } = self;
+        for server in servers.into_iter().chain(redis) {
+            let pid = server.pid();
+            match server.stop() {
+                Ok(status) if status.success() => {}
+                Ok(status) => {
+                    eprintln!("warning: the spawned server (pid {pid}) exited with {status}")
+                }
+                Err(e) => eprintln!("warning: stopping the spawned server (pid {pid}): {e:#}"),
+            }
         }
     }
 }

@@ -7,7 +7,9 @@
 //! leave nothing to measure, fail.
 
 use loadtest::endpoint::{Endpoint, TargetKind};
+use loadtest::nodes::Nodes;
 use loadtest::report::Report;
+use loadtest::run::ServerPids;
 use loadtest::scenario::{
     self, ConnsOptions, FanoutOptions, ResumeOptions, RunOptions, SlowOptions,
 };
@@ -37,6 +39,13 @@ impl Broker {
             endpoint: Endpoint::local(TargetKind::Pubsub, server.local_addr(), "/ws").unwrap(),
             server: Some(server),
         }
+    }
+}
+
+impl Broker {
+    /// The broker as the only node.
+    fn nodes(&self) -> Nodes {
+        Nodes::single(self.endpoint.clone())
     }
 }
 
@@ -93,7 +102,8 @@ fn closed_loop_fanout_delivers_every_message_to_every_subscriber() {
         duration: 0.8,
         run: run_options(),
     };
-    let report = scenario::fanout(&broker.endpoint, &options, None).expect("the run completes");
+    let report = scenario::fanout(&broker.nodes(), &options, &ServerPids::default())
+        .expect("the run completes");
     assert_clean(&report);
     // Every topic has 4 subscribers, so each message is expected 4 times.
     assert_eq!(report.expected, report.published * 4);
@@ -135,7 +145,8 @@ fn open_loop_fanout_keeps_the_schedule_and_loses_nothing() {
         duration: 0.5,
         run: run_options(),
     };
-    let report = scenario::fanout(&broker.endpoint, &options, None).expect("the run completes");
+    let report = scenario::fanout(&broker.nodes(), &options, &ServerPids::default())
+        .expect("the run completes");
     assert_clean(&report);
     // 400/s over 0.5 s; the window's edges may round either way.
     assert!(
@@ -166,7 +177,8 @@ fn a_subscriber_that_stops_reading_is_cut_and_the_others_lose_nothing() {
         duration: 2.5,
         run: run_options(),
     };
-    let report = scenario::slow(&broker.endpoint, &options, None).expect("the run completes");
+    let report = scenario::slow(&broker.nodes(), &options, &ServerPids::default())
+        .expect("the run completes");
     assert_clean(&report);
     let slow = report
         .slow
@@ -194,7 +206,8 @@ fn subscribers_that_drop_and_resume_see_every_seq_exactly_once() {
         require_recovery: true,
         run: run_options(),
     };
-    let report = scenario::resume(&broker.endpoint, &options, None).expect("the run completes");
+    let report = scenario::resume(&broker.nodes(), &options, &ServerPids::default())
+        .expect("the run completes");
     assert_clean(&report);
     // Each message is due to its topic's 3 subscribers, drops or not.
     assert_eq!(report.expected, report.published * 3, "{}", report.table());
@@ -228,7 +241,8 @@ fn idle_connections_are_opened_and_held() {
         source_addrs: Some(2),
         run: run_options(),
     };
-    let report = scenario::conns(&broker.endpoint, &options, None).expect("the run completes");
+    let report = scenario::conns(&broker.nodes(), &options, &ServerPids::default())
+        .expect("the run completes");
     assert_eq!(report.connections, 50, "{}", report.table());
     assert_eq!(report.connect_failures, 0);
     assert_eq!(report.disconnects, 0);
