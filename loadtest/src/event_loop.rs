@@ -14,6 +14,11 @@
 //! schedule and open a new one without blocking the loop: a non-blocking
 //! TCP connect, the upgrade, then a subscribe with `since_seq` and `epoch`
 //! (see [`crate::resume`]); their order is checked by the topic's `seq`.
+//!
+//! Long on purpose: it is the hot path of every scenario, and a loop turn
+//! reads top to bottom here; the protocol codecs (`wsframe`, `wire`,
+//! `nats`), the checks (`sequence`, `tally`) and the set-up (`connect`,
+//! `run`) are already elsewhere.
 
 use crate::connect::{self, Opened, SocketOptions};
 use crate::endpoint::TargetKind;
