@@ -1091,3 +1091,54 @@ fn pipelined_publishes_are_answered_in_request_order() {
     });
     cluster.assert_sound();
 }
+
+#[test]
+fn a_resume_on_a_node_that_is_behind_gets_nothing_twice() {
+    // The client saw up to 25 on A; C has applied only up to 20 when the
+    // resume reaches it (C was paused and its subscription cut). C answers
+    // recovered, and the client gets 26 next, not 21..25 again.
+    let mut cluster = Cluster::start(2, &[]);
+    let (a, c) = (&cluster.nodes[0], &cluster.nodes[1]);
+    create_topic(a.addr(), "behind");
+    cluster.wait_listed("behind");
+    let (watcher, ack) = Collector::subscribe("watcher", c.client(), "behind");
+    let epoch = ack["epoch"].as_str().unwrap().to_string();
+    let mut publisher = a.client();
+    for i in 1..=20 {
+        assert_eq!(
+            publisher.publish("behind", &format!("m{i}"), json!(i))["seq"],
+            i
+        );
+    }
+    watcher.wait_for_seq("behind", 20, WAIT);
+    let mut resumed = c.client();
+    c.pause();
+    for id in pubsub_client_ids(&cluster.redis) {
+        let _: redis::Value = cluster
+            .redis
+            .query(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id));
+    }
+    for i in 21..=25 {
+        assert_eq!(
+            publisher.publish("behind", &format!("m{i}"), json!(i))["seq"],
+            i
+        );
+    }
+    resumed.send(
+        json!({"type":"subscribe","topic":"behind","client_id":"r","since_seq":25,"epoch":epoch}),
+    );
+    c.resume();
+    let ack = resumed.expect("ack");
+    assert_eq!(
+        (ack["recovered"].as_bool(), ack["epoch"].as_str()),
+        (Some(true), Some(epoch.as_str())),
+        "{ack}"
+    );
+    assert_eq!(publisher.publish("behind", "m26", json!(26))["seq"], 26);
+    let next = resumed.expect("event");
+    assert_eq!(
+        next["seq"], 26,
+        "a message the client had came again: {next}"
+    );
+    cluster.assert_sound();
+}

@@ -44,6 +44,13 @@ struct TopicState {
     next_seq: u64,
     ring: ReplayRing,
     subscribers: Vec<Arc<SubscriberQueue>>,
+    /// Cluster mode: subscribers that resumed after a `seq` this node has
+    /// not applied yet (it is behind the backplane), each with the first
+    /// `seq` it is to get; they join the fan-out when the topic reaches it,
+    /// so that no message reaches them twice.
+    waiting: Vec<(Arc<SubscriberQueue>, u64)>,
+    /// Cluster mode: the topic follows the backplane, and may be behind it.
+    mirrored: bool,
     /// Events placed in subscriber queues.
     queued: u64,
     /// Subscribers cut because an event of this topic overflowed their queue.
@@ -119,6 +126,8 @@ impl Topic {
                 next_seq: 1,
                 ring: ReplayRing::new(ring_capacity),
                 subscribers: Vec::new(),
+                waiting: Vec::new(),
+                mirrored: false,
                 queued: 0,
                 slow_consumers: 0,
             }),
@@ -193,6 +202,8 @@ impl Topic {
         }
         state.next_seq = next_seq;
         state.ring = ReplayRing::new(state.ring.capacity());
+        let waiting: Vec<_> = state.waiting.drain(..).map(|(s, _)| s).collect();
+        state.subscribers.extend(waiting);
         let notice = shared_text_frame(&encode_reset(
             &self.name,
             &state.epoch,
@@ -213,6 +224,15 @@ impl TopicState {
     /// whose queue overflows are marked slow and leave the topic.
     fn deliver(&mut self, topic: &str, seq: u64, message: &RawValue, ts: &str) {
         self.next_seq = seq + 1;
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if self.waiting[i].1 <= seq {
+                let (subscriber, _) = self.waiting.swap_remove(i);
+                self.subscribers.push(subscriber);
+            } else {
+                i += 1;
+            }
+        }
         let frame = shared_text_frame(&encode_event(topic, message, seq, ts));
         let state = self;
         let (mut queued, mut overflowed) = (0, 0);
@@ -252,11 +272,24 @@ impl Topic {
         if self.is_deleted() {
             return Err(TopicGone);
         }
+        let last_seq = state.next_seq - 1;
+        let topic_epoch = state.epoch.clone();
+        if let Replay::Since { seq, epoch } = replay {
+            if state.mirrored && !already_subscribed && epoch == topic_epoch && seq > last_seq {
+                // This node has not applied `seq` yet: the subscriber saw it
+                // on another node. It gets what follows it, once it comes.
+                state.waiting.push((Arc::clone(subscriber), seq + 1));
+                return Ok(Subscribed {
+                    replay: Vec::new(),
+                    last_seq: seq,
+                    recovered: Some(true),
+                    epoch: topic_epoch,
+                });
+            }
+        }
         if !already_subscribed {
             state.subscribers.push(Arc::clone(subscriber));
         }
-        let last_seq = state.next_seq - 1;
-        let topic_epoch = state.epoch.clone();
         Ok(match replay {
             Replay::LastN(0) => Subscribed {
                 replay: Vec::new(),
@@ -309,6 +342,7 @@ impl Topic {
     /// Removes `subscriber`; a no-op when it is not subscribed.
     pub fn unsubscribe(&self, subscriber: &Arc<SubscriberQueue>) {
         let mut state = self.lock();
+        state.waiting.retain(|(s, _)| !Arc::ptr_eq(s, subscriber));
         if let Some(at) = state
             .subscribers
             .iter()
@@ -328,7 +362,8 @@ impl Topic {
             Some(&self.name),
             SystemTime::now(),
         ));
-        for subscriber in state.subscribers.drain(..) {
+        let waiting = state.waiting.drain(..).map(|(s, _)| s).collect::<Vec<_>>();
+        for subscriber in state.subscribers.drain(..).chain(waiting) {
             subscriber.deliver(&notice);
         }
         state.ring.clear();
@@ -338,7 +373,7 @@ impl Topic {
         let state = self.lock();
         TopicSummary {
             name: self.name.clone(),
-            subscribers: state.subscribers.len(),
+            subscribers: state.subscribers.len() + state.waiting.len(),
             messages: state.next_seq - 1,
             delivered: state.queued,
             slow_consumer_disconnects: state.slow_consumers,
@@ -397,7 +432,11 @@ impl Broker {
             existing.delete();
         }
         let topic = Topic::new(name.to_string(), self.ring_capacity, epoch.to_string());
-        topic.lock().next_seq = next_seq;
+        {
+            let mut state = topic.lock();
+            state.next_seq = next_seq;
+            state.mirrored = true;
+        }
         let topic = Arc::new(topic);
         topics.insert(name.to_string(), Arc::clone(&topic));
         topic

@@ -342,3 +342,52 @@ fn mirrors_follow_epochs_across_deletion_and_recreation() {
     assert!(broker.delete_mirror("t", "E2"));
     assert!(broker.topic("t").is_none());
 }
+
+#[test]
+fn a_resume_ahead_of_a_mirror_waits_for_it_and_gets_nothing_twice() {
+    // Cluster mode: the client saw up to 5 on another node; this node has
+    // applied 3 so far.
+    let broker = Broker::new(10);
+    let topic = broker.mirror("t", "E1", 1);
+    for seq in 1..=3 {
+        topic.apply(seq, &message("old"), "ts").unwrap();
+    }
+    let q = subscriber(1, 100);
+    let got = topic
+        .subscribe(
+            &q,
+            Replay::Since {
+                seq: 5,
+                epoch: "E1",
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        (got.recovered, got.last_seq, got.replay.len()),
+        (Some(true), 5, 0)
+    );
+    assert_eq!(topic.summary().subscribers, 1);
+    for seq in 4..=7 {
+        topic.apply(seq, &message("m"), "ts").unwrap();
+    }
+    let seqs: Vec<u64> = drain(&q)
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![6, 7], "4 and 5 were seen on the other node");
+    // A single broker keeps the contract's answer: beyond the last seq is
+    // not recovered, and live events follow.
+    let single = broker.create_topic("s").unwrap();
+    let got = single
+        .subscribe(
+            &subscriber(2, 10),
+            Replay::Since {
+                seq: 5,
+                epoch: &single.epoch(),
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(got.recovered, Some(false));
+}
