@@ -251,8 +251,13 @@ fn parse_start(raw: &RawClientFrame<'_>) -> Result<Start, String> {
 /// `the body`), and `field` prefixes its fields' names (`message.`, ``).
 pub fn validate_message(message: &RawValue, what: &str, field: &str) -> Result<(), String> {
     let inner: RawMessage<'_> = decode_object(message.get(), what)?;
-    let id = required_string(inner.id, &format!("{field}id"))?;
-    if id.is_empty() {
+    // Checked on its raw JSON, which serde has already validated: every
+    // publish passes here, and nothing is allocated unless it is refused.
+    let id = present(inner.id).ok_or_else(|| format!("missing field '{field}id'"))?;
+    if !id.get().starts_with('"') {
+        return Err(format!("field '{field}id' must be a string"));
+    }
+    if id.get() == "\"\"" {
         return Err(format!("field '{field}id' must not be empty"));
     }
     if inner.payload.is_none() {
