@@ -42,8 +42,9 @@ pub struct HttpInput {
     pub buffer: Vec<u8>,
     /// When the request now awaited began (for the handshake timeout).
     pub request_started: Instant,
-    /// A change handed to the backplane, whose answer is the next response.
-    awaiting: Option<Awaiting>,
+    /// A change handed to the backplane, whose answer is the next response
+    /// (boxed: every connection has this field, few ever fill it).
+    awaiting: Option<Box<Awaiting>>,
 }
 
 struct Awaiting {
@@ -128,11 +129,11 @@ impl HttpInput {
                     Some(outcome) => routes::answer(&change, outcome),
                     None => {
                         self.buffer.drain(..used);
-                        self.awaiting = Some(Awaiting {
+                        self.awaiting = Some(Box::new(Awaiting {
                             change,
                             close,
                             request: line,
-                        });
+                        }));
                         return Served::Waiting;
                     }
                 },

@@ -38,7 +38,7 @@ pub struct Session {
     /// A message that is not a publish, come while publishes are awaited:
     /// it waits for them (and the connection reads nothing more), so that
     /// its reply, and any replay, comes after theirs.
-    deferred: Option<Message>,
+    deferred: Option<Box<Message>>,
 }
 
 /// Publishes one connection may have awaiting the backplane before it is
@@ -75,11 +75,11 @@ impl Session {
         match (self.kind, message) {
             (SessionKind::PubSub, Message::Text(text)) => {
                 if !self.on_request(ctx, text.as_str(), out) {
-                    self.deferred = Some(Message::Text(text));
+                    self.deferred = Some(Box::new(Message::Text(text)));
                 }
             }
             (SessionKind::PubSub, message) if !self.awaiting.is_empty() => {
-                self.deferred = Some(message);
+                self.deferred = Some(Box::new(message));
             }
             (SessionKind::PubSub, _) => reply_error(
                 out,
@@ -257,7 +257,7 @@ impl Session {
         }
         if self.awaiting.is_empty() {
             if let Some(message) = self.deferred.take() {
-                self.on_message(ctx, message, out);
+                self.on_message(ctx, *message, out);
             }
         }
     }
