@@ -8,6 +8,9 @@
 //!
 //! `redis-server` must be on PATH (Debian package `redis-server`): without
 //! it these tests fail, they do not skip.
+//!
+//! Long on purpose: one file per promise, and cluster mode's has a case
+//! per failure of the backplane, each with three nodes and its own checks.
 
 mod common;
 

@@ -1,5 +1,8 @@
 //! The end-of-run report: built from a run's [`Outcome`], printed as a
 //! readable table, and serialised as one JSON object (`--json`).
+//!
+//! Long on purpose: the verdict and both renderings (table and JSON) of
+//! every scenario's figures, and their tests (a third of the file).
 
 use crate::endpoint::TargetKind;
 use crate::resume::ResumeOutcome;

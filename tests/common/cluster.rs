@@ -5,6 +5,10 @@
 //!
 //! Every process here is one the fixture started, stopped by its pid, and
 //! stopped on drop; every wait is bounded.
+//!
+//! Long on purpose: the cluster tests' fixtures (a Redis server that can
+//! be killed, paused and restarted, broker nodes, collecting subscribers
+//! and publishers) in one place, so that each test is about its failure.
 
 use super::*;
 use std::net::TcpListener;
