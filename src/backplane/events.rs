@@ -130,7 +130,7 @@ impl EventThread {
                 message,
             } => {
                 let topic = match self.broker.topic(name) {
-                    Some(topic) if topic.epoch() == epoch => topic,
+                    Some(topic) if topic.is_in_epoch(epoch) => topic,
                     // Its creation was missed: take the topic as Redis has
                     // it, this message included.
                     _ => return self.catch_up_topic(commands, name, epoch),
@@ -220,7 +220,7 @@ impl EventThread {
         name: &str,
         epoch: &str,
     ) -> redis::RedisResult<()> {
-        let known = self.broker.topic(name).filter(|t| t.epoch() == epoch);
+        let known = self.broker.topic(name).filter(|t| t.is_in_epoch(epoch));
         let was_known = known.is_some();
         let topic = match known {
             Some(topic) => topic,

@@ -140,6 +140,12 @@ impl Topic {
         self.lock().epoch.clone()
     }
 
+    /// True if the topic is in `epoch` (compared under the lock, without
+    /// a copy: the cluster's event thread asks for every event).
+    pub fn is_in_epoch(&self, epoch: &str) -> bool {
+        self.lock().epoch == epoch
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -426,7 +432,7 @@ impl Broker {
     pub fn mirror(&self, name: &str, epoch: &str, next_seq: u64) -> Arc<Topic> {
         let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = topics.get(name) {
-            if existing.lock().epoch == epoch {
+            if existing.is_in_epoch(epoch) {
                 return Arc::clone(existing);
             }
             existing.delete();
@@ -445,7 +451,7 @@ impl Broker {
     /// Cluster mode: deletes `name` if it is still in `epoch` (a later
     /// incarnation stays). True if deleted.
     pub fn delete_mirror(&self, name: &str, epoch: &str) -> bool {
-        self.remove_if(name, |topic| topic.lock().epoch == epoch)
+        self.remove_if(name, |topic| topic.is_in_epoch(epoch))
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
