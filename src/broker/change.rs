@@ -4,7 +4,7 @@
 //! and the answer comes later. Either way the same [`Outcome`] goes back to
 //! the protocol side, which words the reply.
 
-use super::{Broker, CreateError};
+use super::{Broker, CreateError, Topic};
 use serde_json::value::RawValue;
 
 /// A change to the topics, validated and ready to carry out.
@@ -53,12 +53,17 @@ impl Broker {
                 true => Outcome::Deleted,
                 false => Outcome::NoTopic,
             },
-            Change::Publish { topic, message } => match self.topic(topic) {
-                Some(t) => t
-                    .publish(message)
-                    .map_or(Outcome::NoTopic, Outcome::Published),
-                None => Outcome::NoTopic,
-            },
+            Change::Publish { topic, message } => publish_to(self.topic(topic).as_deref(), message),
         }
+    }
+}
+
+/// Publishes `message` to `topic`, if there is one, as an outcome.
+pub fn publish_to(topic: Option<&Topic>, message: &RawValue) -> Outcome {
+    match topic {
+        Some(topic) => topic
+            .publish(message)
+            .map_or(Outcome::NoTopic, Outcome::Published),
+        None => Outcome::NoTopic,
     }
 }

@@ -9,7 +9,7 @@ use super::timers::Timers;
 use super::topic_cache::TopicCache;
 use super::Shared;
 use crate::backplane::ReplyTo;
-use crate::broker::change::{Change, Outcome};
+use crate::broker::change::{publish_to, Change, Outcome};
 use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
 use crate::http::routes::RestContext;
 use crate::metrics::WorkerMetrics;
@@ -80,12 +80,10 @@ impl WorkerCtx {
             };
             return self.change(&change, reply_to);
         }
-        let outcome = match self.topics.get(&self.shared.broker, topic) {
-            Some(t) => t
-                .publish(message)
-                .map_or(Outcome::NoTopic, Outcome::Published),
-            None => Outcome::NoTopic,
-        };
+        let outcome = publish_to(
+            self.topics.get(&self.shared.broker, topic).map(|t| &**t),
+            message,
+        );
         self.count(&outcome);
         Some(outcome)
     }
