@@ -107,21 +107,8 @@ impl SpawnedServer {
             "host: 127.0.0.1\nport: -1\nwebsocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}\n"
         ))?;
         let mut command = Command::new(path);
-        command
-            .arg("-c")
-            .arg(&config.path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(cpus) = cpus {
-            cpus.pin_command(&mut command)?;
-        }
-        let child = command.spawn().with_context(|| {
-            format!(
-                "cannot start {} (apt-get install nats-server)",
-                path.display()
-            )
-        })?;
+        command.arg("-c").arg(&config.path);
+        let child = spawn_quiet(command, path, "nats-server", cpus)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], ws_port));
         SpawnedServer {
             child,
@@ -139,19 +126,8 @@ impl SpawnedServer {
         let mut command = Command::new(path);
         command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(cpus) = cpus {
-            cpus.pin_command(&mut command)?;
-        }
-        let child = command.spawn().with_context(|| {
-            format!(
-                "cannot start {} (apt-get install redis-server)",
-                path.display()
-            )
-        })?;
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        let child = spawn_quiet(command, path, "redis-server", cpus)?;
         SpawnedServer {
             child,
             stop_signal: Signal::SIGTERM,
@@ -307,6 +283,29 @@ impl Drop for ConfigFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Starts a server that needs no input and whose output is not read,
+/// pinned to `cpus`; a failure names the Debian `package` to install.
+fn spawn_quiet(
+    mut command: Command,
+    path: &Path,
+    package: &str,
+    cpus: Option<&CpuList>,
+) -> Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(cpus) = cpus {
+        cpus.pin_command(&mut command)?;
+    }
+    command.spawn().with_context(|| {
+        format!(
+            "cannot start {} (apt-get install {package})",
+            path.display()
+        )
+    })
 }
 
 /// A loopback port that was free a moment ago.
