@@ -3,8 +3,9 @@
 //! subscriber on every node gets every message once, in `seq` order; resume
 //! works on any node; and every failure of the backplane (Redis killed and
 //! restarted with and without its data, paused, a node's subscription
-//! killed, a node paused past Redis's output buffer limit) answers clearly
-//! and leaves every subscriber with a contiguous sequence.
+//! killed, a node paused past Redis's output buffer limit, a node kept
+//! from subscribing while a gap longer than its queues grows) answers
+//! clearly and leaves every subscriber with a contiguous sequence.
 //!
 //! `redis-server` must be on PATH (Debian package `redis-server`): without
 //! it these tests fail, they do not skip.
@@ -958,6 +959,97 @@ fn a_node_paused_past_the_output_buffer_limit_repairs_from_the_ring() {
     eprintln!("{last} messages of 16 KiB");
     assert_every_subscriber_saw_all(&cluster, collectors, "s", last, &acked_by_seq(&sent));
     assert_gaps_repaired(&[&cluster.nodes[2]]);
+    cluster.assert_sound();
+}
+
+#[test]
+fn a_gap_longer_than_the_subscriber_queue_is_filled_without_a_slow_consumer() {
+    // Node c connects as its own Redis user, so that its subscription can
+    // be refused for a while (its ACL loses the channels) while the others
+    // publish a gap thirty times the default queue of 100 events.
+    let redis = RedisServer::start();
+    let _: () = redis.query(
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("victim")
+            .arg("on")
+            .arg(">secret")
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all"),
+    );
+    let env = [
+        ("SUBSCRIBER_QUEUE_SIZE", "100"),
+        ("RING_BUFFER_SIZE", "10000"),
+    ];
+    let victim_url = redis
+        .url()
+        .replacen("redis://", "redis://victim:secret@", 1);
+    let mut cluster = Cluster::on(redis, 2, &env);
+    cluster.nodes.push(Node::start(&victim_url, "c", &env));
+    create_topic(cluster.nodes[0].addr(), "s");
+    cluster.wait_listed("s");
+    // Only on node c: the others get the burst live, and a live burst may
+    // well outrun a queue of 100.
+    let (collector, _) = Collector::subscribe("c0", cluster.nodes[2].client(), "s");
+    let collectors = vec![collector];
+    rest_publish(cluster.nodes[0].addr(), "s", "before").expect("acked");
+
+    let _: () = cluster.redis.query(
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("victim")
+            .arg("resetchannels"),
+    );
+    let _: i64 = cluster.redis.query(
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("USER")
+            .arg("victim")
+            .arg("TYPE")
+            .arg("pubsub"),
+    );
+    eventually("node c's subscription gone", || {
+        pubsub_clients(&cluster.redis) == 2
+    });
+    let gap = 3000;
+    let sent = Publisher::start(
+        cluster.nodes[0].client(),
+        PublisherPlan {
+            topic: "s",
+            prefix: "a",
+            window: 50,
+            pause: Duration::ZERO,
+            limit: gap,
+            payload_bytes: 64,
+        },
+    )
+    .complete(WAIT);
+    assert_eq!(sent.iter().filter(|s| s.outcome.is_ok()).count(), gap);
+    assert_eq!(
+        pubsub_clients(&cluster.redis),
+        2,
+        "node c stayed unsubscribed"
+    );
+
+    let _: () = cluster.redis.query(
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("victim")
+            .arg("allchannels"),
+    );
+    eventually("node c subscribed again", || {
+        pubsub_clients(&cluster.redis) == 3
+    });
+    let last = last_publish(&cluster.nodes[0], "s", &collectors);
+    assert_eq!(last, gap as u64 + 2);
+    assert_every_subscriber_saw_all(&cluster, collectors, "s", last, &acked_by_seq(&sent));
+    assert_gaps_repaired(&[&cluster.nodes[2]]);
+    assert_eq!(
+        cluster.nodes[2].metric("pubsub_slow_consumer_disconnects_total"),
+        Some(0.0),
+        "node c cut no subscriber"
+    );
     cluster.assert_sound();
 }
 

@@ -292,7 +292,7 @@ impl EventThread {
         for (seq, message, ts) in &held {
             match serde_json::from_str::<&RawValue>(message) {
                 Ok(message) => {
-                    if let Ok(Applied::Delivered) = topic.apply(*seq, message, ts) {
+                    if let Ok(Applied::Delivered) = topic.fill(*seq, message, ts) {
                         filled += 1;
                     }
                 }

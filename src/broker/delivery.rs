@@ -7,20 +7,23 @@
 //! connection: the queue's `scheduled` flag lets one publisher, not every
 //! one, put the connection on the owner's mailbox, and the mailbox's
 //! `wake_pending` flag lets one publisher, not every one, wake the owner's
-//! poll. Nothing here blocks, allocates per event or touches a socket.
+//! poll. Nothing here touches a socket, and nothing on the live path
+//! blocks or allocates per event; only a queue's backlog, which holds what
+//! a cluster node fills in from the ring behind a gap, takes a short lock.
 //!
 //! # Why no event is left unseen
 //!
 //! The claim: every frame a publisher pushes is popped by the owner in a
 //! loop turn that starts after the push. The steps, publisher then owner:
 //!
-//! - P1 push the frame into the `ArrayQueue`; P2 `scheduled.swap(true)`;
+//! - P1 push the frame into one of the queue's lanes; P2
+//!   `scheduled.swap(true)`;
 //!   if it was false: P3 push the key onto the mailbox's `SegQueue`; P4
 //!   unless the owner is the publishing thread itself,
 //!   `wake_pending.swap(true)`, and if it was false, `Waker::wake`.
 //! - Each turn, after `poll` returns: O1 `wake_pending.swap(false)`; O2 pop
 //!   every key; for each, O3 `scheduled.swap(false)`, then O4 pop the queue
-//!   until empty. Before blocking in `poll`, O0: if the `SegQueue` is not
+//!   until both lanes are empty. Before blocking in `poll`, O0: if the `SegQueue` is not
 //!   empty, poll with a zero timeout.
 //!
 //! The flags are only ever changed by swaps (read-modify-writes, AcqRel),
@@ -40,13 +43,33 @@
 //! a popped key or frame carries everything written before its push. The
 //! stress tests `concurrent_publishers_never_lose_a_post` (below) and
 //! `tests/concurrency.rs` exercise this path across threads and workers.
+//!
+//! # Why the backlog keeps each topic's order
+//!
+//! A cluster node fills a gap from the ring into the queue's second lane,
+//! the backlog (a `Mutex<VecDeque>`), where the frames do not count against
+//! the bound. `backlogged` is set under the backlog's lock by every push
+//! there, and cleared under it by the owner when it takes the last frame.
+//! A live frame goes to the backlog when it reads `backlogged` true; the
+//! owner pops the bounded lane first, and before each frame it takes from
+//! the backlog it pops the bounded lane once more under the lock. Take two
+//! frames A then B of one topic: the topic's lock orders A's push before B's
+//! choice of lane.
+//! - A and B in the same lane: each lane is FIFO.
+//! - A in the backlog, B in the bounded lane: B read `backlogged` false,
+//!   and the `true` A's push stored comes before that read, so the owner
+//!   had already cleared it, after taking A.
+//! - A in the bounded lane, B in the backlog: the owner takes B under the
+//!   lock that B's push released, after A's push; its pop of the bounded
+//!   lane under that lock sees A, if A is still there, and writes it first.
 
 use super::change::Outcome;
 use crate::ws::frame::SharedFrame;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 thread_local! {
     /// The worker whose event loop runs on this thread, if any.
@@ -187,18 +210,42 @@ const CLOSED: u8 = 2;
 
 /// A connection's bounded queue of event frames, shared by all of its
 /// subscriptions. Overflow makes the connection a slow consumer.
+///
+/// Live frames go to `events` (the bounded lane, lock-free). Frames a
+/// cluster node fills in from the ring go to `backlog`, where they do not
+/// count against the bound (the ring's size bounds each repair); while the
+/// backlog holds anything, live frames queue behind it there, and count.
 pub struct SubscriberQueue {
     events: ArrayQueue<SharedFrame>,
+    /// True while `backlog` may hold frames; set and cleared under its
+    /// lock, read without it by publishers choosing a lane.
+    backlogged: AtomicBool,
+    backlog: Mutex<Backlog>,
     scheduled: AtomicBool,
     state: AtomicU8,
     key: ConnectionKey,
     mailbox: Arc<WorkerMailbox>,
 }
 
+/// Frames queued behind a repair, in order.
+#[derive(Default)]
+struct Backlog {
+    frames: VecDeque<BackloggedFrame>,
+    /// How many of `frames` are live ones (they count against the bound).
+    live: usize,
+}
+
+struct BackloggedFrame {
+    frame: SharedFrame,
+    live: bool,
+}
+
 impl SubscriberQueue {
     pub fn new(capacity: usize, key: ConnectionKey, mailbox: Arc<WorkerMailbox>) -> Self {
         SubscriberQueue {
             events: ArrayQueue::new(capacity),
+            backlogged: AtomicBool::new(false),
+            backlog: Mutex::new(Backlog::default()),
             scheduled: AtomicBool::new(false),
             state: AtomicU8::new(OPEN),
             key,
@@ -206,13 +253,18 @@ impl SubscriberQueue {
         }
     }
 
-    /// Queues `frame` and schedules the owner. Never blocks: a full queue
-    /// makes the connection a slow consumer instead.
+    /// Queues a live `frame` and schedules the owner. Never blocks: a full
+    /// queue makes the connection a slow consumer instead.
     pub fn offer(&self, frame: &SharedFrame) -> Delivery {
         if self.state.load(Ordering::Acquire) != OPEN {
             return Delivery::Refused;
         }
-        if self.events.push(Arc::clone(frame)).is_err() {
+        let queued = if self.backlogged.load(Ordering::Acquire) {
+            self.push_backlog(frame, true)
+        } else {
+            self.events.push(Arc::clone(frame)).is_ok()
+        };
+        if !queued {
             if self
                 .state
                 .compare_exchange(OPEN, SLOW, Ordering::AcqRel, Ordering::Acquire)
@@ -225,6 +277,34 @@ impl SubscriberQueue {
         }
         self.schedule();
         Delivery::Queued
+    }
+
+    /// Queues a `frame` a cluster node filled in from the ring, behind
+    /// everything queued so far; it does not count against the bound.
+    pub fn offer_filled(&self, frame: &SharedFrame) -> Delivery {
+        if self.state.load(Ordering::Acquire) != OPEN {
+            return Delivery::Refused;
+        }
+        self.push_backlog(frame, false);
+        self.schedule();
+        Delivery::Queued
+    }
+
+    /// Appends to the backlog; false if a live frame finds the queue full.
+    fn push_backlog(&self, frame: &SharedFrame, live: bool) -> bool {
+        let mut backlog = self.lock_backlog();
+        if live {
+            if self.events.len() + backlog.live >= self.events.capacity() {
+                return false;
+            }
+            backlog.live += 1;
+        }
+        backlog.frames.push_back(BackloggedFrame {
+            frame: Arc::clone(frame),
+            live,
+        });
+        self.backlogged.store(true, Ordering::Release);
+        true
     }
 
     /// [`offer`](Self::offer), true if the frame was queued; false means the
@@ -245,21 +325,58 @@ impl SubscriberQueue {
         self.scheduled.swap(false, Ordering::AcqRel);
     }
 
+    /// The next frame to write: the bounded lane first, then the backlog,
+    /// whose frames came after everything that lane held when they came.
     pub fn pop(&self) -> Option<SharedFrame> {
-        self.events.pop()
+        if let Some(frame) = self.events.pop() {
+            return Some(frame);
+        }
+        if !self.backlogged.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut backlog = self.lock_backlog();
+        // A live frame pushed to the bounded lane just before the backlog
+        // began is older than the backlog: it goes first.
+        if let Some(frame) = self.events.pop() {
+            return Some(frame);
+        }
+        let next = backlog.frames.pop_front();
+        if backlog.frames.is_empty() {
+            self.backlogged.store(false, Ordering::Release);
+        }
+        let next = next?;
+        if next.live {
+            backlog.live -= 1;
+        }
+        Some(next.frame)
+    }
+
+    /// The backlog's lock is held only to push or pop one frame, never
+    /// across anything that can panic; a poisoned one is still sound.
+    fn lock_backlog(&self) -> MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Drops every queued event.
     pub fn clear(&self) {
         while self.events.pop().is_some() {}
+        let mut backlog = self.lock_backlog();
+        *backlog = Backlog::default();
+        self.backlogged.store(false, Ordering::Release);
     }
 
+    /// Frames queued, in both lanes.
     pub fn len(&self) -> usize {
-        self.events.len()
+        let backlogged = if self.backlogged.load(Ordering::Acquire) {
+            self.lock_backlog().frames.len()
+        } else {
+            0
+        };
+        self.events.len() + backlogged
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.events.is_empty() && !self.backlogged.load(Ordering::Acquire)
     }
 
     pub fn is_slow(&self) -> bool {
@@ -327,6 +444,101 @@ mod tests {
         assert!(!q.deliver(&Arc::new(vec![1])));
         assert!(q.is_empty());
         assert!(!mailbox.has_posts());
+    }
+
+    fn frame(n: u32) -> SharedFrame {
+        Arc::new(n.to_le_bytes().to_vec())
+    }
+
+    fn number(frame: &SharedFrame) -> u32 {
+        u32::from_le_bytes(frame[..4].try_into().unwrap())
+    }
+
+    #[test]
+    fn filled_frames_queue_behind_live_ones_and_live_ones_behind_them() {
+        let mailbox = WorkerMailbox::unpolled();
+        let q = queue(2, &mailbox);
+        assert!(q.deliver(&frame(1)));
+        for n in 2..=9 {
+            assert_eq!(q.offer_filled(&frame(n)), Delivery::Queued);
+        }
+        assert!(q.deliver(&frame(10)), "behind the backlog, and counted");
+        assert_eq!(q.offer(&frame(11)), Delivery::Overflowed);
+        assert_eq!(q.len(), 10);
+        let popped: Vec<u32> = std::iter::from_fn(|| q.pop()).map(|f| number(&f)).collect();
+        assert_eq!(popped, (1..=10).collect::<Vec<_>>());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_bounded_lane_is_used_again_once_the_backlog_is_written() {
+        let mailbox = WorkerMailbox::unpolled();
+        let q = queue(2, &mailbox);
+        assert_eq!(q.offer_filled(&frame(1)), Delivery::Queued);
+        assert!(q.deliver(&frame(2)));
+        assert_eq!(q.pop().map(|f| number(&f)), Some(1));
+        assert_eq!(q.pop().map(|f| number(&f)), Some(2));
+        assert!(q.pop().is_none());
+        assert!(q.deliver(&frame(3)) && q.deliver(&frame(4)));
+        assert_eq!(
+            q.offer(&frame(5)),
+            Delivery::Overflowed,
+            "the bound is whole again"
+        );
+        q.clear();
+        assert!(q.is_empty());
+        assert_eq!(
+            q.offer_filled(&frame(6)),
+            Delivery::Refused,
+            "nor to a slow consumer"
+        );
+    }
+
+    #[test]
+    fn filled_and_live_frames_from_many_threads_keep_each_thread_s_order() {
+        // Each thread stands for a topic: its program order is what the
+        // topic's lock gives a real one. It mixes live and filled frames;
+        // the owner must pop each thread's frames in order, all of them.
+        let mailbox = WorkerMailbox::unpolled();
+        let q = Arc::new(queue(1 << 16, &mailbox));
+        let (threads, per_thread) = (3u32, 20_000u32);
+        let producers: Vec<_> = (0..threads)
+            .map(|t| {
+                let q = Arc::clone(&q);
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        let f = frame(t << 24 | i);
+                        let offered = if (i / 50) % 3 == 0 {
+                            q.offer_filled(&f)
+                        } else {
+                            q.offer(&f)
+                        };
+                        assert_eq!(offered, Delivery::Queued);
+                    }
+                })
+            })
+            .collect();
+        let mut next = vec![0u32; threads as usize];
+        let mut posts = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while next.iter().sum::<u32>() < threads * per_thread
+            && std::time::Instant::now() < deadline
+        {
+            posts.clear();
+            mailbox.drain(&mut posts);
+            for _ in &posts {
+                q.unschedule();
+                while let Some(f) = q.pop() {
+                    let (t, i) = ((number(&f) >> 24) as usize, number(&f) & 0xff_ffff);
+                    assert_eq!(i, next[t], "thread {t}'s frames out of order");
+                    next[t] += 1;
+                }
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert_eq!(next, vec![per_thread; threads as usize]);
     }
 
     #[test]

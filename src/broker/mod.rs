@@ -108,6 +108,14 @@ pub enum Applied {
     Gap { expected: u64 },
 }
 
+/// How a message reaches a topic's subscribers: published or carried
+/// live, or filled in from the backplane's ring after a gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    Live,
+    FromRing,
+}
+
 /// A page of a topic's held messages, for `GET /topics/{name}/messages`.
 pub struct History {
     pub epoch: String,
@@ -172,7 +180,13 @@ impl Topic {
         }
         let state = &mut *state;
         let seq = state.next_seq;
-        state.deliver(&self.name, seq, message, &timestamp(SystemTime::now()));
+        state.deliver(
+            &self.name,
+            seq,
+            message,
+            &timestamp(SystemTime::now()),
+            Arrival::Live,
+        );
         Ok(seq)
     }
 
@@ -180,6 +194,23 @@ impl Topic {
     /// (stamped `ts`) if it is the next one, as [`publish`](Self::publish)
     /// does.
     pub fn apply(&self, seq: u64, message: &RawValue, ts: &str) -> Result<Applied, TopicGone> {
+        self.apply_as(seq, message, ts, Arrival::Live)
+    }
+
+    /// Cluster mode: as [`apply`](Self::apply), for a message filled in
+    /// from the backplane's ring to close a gap; like a replay, it does not
+    /// count against subscriber queues.
+    pub fn fill(&self, seq: u64, message: &RawValue, ts: &str) -> Result<Applied, TopicGone> {
+        self.apply_as(seq, message, ts, Arrival::FromRing)
+    }
+
+    fn apply_as(
+        &self,
+        seq: u64,
+        message: &RawValue,
+        ts: &str,
+        arrival: Arrival,
+    ) -> Result<Applied, TopicGone> {
         let mut state = self.lock();
         if self.is_deleted() {
             return Err(TopicGone);
@@ -192,7 +223,7 @@ impl Topic {
                 expected: state.next_seq,
             });
         }
-        state.deliver(&self.name, seq, message, ts);
+        state.deliver(&self.name, seq, message, ts, arrival);
         Ok(Applied::Delivered)
     }
 
@@ -228,7 +259,7 @@ impl Topic {
 impl TopicState {
     /// Numbers, encodes once, keeps and fans out one message. Subscribers
     /// whose queue overflows are marked slow and leave the topic.
-    fn deliver(&mut self, topic: &str, seq: u64, message: &RawValue, ts: &str) {
+    fn deliver(&mut self, topic: &str, seq: u64, message: &RawValue, ts: &str, arrival: Arrival) {
         self.next_seq = seq + 1;
         let mut i = 0;
         while i < self.waiting.len() {
@@ -242,9 +273,13 @@ impl TopicState {
         let frame = shared_text_frame(&encode_event(topic, message, seq, ts));
         let state = self;
         let (mut queued, mut overflowed) = (0, 0);
+        let offer = match arrival {
+            Arrival::Live => SubscriberQueue::offer,
+            Arrival::FromRing => SubscriberQueue::offer_filled,
+        };
         state
             .subscribers
-            .retain(|subscriber| match subscriber.offer(&frame) {
+            .retain(|subscriber| match offer(subscriber, &frame) {
                 Delivery::Queued => {
                     queued += 1;
                     true

@@ -297,6 +297,53 @@ fn a_mirror_applies_numbered_messages_once_and_in_order() {
 }
 
 #[test]
+fn a_gap_filled_from_the_ring_does_not_count_against_the_queue() {
+    let broker = Broker::new(1000);
+    let topic = broker.mirror("t", "E1", 1);
+    let (q, other) = (subscriber(1, 3), subscriber(2, 3));
+    topic.subscribe(&q, Replay::LastN(0), false).unwrap();
+    topic.subscribe(&other, Replay::LastN(0), false).unwrap();
+    topic.apply(1, &message("live"), "ts").unwrap();
+    assert_eq!(
+        topic.apply(500, &message("after"), "ts"),
+        Ok(Applied::Gap { expected: 2 })
+    );
+    for seq in 2..500 {
+        assert_eq!(
+            topic.fill(seq, &message("filled"), "ts"),
+            Ok(Applied::Delivered)
+        );
+    }
+    assert_eq!(
+        topic.fill(499, &message("again"), "ts"),
+        Ok(Applied::Duplicate)
+    );
+    // Behind the filled ones, live events count again: 1 was queued
+    // before, so two more fit in a queue of 3, and the third overflows.
+    for seq in 500..502 {
+        assert_eq!(
+            topic.apply(seq, &message("live"), "ts"),
+            Ok(Applied::Delivered)
+        );
+    }
+    assert!(!q.is_slow() && !other.is_slow());
+    assert_eq!(q.len(), 501);
+    let seqs: Vec<u64> = drain(&other)
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..502).collect::<Vec<_>>(),
+        "every seq once, in order"
+    );
+    topic.apply(502, &message("over"), "ts").unwrap();
+    assert!(q.is_slow(), "live events behind a repair still count");
+    assert!(!other.is_slow(), "a queue that was read is not");
+    assert_eq!(topic.summary().subscribers, 1);
+}
+
+#[test]
 fn a_reset_tells_subscribers_and_numbering_goes_on() {
     let broker = Broker::new(10);
     let topic = broker.mirror("t", "E1", 1);
