@@ -11,7 +11,7 @@
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use pubsub::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
+use pubsub::broker::delivery::{ConnectionKey, Delivery, SubscriberQueue, WorkerMailbox};
 use pubsub::broker::ring::ReplayRing;
 use pubsub::broker::{Broker, Replay};
 use pubsub::http::routes::{handle, settle, Action, RestContext};
@@ -170,6 +170,8 @@ proptest! {
 enum QueueOp {
     /// A publisher delivers the next event.
     Deliver,
+    /// A cluster node fills the next event in from the ring.
+    Fill,
     /// The owner pops one event.
     Pop,
     /// The owner takes its mailbox and unschedules the connection.
@@ -180,6 +182,7 @@ fn queue_ops() -> impl Strategy<Value = Vec<QueueOp>> {
     vec(
         prop_oneof![
             5 => Just(QueueOp::Deliver),
+            2 => Just(QueueOp::Fill),
             4 => Just(QueueOp::Pop),
             1 => Just(QueueOp::Drain),
         ],
@@ -197,7 +200,9 @@ proptest! {
     ) {
         let mailbox = WorkerMailbox::unpolled();
         let q = queue(capacity, &mailbox);
-        let mut model: VecDeque<u32> = VecDeque::new();
+        // Every queued event, and whether it is live (counted) or filled.
+        let mut model: VecDeque<(u32, bool)> = VecDeque::new();
+        let live = |model: &VecDeque<(u32, bool)>| model.iter().filter(|(_, l)| *l).count();
         let mut popped: Vec<u32> = Vec::new();
         let mut first_refused: Option<u32> = None;
         // The "scheduled" flag: one post per connection until unscheduled.
@@ -212,9 +217,9 @@ proptest! {
                     let accepted = q.deliver(&frame(id));
                     match first_refused {
                         Some(_) => prop_assert!(!accepted, "{} was taken after the overflow", id),
-                        None if model.len() < capacity => {
+                        None if live(&model) < capacity => {
                             prop_assert!(accepted, "{} was refused with room", id);
-                            model.push_back(id);
+                            model.push_back((id, true));
                         }
                         None => {
                             prop_assert!(!accepted, "{} was taken by a full queue", id);
@@ -227,9 +232,23 @@ proptest! {
                         posts += 1;
                     }
                 }
+                QueueOp::Fill => {
+                    let id = next;
+                    next += 1;
+                    let accepted = q.offer_filled(&frame(id)) == Delivery::Queued;
+                    // Filled events never overflow; a slow consumer takes none.
+                    prop_assert_eq!(accepted, first_refused.is_none(), "{}", id);
+                    if accepted {
+                        model.push_back((id, false));
+                        if !scheduled {
+                            scheduled = true;
+                            posts += 1;
+                        }
+                    }
+                }
                 QueueOp::Pop => {
                     let got = q.pop().map(|f| id_of(&f));
-                    prop_assert_eq!(got, model.pop_front());
+                    prop_assert_eq!(got, model.pop_front().map(|(id, _)| id));
                     popped.extend(got);
                 }
                 QueueOp::Drain => {
@@ -242,7 +261,7 @@ proptest! {
                     scheduled = false;
                 }
             }
-            prop_assert!(q.len() <= capacity);
+            prop_assert!(live(&model) <= capacity);
             prop_assert_eq!(q.len(), model.len());
             prop_assert_eq!(q.is_empty(), model.is_empty());
             prop_assert_eq!(q.is_slow(), first_refused.is_some());

@@ -17,14 +17,13 @@
 //! loop turn that starts after the push. The steps, publisher then owner:
 //!
 //! - P1 push the frame into one of the queue's lanes; P2
-//!   `scheduled.swap(true)`;
-//!   if it was false: P3 push the key onto the mailbox's `SegQueue`; P4
-//!   unless the owner is the publishing thread itself,
-//!   `wake_pending.swap(true)`, and if it was false, `Waker::wake`.
+//!   `scheduled.swap(true)`; if it was false: P3 push the key onto the
+//!   mailbox's `SegQueue`; P4 unless the owner is the publishing thread
+//!   itself, `wake_pending.swap(true)`, and if it was false, `Waker::wake`.
 //! - Each turn, after `poll` returns: O1 `wake_pending.swap(false)`; O2 pop
 //!   every key; for each, O3 `scheduled.swap(false)`, then O4 pop the queue
-//!   until both lanes are empty. Before blocking in `poll`, O0: if the `SegQueue` is not
-//!   empty, poll with a zero timeout.
+//!   until both lanes are empty. Before blocking in `poll`, O0: if the
+//!   `SegQueue` is not empty, poll with a zero timeout.
 //!
 //! The flags are only ever changed by swaps (read-modify-writes, AcqRel),
 //! and the read-modify-writes of one flag are totally ordered. Take P2:
@@ -40,9 +39,13 @@
 //!   the owner is mid-turn, and O0 keeps it from sleeping on a posted key.
 //!
 //! The crossbeam queues are linearizable and their push/pop synchronise, so
-//! a popped key or frame carries everything written before its push. The
-//! stress tests `concurrent_publishers_never_lose_a_post` (below) and
-//! `tests/concurrency.rs` exercise this path across threads and workers.
+//! a popped key or frame carries everything written before its push. A
+//! push to the backlog sets `backlogged` before its P2, and O4 reads that
+//! flag after an O3 that synchronised with the P2, so it finds the frame.
+//! The stress tests `concurrent_publishers_never_lose_a_post` and
+//! `filled_and_live_frames_from_many_threads_stay_in_each_thread_order`
+//! (below) and `tests/concurrency.rs` exercise this path across threads
+//! and workers.
 //!
 //! # Why the backlog keeps each topic's order
 //!
@@ -495,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn filled_and_live_frames_from_many_threads_keep_each_thread_s_order() {
+    fn filled_and_live_frames_from_many_threads_stay_in_each_thread_order() {
         // Each thread stands for a topic: its program order is what the
         // topic's lock gives a real one. It mixes live and filled frames;
         // the owner must pop each thread's frames in order, all of them.
