@@ -11,7 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::time::SystemTime;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The error codes sent in WebSocket `error` messages. The contract's
 /// `UNAUTHORIZED` is an HTTP 401 before any upgrade (see `http::routes`).
@@ -339,9 +341,35 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// RFC 3339 UTC with milliseconds: `2025-08-25T10:00:00.123Z`.
+thread_local! {
+    /// The millisecond (since the Unix epoch) this thread formatted last,
+    /// and its text.
+    static LAST_TIMESTAMP: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// The last millisecond RFC 3339 can name (the end of year 9999).
+const LAST_NAMEABLE_MILLI: u64 = 253_402_300_800_000 - 1;
+
+/// RFC 3339 UTC with milliseconds: `2025-08-25T10:00:00.123Z`. A clock
+/// before 1970 or after 9999 is wrong: its time is clamped to that range
+/// (formatting it would panic).
+///
+/// Every publish stamps its event and its ack, and formatting a date costs
+/// as much as encoding the rest of a small event; a busy thread stamps many
+/// in the same millisecond, so it formats each millisecond once.
 pub fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
+    let millis = at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).map_or(LAST_NAMEABLE_MILLI, |m| m.min(LAST_NAMEABLE_MILLI))
+    });
+    LAST_TIMESTAMP.with_borrow_mut(|(last, text)| {
+        if *last != millis {
+            text.clear();
+            let at = UNIX_EPOCH + Duration::from_millis(millis);
+            let _ = write!(text, "{}", humantime::format_rfc3339_millis(at));
+            *last = millis;
+        }
+        text.clone()
+    })
 }
 
 #[derive(Serialize)]

@@ -366,6 +366,32 @@ fn timestamps_carry_milliseconds() {
 }
 
 #[test]
+fn a_thread_formats_each_millisecond_once_and_never_a_stale_one() {
+    // Instants within one millisecond, across its edges, and back: each
+    // must read exactly as formatting it afresh does.
+    let base = UNIX_EPOCH + Duration::from_millis(1_756_116_000_123);
+    let offsets_us = [0, 999, 1_000, 1_001, 0, 500, 2_000, 1_999, 60_000_000];
+    for offset in offsets_us {
+        let at = base + Duration::from_micros(offset);
+        assert_eq!(
+            timestamp(at),
+            humantime::format_rfc3339_millis(at).to_string(),
+            "{offset} µs after"
+        );
+    }
+    assert_eq!(
+        timestamp(UNIX_EPOCH - Duration::from_millis(1)),
+        "1970-01-01T00:00:00.000Z",
+        "a clock before 1970 is clamped, not a panic"
+    );
+    assert_eq!(
+        timestamp(UNIX_EPOCH + Duration::from_secs(300_000_000_000)),
+        "9999-12-31T23:59:59.999Z",
+        "nor one after 9999"
+    );
+}
+
+#[test]
 fn server_messages_omit_absent_fields() {
     let at = UNIX_EPOCH;
     let v: Value =
