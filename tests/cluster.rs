@@ -1,11 +1,12 @@
 //! Cluster mode end to end: a real `redis-server` on a free loopback port
 //! and three real broker processes on it. Topics are cluster-wide; every
 //! subscriber on every node gets every message once, in `seq` order; resume
-//! works on any node; and every failure of the backplane (Redis killed and
-//! restarted with and without its data, paused, a node's subscription
-//! killed, a node paused past Redis's output buffer limit, a node kept
-//! from subscribing while a gap longer than its queues grows) answers
-//! clearly and leaves every subscriber with a contiguous sequence.
+//! works on any node, also for the clients of a node killed mid-stream;
+//! and every failure of the backplane (Redis killed and restarted with and
+//! without its data, paused, a node's subscription killed, a node paused
+//! past Redis's output buffer limit, a node kept from subscribing while a
+//! gap longer than its queues grows) answers clearly and leaves every
+//! subscriber with a contiguous sequence.
 //!
 //! `redis-server` must be on PATH (Debian package `redis-server`): without
 //! it these tests fail, they do not skip.
@@ -457,6 +458,88 @@ fn last_n_and_resume_work_on_any_node() {
         assert_eq!(resumed.expect("event")["seq"], i);
     }
     cluster.assert_sound();
+}
+
+/// The failover a cluster is for: a node dies (SIGKILL) in the middle of a
+/// stream, and its clients reconnect to the other nodes and resume from
+/// the last `seq` they saw. Each ends with every message once, in order.
+#[test]
+fn clients_of_a_killed_node_resume_on_the_others_with_nothing_lost_or_repeated() {
+    let mut cluster = Cluster::start(3, &[]);
+    create_topic(cluster.nodes[0].addr(), "f");
+    cluster.wait_listed("f");
+    let mut first_legs = Vec::new();
+    let mut epochs = HashSet::new();
+    for i in 0..4 {
+        let (collector, ack) =
+            Collector::subscribe(&format!("c{i}"), cluster.nodes[2].client(), "f");
+        epochs.insert(ack["epoch"].as_str().expect("an epoch").to_string());
+        first_legs.push(collector);
+    }
+    assert_eq!(epochs.len(), 1);
+    let epoch = epochs.into_iter().next().unwrap();
+    let publishers: Vec<Publisher> = cluster.nodes[..2]
+        .iter()
+        .map(|node| paced_publisher(node, "f", Duration::from_millis(1)))
+        .collect();
+    for publisher in &publishers {
+        publisher.wait_acked(100, WAIT);
+    }
+
+    cluster.nodes[2].process.child.kill().unwrap();
+    let mut second_legs = Vec::new();
+    for (i, leg) in first_legs.into_iter().enumerate() {
+        leg.wait_until("the connection lost", WAIT, |seen| {
+            seen.last()
+                .is_some_and(|v| v["type"] == "closed" || v["type"] == "read_error")
+        });
+        let who = leg.name.clone();
+        let before = runs(&leg.finish(), "f");
+        assert_eq!(before.len(), 1, "{who}: no topic_reset expected");
+        let before = before.into_iter().next().unwrap().1;
+        assert_consecutive(&who, &before, 1);
+        let last_seen = before.last().map_or(0, |(seq, _)| *seq);
+        assert!(last_seen > 0, "{who} saw the stream before the node died");
+        eprintln!("{who}: 1 to {last_seen} before the node died");
+        // Half of them to each surviving node.
+        let mut client = cluster.nodes[i % 2].client();
+        client.send(json!({"type":"subscribe","topic":"f","client_id":who,
+            "since_seq":last_seen,"epoch":epoch,"request_id":"resume"}));
+        let ack = client.expect("ack");
+        assert_eq!(
+            (ack["recovered"].as_bool(), ack["epoch"].as_str()),
+            (Some(true), Some(epoch.as_str())),
+            "{who}: {ack}"
+        );
+        second_legs.push((before, Collector::start(&who, client)));
+    }
+    for publisher in &publishers {
+        publisher.wait_acked(100, WAIT);
+    }
+    let mut sent = Vec::new();
+    for publisher in publishers {
+        sent.extend(publisher.finish());
+    }
+    let (befores, collectors): (Vec<_>, Vec<_>) = second_legs.into_iter().unzip();
+    let last = last_publish(&cluster.nodes[0], "f", &collectors);
+    eprintln!("{last} messages in all");
+    let acked = acked_by_seq(&sent);
+    for (before, collector) in befores.into_iter().zip(collectors) {
+        let who = collector.name.clone();
+        let after = runs(&collector.finish(), "f");
+        assert_eq!(
+            after.len(),
+            1,
+            "{who}: no topic_reset expected after the resume"
+        );
+        let mut events = before;
+        events.extend(after.into_iter().next().unwrap().1);
+        assert_consecutive(&who, &events, 1);
+        assert_eq!(events.len() as u64, last, "{who}: 1 to {last}");
+        assert_acked_delivered(&who, &events, &acked);
+    }
+    cluster.nodes[0].assert_sound();
+    cluster.nodes[1].assert_sound();
 }
 
 /// A node whose subscription is lost for longer than the ring covers:
