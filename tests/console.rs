@@ -1,6 +1,7 @@
 //! The browser console (`GET /`) and its JavaScript client (`/pubsub.js`),
 //! in a real headless Chromium (`tests/browser`) against the real broker
-//! on 127.0.0.1. Each scenario saves a screenshot under
+//! on 127.0.0.1 (and, for the client's failover, two nodes of a cluster on
+//! a real `redis-server`). Each scenario saves a screenshot under
 //! `target/console-screenshots/` for a person to look at. Without Chromium
 //! these tests fail: `scripts/test` installs it.
 //!
@@ -632,4 +633,65 @@ fn the_client_resumes_on_the_broker_and_misses_nothing_published_while_it_was_aw
         .filter(|p| p.starts_with("exception"))
         .collect();
     assert_eq!(exceptions, Vec::<String>::new());
+}
+
+/// A client given the `urls` of two nodes of a cluster (a real
+/// `redis-server`), connected to the first: when that node is killed it
+/// connects to the second and resumes there, every event once.
+#[test]
+fn given_the_nodes_of_a_cluster_the_client_goes_on_with_another_when_its_node_dies() {
+    let mut cluster = common::cluster::Cluster::start(2, &[]);
+    let (a, b) = (cluster.nodes[0].addr(), cluster.nodes[1].addr());
+    create_topic(a, "orders");
+    cluster.wait_listed("orders");
+    let mut publisher = cluster.nodes[1].client();
+    publisher.publish("orders", "m1", json!(1));
+    let mut page = Browser::start();
+    // The page and the module come from node b, which stays up.
+    page.open(&format!("http://{b}/health"));
+    page.eval(&format!(
+        r#"(async () => {{
+            const {{ connect }} = await import("/pubsub.js");
+            const ps = connect({{ urls: ["ws://{a}/ws", "ws://{b}/ws"], minDelayMs: 50, maxDelayMs: 200 }});
+            window.seqs = [];
+            window.gaps = 0;
+            window.opened = [];
+            ps.addEventListener("gap", () => {{ window.gaps += 1; }});
+            ps.addEventListener("state", () => {{ if (ps.state === "open") window.opened.push(ps.url); }});
+            await ps.subscribe("orders", (event) => window.seqs.push(event.seq), {{ lastN: 1 }});
+            window.ps = ps;
+        }})()"#
+    ));
+    publisher.publish("orders", "m2", json!(2));
+    page.wait_for(
+        "the replayed and the live event",
+        "window.seqs.length === 2",
+    );
+
+    cluster.nodes[0].process.child.kill().unwrap();
+    // Published while the client is away or just back: resumed or live,
+    // each must come once.
+    for n in 3..=5 {
+        publisher.publish("orders", &format!("m{n}"), json!(n));
+    }
+    page.wait_for("the client on node b", "window.opened.length === 2");
+    page.wait_for("the events published meanwhile", "window.seqs.length >= 5");
+    publisher.publish("orders", "m6", json!(6));
+    page.wait_for("a live event on node b", "window.seqs.length >= 6");
+    assert_eq!(
+        page.eval("[window.seqs, window.gaps, window.opened]"),
+        json!([
+            [1, 2, 3, 4, 5, 6],
+            0,
+            [format!("ws://{a}/ws"), format!("ws://{b}/ws")]
+        ]),
+        "each event once, in order, first from node a, then from node b"
+    );
+    let exceptions: Vec<String> = page
+        .problems()
+        .into_iter()
+        .filter(|p| p.starts_with("exception"))
+        .collect();
+    assert_eq!(exceptions, Vec::<String>::new());
+    cluster.nodes[1].assert_sound();
 }

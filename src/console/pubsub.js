@@ -3,6 +3,7 @@
 //
 //   import { connect } from "/pubsub.js";
 //   const ps = connect({ key: "s3cret" });   // ws(s)://<this page's host>/ws
+//   // or, for a cluster: connect({ urls: ["wss://a/ws", "wss://b/ws"] })
 //   ps.addEventListener("state", () => console.log("connection:", ps.state));
 //   await ps.subscribe("orders", (event) => {
 //     console.log(event.topic, event.seq, event.message.payload);
@@ -18,7 +19,9 @@
 //   TIMEOUT or DISCONNECTED.
 // - reconnect: when the connection drops it connects again by itself, after
 //   a delay that doubles from `minDelayMs` to `maxDelayMs` (with jitter),
-//   and subscribes again to every topic it was subscribed to.
+//   and subscribes again to every topic it was subscribed to. Given the
+//   `urls` of several nodes of a cluster, each attempt goes to the next
+//   one, so a client of a node that died goes on with another.
 // - resume: see `subscribeFrame` below.
 //
 // Events on the client (an EventTarget), each with `detail`:
@@ -65,7 +68,8 @@ function messageId() {
 }
 
 export class PubSub extends EventTarget {
-  #url;
+  #urls;
+  #urlIndex = 0;
   #key;
   #clientId;
   #minDelayMs;
@@ -81,15 +85,16 @@ export class PubSub extends EventTarget {
   #subs = new Map();
 
   /**
-   * options: `url` (default: /ws on the page's host), `key` (the API key,
-   * if the broker has one), `clientId` (a label in the broker's logs),
+   * options: `url` (default: /ws on the page's host) or `urls` (several
+   * nodes of a cluster, tried in turn), `key` (the API key, if the broker
+   * has one), `clientId` (a label in the broker's logs),
    * `minDelayMs` and `maxDelayMs` (the reconnect backoff, default 500 and
    * 5000), `timeoutMs` (how long a request waits for its reply, default
    * 10000).
    */
-  constructor({ url, key, clientId, minDelayMs = 500, maxDelayMs = 5000, timeoutMs = 10000 } = {}) {
+  constructor({ url, urls, key, clientId, minDelayMs = 500, maxDelayMs = 5000, timeoutMs = 10000 } = {}) {
     super();
-    this.#url = url ?? defaultUrl();
+    this.#urls = urls?.length ? [...urls] : [url ?? defaultUrl()];
     this.#key = key || "";
     this.#clientId = clientId ?? `js-${messageId()}`;
     this.#minDelayMs = minDelayMs;
@@ -168,11 +173,16 @@ export class PubSub extends EventTarget {
     this.dispatchEvent(new CustomEvent("state", { detail: { state, ...detail } }));
   }
 
+  /** The endpoint the client is connected to, or will try next. */
+  get url() {
+    return this.#urls[this.#urlIndex];
+  }
+
   #open() {
     this.#setState("connecting");
     const url = this.#key
-      ? `${this.#url}${this.#url.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(this.#key)}`
-      : this.#url;
+      ? `${this.url}${this.url.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(this.#key)}`
+      : this.url;
     const ws = new WebSocket(url);
     this.#ws = ws;
     ws.onopen = () => {
@@ -186,6 +196,7 @@ export class PubSub extends EventTarget {
       this.#drop();
       const delayMs = Math.min(this.#maxDelayMs, this.#minDelayMs * 2 ** this.#attempt) * (0.5 + Math.random() / 2);
       this.#attempt += 1;
+      this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
       this.#retryTimer = setTimeout(() => this.#open(), delayMs);
       this.#setState("reconnecting", { delayMs: Math.round(delayMs) });
     };
