@@ -292,8 +292,16 @@ pub const REDIS_URL: Setting<Option<String>> = Setting {
     default: Fallback::Text(""),
     values: Values::Parsed(parse_redis_url),
     meaning:
-        "`redis://HOST:PORT[/DB]`: cluster mode through that Redis server; empty: a single broker",
-    shown: |c| c.redis_url.clone().unwrap_or_default(),
+        "`redis://HOST:PORT[/DB]` (or `rediss://` for TLS): cluster mode through that Redis server; empty: a single broker",
+    shown: Config::redis_url_shown,
+};
+
+pub const REDIS_CA_FILE: Setting<Option<CaFile>> = Setting {
+    name: "REDIS_CA_FILE",
+    default: Fallback::Text(""),
+    values: Values::Parsed(read_ca_file),
+    meaning: "a PEM file of the CA certificates a `rediss://` server's certificate must chain to; empty: the system's",
+    shown: |c| c.redis_ca.as_ref().map(|ca| ca.path.clone()).unwrap_or_default(),
 };
 
 pub const NODE_ID: Setting<String> = Setting {
@@ -331,6 +339,7 @@ pub const SETTINGS: &[&dyn Described] = &[
     &LOG_LEVEL,
     &LOG_FORMAT,
     &REDIS_URL,
+    &REDIS_CA_FILE,
     &NODE_ID,
 ];
 
@@ -351,6 +360,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Cluster mode when set: the backplane's address, checked.
     pub redis_url: Option<String>,
+    /// The CAs a `rediss://` backplane is checked against, if not the
+    /// system's.
+    pub redis_ca: Option<CaFile>,
     pub node_id: String,
 }
 
@@ -390,7 +402,7 @@ impl Config {
     /// Builds a config from a lookup function. An unset or empty variable
     /// takes its default.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        Ok(Config {
+        let config = Config {
             addr: ADDR.read(&lookup)?,
             api_key: API_KEY.read(&lookup)?,
             subscriber_queue_size: SUBSCRIBER_QUEUE_SIZE.read(&lookup)?,
@@ -404,8 +416,62 @@ impl Config {
             log_level: LOG_LEVEL.read(&lookup)?,
             log_format: LOG_FORMAT.read(&lookup)?,
             redis_url: REDIS_URL.read(&lookup)?,
+            redis_ca: REDIS_CA_FILE.read(&lookup)?,
             node_id: NODE_ID.read(&lookup)?,
+        };
+        if let Some(ca) = &config.redis_ca {
+            let refused = |reason: String| ConfigError {
+                variable: REDIS_CA_FILE.name,
+                value: ca.path.clone(),
+                reason,
+            };
+            if !config
+                .redis_url
+                .as_ref()
+                .is_some_and(|url| url.starts_with("rediss://"))
+            {
+                return Err(refused("only for a rediss:// REDIS_URL".into()));
+            }
+            if let Some(Err(e)) = config.redis_client() {
+                return Err(refused(format!("not usable: {e}")));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The client of the cluster's Redis (`None`: a single broker), which
+    /// checks a `rediss://` server against `REDIS_CA_FILE` if set, else
+    /// against the system's CAs.
+    pub fn redis_client(&self) -> Option<redis::RedisResult<redis::Client>> {
+        let url = self.redis_url.as_deref()?;
+        Some(match &self.redis_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.pem.clone()),
+                },
+            ),
+            None => redis::Client::open(url),
         })
+    }
+
+    /// `REDIS_URL` for logs: a password in it is replaced by `***`.
+    pub fn redis_url_shown(&self) -> String {
+        let Some(url) = &self.redis_url else {
+            return String::new();
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return url.clone();
+        };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        match rest[..authority_end].rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+                format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+            }
+            None => url.clone(),
+        }
     }
 
     /// Every setting's name and value, for the start-up log (the API key
@@ -426,16 +492,48 @@ impl Config {
     }
 }
 
-/// A `redis://` URL the client accepts; empty means none.
+/// A `redis://` or `rediss://` URL the client accepts; empty means none.
 fn parse_redis_url(text: &str) -> Result<Option<String>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    if !text.starts_with("redis://") {
-        return Err("expected redis://HOST:PORT[/DB]".into());
+    if !text.starts_with("redis://") && !text.starts_with("rediss://") {
+        return Err("expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]".into());
     }
     redis::Client::open(text).map_err(|e| format!("not a Redis URL: {e}"))?;
     Ok(Some(text.to_string()))
+}
+
+/// CA certificates read from a file at start-up.
+#[derive(Clone)]
+pub struct CaFile {
+    pub path: String,
+    pub pem: Vec<u8>,
+}
+
+/// The path alone: the certificates are not worth a log line.
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CaFile").field(&self.path).finish()
+    }
+}
+
+/// Reads a PEM file that holds at least one certificate; empty means none.
+fn read_ca_file(path: &str) -> Result<Option<CaFile>, String> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(Some(CaFile {
+        path: path.to_string(),
+        pem,
+    }))
 }
 
 fn parse_node_id(text: &str) -> Result<String, String> {

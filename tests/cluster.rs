@@ -1136,6 +1136,48 @@ fn a_gap_longer_than_the_subscriber_queue_is_filled_without_a_slow_consumer() {
     cluster.assert_sound();
 }
 
+/// `rediss://`: nodes reach Redis over TLS and check its certificate
+/// against `REDIS_CA_FILE`; a node without that CA (the system's CAs do
+/// not know it) does not get through, says why, and stays `backplane_down`.
+#[test]
+fn nodes_reach_redis_over_tls_and_check_its_certificate() {
+    let redis = RedisServer::start_with_tls();
+    let tls_port = redis.tls_port.unwrap();
+    let ca = redis.ca_file();
+    let env = [("REDIS_CA_FILE", ca.to_str().unwrap())];
+    let mut a = Node::start(&redis.tls_url(), "a", &env);
+    let mut b = Node::start(&redis.tls_url(), "b", &env);
+    create_topic(a.addr(), "t");
+    eventually("t listed on b", || subscribers(b.addr(), "t").is_some());
+    let (collector, _) = Collector::subscribe("b0", b.client(), "t");
+    let seq = rest_publish(a.addr(), "t", "over-tls").expect("acked");
+    collector.wait_for_seq("t", seq, WAIT);
+
+    // Every connection but this test's own is on the TLS port.
+    let list: String = redis.query(redis::cmd("CLIENT").arg("LIST"));
+    let others: Vec<&str> = list
+        .lines()
+        .filter(|line| !line.contains("cmd=client|list"))
+        .collect();
+    assert!(others.len() >= 4, "both nodes' connections: {list}");
+    let tls_laddr = format!("laddr=127.0.0.1:{tls_port} ");
+    assert!(
+        others.iter().all(|line| line.contains(&tls_laddr)),
+        "a node connected without TLS: {list}"
+    );
+
+    let mut c = Node::spawn(&redis.tls_url(), "c", &[]);
+    let refused = Instant::now();
+    eventually("node c to say why it cannot connect", || {
+        c.process.stderr().contains("UnknownIssuer")
+    });
+    assert_eq!(c.readyz(), (503, json!({"status": "backplane_down"})));
+    assert!(refused.elapsed() < WAIT);
+    for node in [&mut a, &mut b, &mut c] {
+        node.assert_sound();
+    }
+}
+
 #[test]
 fn a_bad_redis_url_stops_the_broker_with_exit_2() {
     for url in [

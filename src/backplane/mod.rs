@@ -44,10 +44,10 @@ impl Backplane {
     /// started, connecting in the background: a Redis that cannot be
     /// reached yet is not an error).
     pub fn start(config: &Config, broker: &Arc<Broker>) -> std::io::Result<Backplane> {
-        let Some(url) = &config.redis_url else {
+        let Some(client) = config.redis_client() else {
             return Ok(Backplane::Local);
         };
-        let client = redis::Client::open(url.as_str()).map_err(std::io::Error::other)?;
+        let client = client.map_err(std::io::Error::other)?;
         let state = Arc::new(ClusterState::new(
             config.node_id.clone(),
             client,
@@ -55,7 +55,7 @@ impl Backplane {
         ));
         let requests = cluster::start_requests(Arc::clone(&state), Arc::clone(broker))?;
         events::start_events(Arc::clone(&state), Arc::clone(broker))?;
-        log::info!(node = config.node_id.as_str(), redis = url.as_str(); "cluster mode");
+        log::info!(node = config.node_id.as_str(), redis = config.redis_url_shown().as_str(); "cluster mode");
         Ok(Backplane::Redis { state, requests })
     }
 

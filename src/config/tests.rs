@@ -215,3 +215,75 @@ fn the_protocol_copy_gives_the_same_defaults() {
         assert_eq!(default, setting.default_text(), "{name}");
     }
 }
+
+#[test]
+fn redis_urls_may_ask_for_tls_and_are_logged_without_their_password() {
+    for url in ["redis://127.0.0.1:6379", "rediss://redis.example:6380/2"] {
+        assert_eq!(
+            with(&[("REDIS_URL", url)]).unwrap().redis_url.as_deref(),
+            Some(url)
+        );
+    }
+    let err = with(&[("REDIS_URL", "http://127.0.0.1:6379")]).unwrap_err();
+    assert_eq!(err.variable, "REDIS_URL");
+    let shown = |url: &str| with(&[("REDIS_URL", url)]).unwrap().redis_url_shown();
+    assert_eq!(
+        shown("redis://victim:secret@127.0.0.1:6379/0"),
+        "redis://victim:***@127.0.0.1:6379/0"
+    );
+    assert_eq!(shown("rediss://:secret@h:1"), "rediss://:***@h:1");
+    assert_eq!(shown("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    assert_eq!(with(&[]).unwrap().redis_url_shown(), "");
+}
+
+#[test]
+fn a_ca_file_must_hold_certificates_and_goes_with_a_rediss_url() {
+    let dir = std::env::temp_dir().join(format!("pubsub-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let ca = ca.to_str().unwrap();
+
+    let config = with(&[
+        ("REDIS_URL", "rediss://127.0.0.1:6380"),
+        ("REDIS_CA_FILE", ca),
+    ])
+    .unwrap();
+    assert_eq!(config.redis_ca.as_ref().map(|c| c.path.as_str()), Some(ca));
+    assert!(matches!(config.redis_client(), Some(Ok(_))));
+    for (vars, why) in [
+        (
+            vec![("REDIS_CA_FILE", ca)],
+            "only for a rediss:// REDIS_URL",
+        ),
+        (
+            vec![
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("REDIS_CA_FILE", ca),
+            ],
+            "only for a rediss:// REDIS_URL",
+        ),
+        (
+            vec![
+                ("REDIS_URL", "rediss://h:1"),
+                ("REDIS_CA_FILE", "/nonexistent/ca.pem"),
+            ],
+            "cannot read it",
+        ),
+        (
+            vec![
+                ("REDIS_URL", "rediss://h:1"),
+                ("REDIS_CA_FILE", not_pem.to_str().unwrap()),
+            ],
+            "holds no PEM certificate",
+        ),
+    ] {
+        let err = with(&vars).unwrap_err();
+        assert_eq!(err.variable, "REDIS_CA_FILE", "{vars:?}");
+        assert!(err.reason.contains(why), "{vars:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

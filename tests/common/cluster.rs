@@ -45,6 +45,9 @@ static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 /// directory of its own. Killed and its directory removed on drop.
 pub struct RedisServer {
     pub port: u16,
+    /// A second port that speaks TLS (`start_with_tls`), with a server
+    /// certificate for 127.0.0.1 from a CA of the test's own.
+    pub tls_port: Option<u16>,
     dir: PathBuf,
     aof: bool,
     child: Option<Child>,
@@ -59,6 +62,54 @@ impl RedisServer {
     /// `--appendonly yes --appendfsync always` on a free port.
     pub fn start_with_aof() -> RedisServer {
         RedisServer::launch(true)
+    }
+
+    /// As `start`, and TLS on a second port: see `tls_url`, `ca_file`.
+    pub fn start_with_tls() -> RedisServer {
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let mut server = RedisServer::new(free_port(), false);
+            server.tls_port = Some(free_port());
+            server.write_certificates();
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(log) => failures.push(log),
+            }
+        }
+        panic!("redis-server did not start with TLS on 5 free ports: {failures:#?}");
+    }
+
+    /// A CA (`ca.pem`) and the server's certificate for 127.0.0.1 signed
+    /// by it (`server.pem`, `server.key`), in the server's directory.
+    fn write_certificates(&self) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "pubsub test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        std::fs::write(self.dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(self.dir.join("server.pem"), server.pem()).unwrap();
+        std::fs::write(self.dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    }
+
+    /// `rediss://` on the TLS port.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}",
+            self.tls_port.expect("started with TLS")
+        )
+    }
+
+    /// The CA the TLS port's certificate chains to.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// Without persistence on `port` (which a node may already be trying).
@@ -94,6 +145,7 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).expect("create the Redis directory");
         RedisServer {
             port,
+            tls_port: None,
             dir,
             aof,
             child: None,
@@ -120,6 +172,18 @@ impl RedisServer {
             .arg("--dir")
             .arg(&self.dir)
             .args(["--logfile", "redis.log"]);
+        if let Some(tls_port) = self.tls_port {
+            command
+                .arg("--tls-port")
+                .arg(tls_port.to_string())
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.ca_file())
+                .args(["--tls-auth-clients", "no"]);
+        }
         if self.aof {
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
