@@ -296,12 +296,28 @@ pub const REDIS_URL: Setting<Option<String>> = Setting {
     shown: Config::redis_url_shown,
 };
 
-pub const REDIS_CA_FILE: Setting<Option<CaFile>> = Setting {
+pub const REDIS_CA_FILE: Setting<Option<PemFile>> = Setting {
     name: "REDIS_CA_FILE",
     default: Fallback::Text(""),
-    values: Values::Parsed(read_ca_file),
+    values: Values::Parsed(read_certificates),
     meaning: "a PEM file of the CA certificates a `rediss://` server's certificate must chain to; empty: the system's",
-    shown: |c| c.redis_ca.as_ref().map(|ca| ca.path.clone()).unwrap_or_default(),
+    shown: |c| PemFile::shown(&c.redis_ca),
+};
+
+pub const REDIS_CLIENT_CERT_FILE: Setting<Option<PemFile>> = Setting {
+    name: "REDIS_CLIENT_CERT_FILE",
+    default: Fallback::Text(""),
+    values: Values::Parsed(read_certificates),
+    meaning: "a PEM file of this node's certificate, for a `rediss://` server that asks for one (with `REDIS_CLIENT_KEY_FILE`)",
+    shown: |c| PemFile::shown(&c.redis_client_cert),
+};
+
+pub const REDIS_CLIENT_KEY_FILE: Setting<Option<PemFile>> = Setting {
+    name: "REDIS_CLIENT_KEY_FILE",
+    default: Fallback::Text(""),
+    values: Values::Parsed(read_private_key),
+    meaning: "a PEM file of the private key of `REDIS_CLIENT_CERT_FILE`",
+    shown: |c| PemFile::shown(&c.redis_client_key),
 };
 
 pub const NODE_ID: Setting<String> = Setting {
@@ -340,6 +356,8 @@ pub const SETTINGS: &[&dyn Described] = &[
     &LOG_FORMAT,
     &REDIS_URL,
     &REDIS_CA_FILE,
+    &REDIS_CLIENT_CERT_FILE,
+    &REDIS_CLIENT_KEY_FILE,
     &NODE_ID,
 ];
 
@@ -362,7 +380,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// The CAs a `rediss://` backplane is checked against, if not the
     /// system's.
-    pub redis_ca: Option<CaFile>,
+    pub redis_ca: Option<PemFile>,
+    /// This node's certificate and key, for a backplane that asks for one.
+    pub redis_client_cert: Option<PemFile>,
+    pub redis_client_key: Option<PemFile>,
     pub node_id: String,
 }
 
@@ -417,42 +438,91 @@ impl Config {
             log_format: LOG_FORMAT.read(&lookup)?,
             redis_url: REDIS_URL.read(&lookup)?,
             redis_ca: REDIS_CA_FILE.read(&lookup)?,
+            redis_client_cert: REDIS_CLIENT_CERT_FILE.read(&lookup)?,
+            redis_client_key: REDIS_CLIENT_KEY_FILE.read(&lookup)?,
             node_id: NODE_ID.read(&lookup)?,
         };
-        if let Some(ca) = &config.redis_ca {
-            let refused = |reason: String| ConfigError {
-                variable: REDIS_CA_FILE.name,
-                value: ca.path.clone(),
-                reason,
-            };
-            if !config
-                .redis_url
-                .as_ref()
-                .is_some_and(|url| url.starts_with("rediss://"))
-            {
-                return Err(refused("only for a rediss:// REDIS_URL".into()));
-            }
-            if let Some(Err(e)) = config.redis_client() {
-                return Err(refused(format!("not usable: {e}")));
-            }
-        }
+        config.check_redis_tls()?;
         Ok(config)
+    }
+
+    /// The TLS files go with a `rediss://` URL, a certificate with its key,
+    /// and the client must take them.
+    fn check_redis_tls(&self) -> Result<(), ConfigError> {
+        let files = [
+            (&REDIS_CA_FILE, &self.redis_ca),
+            (&REDIS_CLIENT_CERT_FILE, &self.redis_client_cert),
+            (&REDIS_CLIENT_KEY_FILE, &self.redis_client_key),
+        ];
+        let tls = self
+            .redis_url
+            .as_ref()
+            .is_some_and(|url| url.starts_with("rediss://"));
+        let mut given = files
+            .iter()
+            .filter_map(|(setting, file)| Some((setting, (*file).as_ref()?)));
+        let Some((setting, file)) = given.next() else {
+            return Ok(());
+        };
+        let refused = |setting: &Setting<Option<PemFile>>, value: &str, reason: &str| ConfigError {
+            variable: setting.name,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        if !tls {
+            return Err(refused(
+                setting,
+                &file.path,
+                "only for a rediss:// REDIS_URL",
+            ));
+        }
+        match (&self.redis_client_cert, &self.redis_client_key) {
+            (Some(cert), None) => {
+                return Err(refused(
+                    &REDIS_CLIENT_CERT_FILE,
+                    &cert.path,
+                    "needs REDIS_CLIENT_KEY_FILE",
+                ))
+            }
+            (None, Some(key)) => {
+                return Err(refused(
+                    &REDIS_CLIENT_KEY_FILE,
+                    &key.path,
+                    "needs REDIS_CLIENT_CERT_FILE",
+                ))
+            }
+            _ => {}
+        }
+        match self.redis_client() {
+            Some(Err(e)) => Err(refused(setting, &file.path, &format!("not usable: {e}"))),
+            _ => Ok(()),
+        }
     }
 
     /// The client of the cluster's Redis (`None`: a single broker), which
     /// checks a `rediss://` server against `REDIS_CA_FILE` if set, else
-    /// against the system's CAs.
+    /// against the system's CAs, and shows it this node's certificate if
+    /// `REDIS_CLIENT_CERT_FILE` is set.
     pub fn redis_client(&self) -> Option<redis::RedisResult<redis::Client>> {
         let url = self.redis_url.as_deref()?;
-        Some(match &self.redis_ca {
-            Some(ca) => redis::Client::build_with_tls(
+        let client_tls = match (&self.redis_client_cert, &self.redis_client_key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: cert.pem.clone(),
+                client_key: key.pem.clone(),
+            }),
+            _ => None,
+        };
+        let root_cert = self.redis_ca.as_ref().map(|ca| ca.pem.clone());
+        Some(if client_tls.is_none() && root_cert.is_none() {
+            redis::Client::open(url)
+        } else {
+            redis::Client::build_with_tls(
                 url,
                 redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.pem.clone()),
+                    client_tls,
+                    root_cert,
                 },
-            ),
-            None => redis::Client::open(url),
+            )
         })
     }
 
@@ -504,33 +574,60 @@ fn parse_redis_url(text: &str) -> Result<Option<String>, String> {
     Ok(Some(text.to_string()))
 }
 
-/// CA certificates read from a file at start-up.
+/// A PEM file read at start-up: certificates, or a private key.
 #[derive(Clone)]
-pub struct CaFile {
+pub struct PemFile {
     pub path: String,
     pub pem: Vec<u8>,
 }
 
-/// The path alone: the certificates are not worth a log line.
-impl fmt::Debug for CaFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("CaFile").field(&self.path).finish()
+impl PemFile {
+    /// Its path, as the start-up log shows it; empty when unset.
+    fn shown(file: &Option<PemFile>) -> String {
+        file.as_ref().map(|f| f.path.clone()).unwrap_or_default()
     }
 }
 
-/// Reads a PEM file that holds at least one certificate; empty means none.
-fn read_ca_file(path: &str) -> Result<Option<CaFile>, String> {
+/// The path alone: a key must not reach a log line.
+impl fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PemFile").field(&self.path).finish()
+    }
+}
+
+/// A PEM file that holds at least one certificate; empty means none.
+fn read_certificates(path: &str) -> Result<Option<PemFile>, String> {
+    read_pem(
+        path,
+        "CERTIFICATE-----",
+        "PEM certificate (-----BEGIN CERTIFICATE-----)",
+    )
+}
+
+/// A PEM file that holds a private key; empty means none.
+fn read_private_key(path: &str) -> Result<Option<PemFile>, String> {
+    read_pem(
+        path,
+        "PRIVATE KEY-----",
+        "PEM private key (-----BEGIN ... PRIVATE KEY-----)",
+    )
+}
+
+/// Reads `path`, which must have a `-----BEGIN ...` line ending in
+/// `label_end` (`what`, for the error).
+fn read_pem(path: &str, label_end: &str, what: &str) -> Result<Option<PemFile>, String> {
     if path.is_empty() {
         return Ok(None);
     }
     let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    if !pem
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    let text = String::from_utf8_lossy(&pem);
+    if !text
+        .lines()
+        .any(|line| line.starts_with("-----BEGIN ") && line.trim_end().ends_with(label_end))
     {
-        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+        return Err(format!("holds no {what}"));
     }
-    Ok(Some(CaFile {
+    Ok(Some(PemFile {
         path: path.to_string(),
         pem,
     }))

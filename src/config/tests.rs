@@ -237,52 +237,98 @@ fn redis_urls_may_ask_for_tls_and_are_logged_without_their_password() {
 }
 
 #[test]
-fn a_ca_file_must_hold_certificates_and_goes_with_a_rediss_url() {
-    let dir = std::env::temp_dir().join(format!("pubsub-ca-{}", std::process::id()));
+fn tls_files_must_hold_what_they_name_and_go_with_a_rediss_url() {
+    let dir = std::env::temp_dir().join(format!("pubsub-tls-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let ca = dir.join("ca.pem");
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(&ca, certified.cert.pem()).unwrap();
-    let not_pem = dir.join("not.pem");
-    std::fs::write(&not_pem, "hello").unwrap();
-    let ca = ca.to_str().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let cert = write("cert.pem", &certified.cert.pem());
+    let key = write("key.pem", &certified.signing_key.serialize_pem());
+    let not_pem = write("not.pem", "hello");
+    let (cert, key) = (cert.as_str(), key.as_str());
+    let tls = ("REDIS_URL", "rediss://127.0.0.1:6380");
 
+    let config = with(&[tls, ("REDIS_CA_FILE", cert)]).unwrap();
+    assert_eq!(
+        config.redis_ca.as_ref().map(|c| c.path.as_str()),
+        Some(cert)
+    );
+    assert!(matches!(config.redis_client(), Some(Ok(_))));
     let config = with(&[
-        ("REDIS_URL", "rediss://127.0.0.1:6380"),
-        ("REDIS_CA_FILE", ca),
+        tls,
+        ("REDIS_CA_FILE", cert),
+        ("REDIS_CLIENT_CERT_FILE", cert),
+        ("REDIS_CLIENT_KEY_FILE", key),
     ])
     .unwrap();
-    assert_eq!(config.redis_ca.as_ref().map(|c| c.path.as_str()), Some(ca));
     assert!(matches!(config.redis_client(), Some(Ok(_))));
-    for (vars, why) in [
+    assert!(
+        !format!("{config:?}").contains("PRIVATE KEY"),
+        "a key is never shown"
+    );
+
+    let plain = ("REDIS_URL", "redis://127.0.0.1:6379");
+    for (vars, variable, why) in [
         (
-            vec![("REDIS_CA_FILE", ca)],
+            vec![("REDIS_CA_FILE", cert)],
+            "REDIS_CA_FILE",
             "only for a rediss:// REDIS_URL",
         ),
         (
-            vec![
-                ("REDIS_URL", "redis://127.0.0.1:6379"),
-                ("REDIS_CA_FILE", ca),
-            ],
-            "only for a rediss:// REDIS_URL",
+            vec![plain, ("REDIS_CA_FILE", cert)],
+            "REDIS_CA_FILE",
+            "only for a rediss://",
         ),
         (
             vec![
-                ("REDIS_URL", "rediss://h:1"),
-                ("REDIS_CA_FILE", "/nonexistent/ca.pem"),
+                plain,
+                ("REDIS_CLIENT_CERT_FILE", cert),
+                ("REDIS_CLIENT_KEY_FILE", key),
             ],
+            "REDIS_CLIENT_CERT_FILE",
+            "only for a rediss://",
+        ),
+        (
+            vec![tls, ("REDIS_CA_FILE", "/nonexistent/ca.pem")],
+            "REDIS_CA_FILE",
             "cannot read it",
         ),
         (
-            vec![
-                ("REDIS_URL", "rediss://h:1"),
-                ("REDIS_CA_FILE", not_pem.to_str().unwrap()),
-            ],
+            vec![tls, ("REDIS_CA_FILE", &not_pem)],
+            "REDIS_CA_FILE",
             "holds no PEM certificate",
+        ),
+        (
+            vec![tls, ("REDIS_CA_FILE", key)],
+            "REDIS_CA_FILE",
+            "holds no PEM certificate",
+        ),
+        (
+            vec![tls, ("REDIS_CLIENT_CERT_FILE", cert)],
+            "REDIS_CLIENT_CERT_FILE",
+            "needs REDIS_CLIENT_KEY_FILE",
+        ),
+        (
+            vec![tls, ("REDIS_CLIENT_KEY_FILE", key)],
+            "REDIS_CLIENT_KEY_FILE",
+            "needs REDIS_CLIENT_CERT_FILE",
+        ),
+        (
+            vec![
+                tls,
+                ("REDIS_CLIENT_CERT_FILE", cert),
+                ("REDIS_CLIENT_KEY_FILE", cert),
+            ],
+            "REDIS_CLIENT_KEY_FILE",
+            "holds no PEM private key",
         ),
     ] {
         let err = with(&vars).unwrap_err();
-        assert_eq!(err.variable, "REDIS_CA_FILE", "{vars:?}");
+        assert_eq!(err.variable, variable, "{vars:?}");
         assert!(err.reason.contains(why), "{vars:?}: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();

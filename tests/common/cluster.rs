@@ -46,7 +46,8 @@ static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 pub struct RedisServer {
     pub port: u16,
     /// A second port that speaks TLS (`start_with_tls`), with a server
-    /// certificate for 127.0.0.1 from a CA of the test's own.
+    /// certificate for 127.0.0.1 from a CA of the test's own, and that
+    /// asks clients for a certificate from the same CA.
     pub tls_port: Option<u16>,
     dir: PathBuf,
     aof: bool,
@@ -79,8 +80,9 @@ impl RedisServer {
         panic!("redis-server did not start with TLS on 5 free ports: {failures:#?}");
     }
 
-    /// A CA (`ca.pem`) and the server's certificate for 127.0.0.1 signed
-    /// by it (`server.pem`, `server.key`), in the server's directory.
+    /// A CA (`ca.pem`), the server's certificate for 127.0.0.1 signed by
+    /// it (`server.pem`, `server.key`) and a client's (`client.pem`,
+    /// `client.key`), in the server's directory.
     fn write_certificates(&self) {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -94,6 +96,13 @@ impl RedisServer {
             .unwrap()
             .signed_by(&server_key, &ca)
             .unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let client = rcgen::CertificateParams::new(vec!["pubsub-node".to_string()])
+            .unwrap()
+            .signed_by(&client_key, &ca)
+            .unwrap();
+        std::fs::write(self.dir.join("client.pem"), client.pem()).unwrap();
+        std::fs::write(self.dir.join("client.key"), client_key.serialize_pem()).unwrap();
         std::fs::write(self.dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(self.dir.join("server.pem"), server.pem()).unwrap();
         std::fs::write(self.dir.join("server.key"), server_key.serialize_pem()).unwrap();
@@ -110,6 +119,11 @@ impl RedisServer {
     /// The CA the TLS port's certificate chains to.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")
+    }
+
+    /// A client certificate and its key that the TLS port accepts.
+    pub fn client_files(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("client.pem"), self.dir.join("client.key"))
     }
 
     /// Without persistence on `port` (which a node may already be trying).
@@ -182,7 +196,7 @@ impl RedisServer {
                 .arg(self.dir.join("server.key"))
                 .arg("--tls-ca-cert-file")
                 .arg(self.ca_file())
-                .args(["--tls-auth-clients", "no"]);
+                .args(["--tls-auth-clients", "yes"]);
         }
         if self.aof {
             command.args(["--appendonly", "yes", "--appendfsync", "always"]);
