@@ -118,6 +118,24 @@ fn paced_publisher(node: &Node, topic: &str, pause: Duration) -> Publisher {
     )
 }
 
+/// A paced publisher on each of `nodes`, returned once each has had
+/// `acked` publishes acked.
+fn streaming_publishers(
+    nodes: &[Node],
+    topic: &str,
+    pause: Duration,
+    acked: usize,
+) -> Vec<Publisher> {
+    let publishers: Vec<Publisher> = nodes
+        .iter()
+        .map(|node| paced_publisher(node, topic, pause))
+        .collect();
+    for publisher in &publishers {
+        publisher.wait_acked(acked, WAIT);
+    }
+    publishers
+}
+
 /// After the publishers stopped: one last publish (REST, on `node`) whose
 /// `seq` is the topic's last; waits until every collector has it and
 /// returns it.
@@ -478,13 +496,7 @@ fn clients_of_a_killed_node_resume_on_the_others_with_nothing_lost_or_repeated()
     }
     assert_eq!(epochs.len(), 1);
     let epoch = epochs.into_iter().next().unwrap();
-    let publishers: Vec<Publisher> = cluster.nodes[..2]
-        .iter()
-        .map(|node| paced_publisher(node, "f", Duration::from_millis(1)))
-        .collect();
-    for publisher in &publishers {
-        publisher.wait_acked(100, WAIT);
-    }
+    let publishers = streaming_publishers(&cluster.nodes[..2], "f", Duration::from_millis(1), 100);
 
     cluster.nodes[2].process.child.kill().unwrap();
     let mut second_legs = Vec::new();
@@ -798,13 +810,7 @@ fn redis_killed_and_restarted_with_aof_loses_no_acked_message() {
     create_topic(cluster.nodes[0].addr(), "s");
     cluster.wait_listed("s");
     let (collectors, epoch) = subscribe_everywhere(&cluster, "s", 1);
-    let publishers: Vec<Publisher> = cluster.nodes[..2]
-        .iter()
-        .map(|node| paced_publisher(node, "s", Duration::from_millis(2)))
-        .collect();
-    for publisher in &publishers {
-        publisher.wait_acked(100, WAIT);
-    }
+    let publishers = streaming_publishers(&cluster.nodes[..2], "s", Duration::from_millis(2), 100);
 
     cluster.redis.kill();
     let died = Instant::now();
@@ -844,14 +850,7 @@ fn redis_paused_for_two_seconds_leaves_every_sequence_contiguous() {
     create_topic(cluster.nodes[0].addr(), "s");
     cluster.wait_listed("s");
     let (collectors, _) = subscribe_everywhere(&cluster, "s", 1);
-    let publishers: Vec<Publisher> = cluster
-        .nodes
-        .iter()
-        .map(|node| paced_publisher(node, "s", Duration::from_millis(2)))
-        .collect();
-    for publisher in &publishers {
-        publisher.wait_acked(50, WAIT);
-    }
+    let publishers = streaming_publishers(&cluster.nodes, "s", Duration::from_millis(2), 50);
 
     cluster.redis.pause();
     let paused = Instant::now();
@@ -927,13 +926,7 @@ fn a_killed_subscription_is_repaired_from_the_ring() {
     create_topic(cluster.nodes[0].addr(), "s");
     cluster.wait_listed("s");
     let (collectors, _) = subscribe_everywhere(&cluster, "s", 1);
-    let publishers: Vec<Publisher> = cluster.nodes[..2]
-        .iter()
-        .map(|node| paced_publisher(node, "s", Duration::from_millis(1)))
-        .collect();
-    for publisher in &publishers {
-        publisher.wait_acked(100, WAIT);
-    }
+    let publishers = streaming_publishers(&cluster.nodes[..2], "s", Duration::from_millis(1), 100);
     // Each time, every node subscribes again at once (the back-off starts
     // over after a good connection) and repairs the gap.
     let mut before = pubsub_client_ids(&cluster.redis);

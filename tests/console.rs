@@ -107,6 +107,17 @@ fn assert_clean(page: &mut Browser) {
     assert_eq!(page.dialogs(), Vec::<String>::new(), "dialogs");
 }
 
+/// No script threw (a page without the console may log other problems,
+/// such as its missing icon).
+fn assert_no_exceptions(page: &mut Browser) {
+    let exceptions: Vec<String> = page
+        .problems()
+        .into_iter()
+        .filter(|p| p.starts_with("exception"))
+        .collect();
+    assert_eq!(exceptions, Vec::<String>::new());
+}
+
 #[test]
 fn the_files_are_served_with_their_types_and_the_page_with_its_policy() {
     let broker = TestBroker::with(&[("API_KEY", "s3cret")]);
@@ -627,12 +638,7 @@ fn the_client_resumes_on_the_broker_and_misses_nothing_published_while_it_was_aw
         json!([[1, 2, 3, 4, 5], 0]),
         "each event once, in order, nothing lost"
     );
-    let exceptions: Vec<String> = page
-        .problems()
-        .into_iter()
-        .filter(|p| p.starts_with("exception"))
-        .collect();
-    assert_eq!(exceptions, Vec::<String>::new());
+    assert_no_exceptions(&mut page);
 }
 
 /// A client given the `urls` of two nodes of a cluster (a real
@@ -687,11 +693,6 @@ fn given_the_nodes_of_a_cluster_the_client_goes_on_with_another_when_its_node_di
         ]),
         "each event once, in order, first from node a, then from node b"
     );
-    let exceptions: Vec<String> = page
-        .problems()
-        .into_iter()
-        .filter(|p| p.starts_with("exception"))
-        .collect();
-    assert_eq!(exceptions, Vec::<String>::new());
+    assert_no_exceptions(&mut page);
     cluster.nodes[1].assert_sound();
 }
