@@ -13,6 +13,9 @@ mod common;
 use browser::{js, Browser};
 use common::*;
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn open_console(broker: &TestBroker) -> Browser {
     let mut page = Browser::start();
@@ -243,7 +246,7 @@ fn a_burst_of_events_is_drawn_in_batches_into_a_bounded_log() {
     let mut publisher = broker.client();
     const EVENTS: u64 = 10_000;
     const WINDOW: u64 = 500;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     for window in 0..EVENTS / WINDOW {
         for n in window * WINDOW..(window + 1) * WINDOW {
             publisher.send(json!({"type": "publish", "topic": "firehose",
@@ -695,4 +698,69 @@ fn given_the_nodes_of_a_cluster_the_client_goes_on_with_another_when_its_node_di
     );
     assert_no_exceptions(&mut page);
     cluster.nodes[1].assert_sound();
+}
+
+/// Subscribing again to a topic on the same connection (a new handler,
+/// with `lastN`) while events stream: each handler gets every `seq` once,
+/// consecutively, though the broker may send an event live before the
+/// ack and again in the replay after it, or replay what is still queued.
+#[test]
+fn subscribing_again_while_events_stream_gives_each_handler_every_event_once() {
+    let broker = TestBroker::start();
+    broker.create_topic("orders");
+    let mut page = Browser::start();
+    page.open(&format!("http://{}/health", broker.addr));
+    page.eval(
+        r#"(async () => {
+            const { connect } = await import("/pubsub.js");
+            window.ps = connect({});
+            window.handlers = [];
+            await window.ps.subscribe("orders", () => {});
+        })()"#,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (mut client, stop) = (broker.client(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                n += 1;
+                client.publish("orders", &format!("m{n}"), json!(n));
+            }
+            n
+        })
+    };
+    // Twenty handlers, one after the other, each subscribed while the
+    // stream runs and kept until 30 events reached it.
+    let result = page.eval(
+        r#"(async () => {
+            for (let i = 0; i < 20; i++) {
+                const seqs = [];
+                window.handlers.push(seqs);
+                await window.ps.subscribe("orders", (event) => seqs.push(event.seq), { lastN: 5 });
+                while (seqs.length < 30) await new Promise((resolve) => setTimeout(resolve, 2));
+            }
+            return window.handlers;
+        })()"#,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let published = publisher.join().unwrap();
+    assert!(published > 100, "the stream ran: {published} publishes");
+    let handlers = result.as_array().expect("the handlers' seqs");
+    assert_eq!(handlers.len(), 20);
+    for (i, seqs) in handlers.iter().enumerate() {
+        let seqs: Vec<u64> = seqs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .collect();
+        assert!(seqs.len() >= 30, "handler {i}: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "handler {i} got a seq twice or skipped one: {seqs:?}"
+        );
+    }
+    assert_no_exceptions(&mut page);
 }

@@ -108,7 +108,8 @@ export class PubSub extends EventTarget {
    * Subscribes to `topic`; `onEvent(event)` gets each event, the broker's
    * `{ type, topic, message: { id, payload }, seq, ts }`. With `lastN`, the
    * last `lastN` messages come first. One handler per topic: subscribing
-   * again replaces it. Resolves with the ack once the broker has the
+   * again replaces it, and the new one's events start with that
+   * subscription (its replay, then live), each once. Resolves with the ack once the broker has the
    * subscription (waiting for the connection if it is down); rejects with
    * a PubSubError such as TOPIC_NOT_FOUND, and then the subscription is
    * dropped.
@@ -259,7 +260,11 @@ export class PubSub extends EventTarget {
     this.#request(frame).then(
       (ack) => {
         if (this.#subs.get(topic) !== sub) return;
-        if (typeof ack.epoch === "string") sub.epoch = ack.epoch;
+        if (typeof ack.epoch === "string") {
+          // Another epoch numbers from 1 again: what was seen says nothing.
+          if (sub.epoch !== undefined && sub.epoch !== ack.epoch) sub.lastSeq = undefined;
+          sub.epoch = ack.epoch;
+        }
         const replayFollows = ack.recovered === true || (frame.last_n > 0 && ack.last_seq > 0);
         if (typeof ack.last_seq === "number" && !replayFollows) sub.lastSeq = ack.last_seq;
         if (ack.recovered === false) {
@@ -289,8 +294,17 @@ export class PubSub extends EventTarget {
     switch (msg.type) {
       case "event": {
         const sub = this.#subs.get(msg.topic);
-        if (!sub) return;
-        if (Number.isInteger(msg.seq)) sub.lastSeq = msg.seq;
+        // Subscribing again on this connection replaces the handler at
+        // once, but its events start at the ack: what comes before is the
+        // previous subscription's. After the ack, the broker may still send
+        // an event it replayed (queued before the subscribe): within an
+        // epoch, each reaches the handler once. (A broker without epochs
+        // may number from 1 again after a restart: its events all pass.)
+        if (!sub || sub.waiter) return;
+        if (Number.isInteger(msg.seq)) {
+          if (sub.epoch !== undefined && sub.lastSeq !== undefined && msg.seq <= sub.lastSeq) return;
+          sub.lastSeq = msg.seq;
+        }
         sub.onEvent(msg);
         return;
       }
