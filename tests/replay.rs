@@ -202,3 +202,52 @@ fn replay_then_live_is_consecutive_while_a_publisher_runs() {
         );
     }
 }
+
+/// Subscribing again on a connection that has not read its events yet:
+/// those still queued in the broker come before the new ack, and after it
+/// only the replay and newer events, consecutively (no seq twice after the
+/// ack).
+#[test]
+fn subscribing_again_writes_what_is_still_queued_before_the_ack() {
+    let broker = TestBroker::start();
+    broker.create_topic("t");
+    let mut sub = broker.client();
+    sub.subscribe("t", 0);
+    // Events of 100 KiB that the subscriber does not read yet: the
+    // sockets' buffers fill and the rest stay queued in the broker.
+    let mut publisher = broker.client();
+    let filler = "x".repeat(100 * 1024);
+    for i in 1..=60 {
+        publisher.publish("t", &format!("m{i}"), json!({ "f": filler }));
+    }
+    sub.send(
+        json!({"type":"subscribe","topic":"t","client_id":"again","last_n":5,"request_id":"again"}),
+    );
+    let mut before_ack = Vec::new();
+    let ack = loop {
+        let frame = sub.recv();
+        match frame["type"].as_str() {
+            Some("event") => before_ack.push(frame["seq"].as_u64().unwrap()),
+            _ => break frame,
+        }
+    };
+    assert_eq!(
+        (
+            ack["type"].as_str(),
+            ack["request_id"].as_str(),
+            ack["last_seq"].as_u64()
+        ),
+        (Some("ack"), Some("again"), Some(60)),
+        "{ack}"
+    );
+    assert_eq!(
+        before_ack,
+        (1..=60).collect::<Vec<_>>(),
+        "what the first subscription was given, all of it before the ack"
+    );
+    publisher.publish("t", "m61", json!({ "f": 61 }));
+    for seq in 56..=61 {
+        expect_event(&mut sub, "t", seq, &format!("m{seq}"));
+    }
+    sub.ping("end");
+}

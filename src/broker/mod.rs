@@ -85,6 +85,9 @@ pub enum Replay<'a> {
 /// What a subscribe got.
 #[derive(Debug)]
 pub struct Subscribed {
+    /// For a connection that was subscribed already: the events still
+    /// queued to it (of any topic), to write before the ack.
+    pub earlier: Vec<SharedFrame>,
     /// The events to write before any live one, oldest first.
     pub replay: Vec<SharedFrame>,
     /// The `seq` of the last message published before the subscription
@@ -302,7 +305,9 @@ impl Topic {
     /// queue, every earlier one it is given is in the replay: no gap, no
     /// duplicate. `already_subscribed` comes from the caller, which tracks
     /// its own subscriptions: a repeated subscribe replays but does not
-    /// join twice, and the topic need not search its list.
+    /// join twice, and the topic need not search its list; it takes what
+    /// is still queued to the subscriber (`Subscribed::earlier`), so the
+    /// caller must be the queue's owner.
     pub fn subscribe(
         &self,
         subscriber: &Arc<SubscriberQueue>,
@@ -321,6 +326,7 @@ impl Topic {
                 // on another node. It gets what follows it, once it comes.
                 state.waiting.push((Arc::clone(subscriber), seq + 1));
                 return Ok(Subscribed {
+                    earlier: Vec::new(),
                     replay: Vec::new(),
                     last_seq: seq,
                     recovered: Some(true),
@@ -331,19 +337,17 @@ impl Topic {
         if !already_subscribed {
             state.subscribers.push(Arc::clone(subscriber));
         }
-        Ok(match replay {
-            Replay::LastN(0) => Subscribed {
-                replay: Vec::new(),
-                last_seq,
-                recovered: None,
-                epoch: topic_epoch,
-            },
-            Replay::LastN(n) => Subscribed {
-                replay: state.ring.last(n),
-                last_seq,
-                recovered: None,
-                epoch: topic_epoch,
-            },
+        // Subscribed already, the connection may have events of this topic
+        // queued up to `last_seq`: they are taken now, under the lock, so
+        // that only the replay and what follows `last_seq` come after the
+        // ack. (The caller is the queue's owner, the one thread that pops.)
+        let earlier = if already_subscribed && !subscriber.is_slow() {
+            std::iter::from_fn(|| subscriber.pop()).collect()
+        } else {
+            Vec::new()
+        };
+        let (replay, recovered) = match replay {
+            Replay::LastN(n) => (state.ring.last(n), None),
             Replay::Since { seq, epoch } => {
                 let recovered =
                     epoch == topic_epoch && seq <= last_seq && state.ring.holds_after(seq);
@@ -356,13 +360,15 @@ impl Topic {
                 } else {
                     Vec::new()
                 };
-                Subscribed {
-                    replay,
-                    last_seq,
-                    recovered: Some(recovered),
-                    epoch: topic_epoch,
-                }
+                (replay, Some(recovered))
             }
+        };
+        Ok(Subscribed {
+            earlier,
+            replay,
+            last_seq,
+            recovered,
+            epoch: topic_epoch,
         })
     }
 

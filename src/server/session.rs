@@ -14,7 +14,7 @@ use crate::broker::change::Outcome;
 use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
 use crate::broker::{Replay, Topic};
 use crate::protocol::{self, Acked, ClientRequest, ErrorCode, Start};
-use crate::ws::frame::append_text_frame;
+use crate::ws::frame::{append_text_frame, SharedFrame};
 use crate::ws::SessionKind;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -186,6 +186,14 @@ impl Session {
         match topic.subscribe(queue, replay, already_subscribed) {
             Err(_) => reply_topic_not_found(out, name, request_id),
             Ok(subscribed) => {
+                let write_events = |frames: &[SharedFrame], out: &mut Output| {
+                    ctx.metrics.record_delivered(frames.len() as u64);
+                    out.messages += frames.len() as u64;
+                    for frame in frames {
+                        out.buffer().extend_from_slice(frame);
+                    }
+                };
+                write_events(&subscribed.earlier, out);
                 let acked = Acked::Subscribed {
                     epoch: &subscribed.epoch,
                     last_seq: subscribed.last_seq,
@@ -195,12 +203,7 @@ impl Session {
                     out,
                     &protocol::encode_ack(request_id, name, acked, SystemTime::now()),
                 );
-                let replayed = subscribed.replay.len() as u64;
-                ctx.metrics.record_delivered(replayed);
-                out.messages += replayed;
-                for frame in &subscribed.replay {
-                    out.buffer().extend_from_slice(frame);
-                }
+                write_events(&subscribed.replay, out);
                 if !already_subscribed {
                     self.topics.push(topic);
                 }
