@@ -436,7 +436,10 @@ impl Config {
             handshake_timeout: HANDSHAKE_TIMEOUT_SECS.read(&lookup)?,
             log_level: LOG_LEVEL.read(&lookup)?,
             log_format: LOG_FORMAT.read(&lookup)?,
-            redis_url: REDIS_URL.read(&lookup)?,
+            redis_url: REDIS_URL.read(&lookup).map_err(|e| ConfigError {
+                value: without_password(&e.value),
+                ..e
+            })?,
             redis_ca: REDIS_CA_FILE.read(&lookup)?,
             redis_client_cert: REDIS_CLIENT_CERT_FILE.read(&lookup)?,
             redis_client_key: REDIS_CLIENT_KEY_FILE.read(&lookup)?,
@@ -526,22 +529,12 @@ impl Config {
         })
     }
 
-    /// `REDIS_URL` for logs: a password in it is replaced by `***`.
+    /// `REDIS_URL` for logs, without its password.
     pub fn redis_url_shown(&self) -> String {
-        let Some(url) = &self.redis_url else {
-            return String::new();
-        };
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return url.clone();
-        };
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        match rest[..authority_end].rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-                format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
-            }
-            None => url.clone(),
-        }
+        self.redis_url
+            .as_deref()
+            .map(without_password)
+            .unwrap_or_default()
     }
 
     /// Every setting's name and value, for the start-up log (the API key
@@ -559,6 +552,22 @@ impl Config {
             addr: "127.0.0.1:0".parse().expect("valid address"),
             ..Config::default()
         }
+    }
+}
+
+/// A URL with the password of its user part replaced by `***`, for logs
+/// and errors.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
     }
 }
 

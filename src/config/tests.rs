@@ -226,6 +226,9 @@ fn redis_urls_may_ask_for_tls_and_are_logged_without_their_password() {
     }
     let err = with(&[("REDIS_URL", "http://127.0.0.1:6379")]).unwrap_err();
     assert_eq!(err.variable, "REDIS_URL");
+    let err = with(&[("REDIS_URL", "http://admin:secret@127.0.0.1:6379")]).unwrap_err();
+    assert_eq!(err.value, "http://admin:***@127.0.0.1:6379");
+    assert!(!err.to_string().contains("secret"), "{err}");
     let shown = |url: &str| with(&[("REDIS_URL", url)]).unwrap().redis_url_shown();
     assert_eq!(
         shown("redis://victim:secret@127.0.0.1:6379/0"),
