@@ -478,6 +478,43 @@ fn last_n_and_resume_work_on_any_node() {
     cluster.assert_sound();
 }
 
+/// A node that stops gracefully (SIGTERM) takes its subscriber counts out
+/// of Redis once its last connection closed: the other nodes count right
+/// again at their next heartbeat (1 s), not once the counts expire (5 s).
+#[test]
+fn a_node_that_stops_gracefully_stops_counting_at_once() {
+    let mut cluster = Cluster::start(2, &[]);
+    let a = cluster.nodes[0].addr();
+    create_topic(a, "t");
+    cluster.wait_listed("t");
+    let mut on_b = cluster.nodes[1].client();
+    on_b.subscribe("t", 0);
+    eventually("A counting B's subscriber", || {
+        subscribers(a, "t") == Some(1)
+    });
+
+    cluster.nodes[1].process.signal("TERM");
+    assert_eq!(on_b.expect("info")["msg"], "server_shutdown");
+    drop(on_b);
+    let status = cluster.nodes[1].process.wait_exit(WAIT);
+    assert!(status.success(), "{status}");
+    let stopped = Instant::now();
+    eventually("A no longer counting B's subscriber", || {
+        subscribers(a, "t") == Some(0)
+    });
+    let took = stopped.elapsed();
+    eprintln!("A stopped counting {took:?} after B exited");
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?}: as if B's counts had expired instead of being taken out"
+    );
+    assert!(cluster.nodes[1]
+        .process
+        .stderr()
+        .contains("left the cluster"));
+    cluster.nodes[0].assert_sound();
+}
+
 /// The failover a cluster is for: a node dies (SIGKILL) in the middle of a
 /// stream, and its clients reconnect to the other nodes and resume from
 /// the last `seq` they saw. Each ends with every message once, in order.

@@ -90,6 +90,32 @@ impl ClusterState {
         self.up.load(Ordering::Acquire)
     }
 
+    /// Takes this node's subscriber counts out of Redis at once (a
+    /// graceful stop, after its last connection closed), rather than
+    /// letting them expire after `NODE_EXPIRY`: the other nodes count
+    /// right again at their next heartbeat. Best effort, within
+    /// `REQUEST_TIMEOUT`.
+    pub fn leave(&self) {
+        let left = self
+            .client
+            .get_connection_with_timeout(REQUEST_TIMEOUT)
+            .and_then(|mut conn| {
+                conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+                redis::pipe()
+                    .del(keys::node_key(&self.node_id))
+                    .ignore()
+                    .zrem(keys::NODES, &self.node_id)
+                    .ignore()
+                    .query::<()>(&mut conn)
+            });
+        match left {
+            Ok(()) => log::info!(node = self.node_id.as_str(); "left the cluster"),
+            Err(e) => {
+                log::warn!(node = self.node_id.as_str(), why = e.to_string().as_str(); "could not leave the cluster; its counts expire")
+            }
+        }
+    }
+
     /// Requests can be carried out and events are followed: what
     /// `/readyz` reports.
     pub fn is_ready(&self) -> bool {

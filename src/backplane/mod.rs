@@ -97,6 +97,14 @@ impl Backplane {
         }
     }
 
+    /// After the last connection closed: cluster mode takes this node's
+    /// counts out of Redis (see `ClusterState::leave`).
+    pub fn leave(&self) {
+        if let Some(cluster) = self.cluster() {
+            cluster.leave();
+        }
+    }
+
     /// False in cluster mode while Redis cannot be reached.
     pub fn is_up(&self) -> bool {
         self.cluster().is_none_or(ClusterState::is_up)

@@ -133,13 +133,15 @@ impl Server {
         }
     }
 
-    /// Waits for every worker to finish draining.
+    /// Waits for every worker to finish draining, then leaves the cluster,
+    /// if any.
     pub fn wait(self) {
         for worker in self.workers {
             if worker.join().is_err() {
                 log::error!("a worker thread panicked");
             }
         }
+        self.shared.backplane.leave();
     }
 }
 
