@@ -109,10 +109,10 @@ export class PubSub extends EventTarget {
    * `{ type, topic, message: { id, payload }, seq, ts }`. With `lastN`, the
    * last `lastN` messages come first. One handler per topic: subscribing
    * again replaces it, and the new one's events start with that
-   * subscription (its replay, then live), each once. Resolves with the ack once the broker has the
-   * subscription (waiting for the connection if it is down); rejects with
-   * a PubSubError such as TOPIC_NOT_FOUND, and then the subscription is
-   * dropped.
+   * subscription (its replay, then live), each once. Resolves with the
+   * ack once the broker has the subscription (waiting for the connection
+   * if it is down); rejects with a PubSubError such as TOPIC_NOT_FOUND,
+   * and then the subscription is dropped.
    */
   subscribe(topic, onEvent, { lastN = 0 } = {}) {
     return new Promise((resolve, reject) => {
@@ -296,10 +296,11 @@ export class PubSub extends EventTarget {
         const sub = this.#subs.get(msg.topic);
         // Subscribing again on this connection replaces the handler at
         // once, but its events start at the ack: what comes before is the
-        // previous subscription's. After the ack, the broker may still send
-        // an event it replayed (queued before the subscribe): within an
-        // epoch, each reaches the handler once. (A broker without epochs
-        // may number from 1 again after a restart: its events all pass.)
+        // previous subscription's. After the ack, within an epoch, a seq
+        // already seen is dropped (brokers before this one wrote events
+        // still queued after a repeated subscribe's replay). A broker
+        // without epochs may number from 1 again after a restart: its
+        // events all pass.
         if (!sub || sub.waiter) return;
         if (Number.isInteger(msg.seq)) {
           if (sub.epoch !== undefined && sub.lastSeq !== undefined && msg.seq <= sub.lastSeq) return;
