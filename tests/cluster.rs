@@ -136,6 +136,15 @@ fn streaming_publishers(
     publishers
 }
 
+/// Waits until each of `publishers` has had `more` publishes acked, stops
+/// them and returns every reply.
+fn stop_after(publishers: Vec<Publisher>, more: usize) -> Vec<Sent> {
+    for publisher in &publishers {
+        publisher.wait_acked(more, WAIT);
+    }
+    publishers.into_iter().flat_map(Publisher::finish).collect()
+}
+
 /// After the publishers stopped: one last publish (REST, on `node`) whose
 /// `seq` is the topic's last; waits until every collector has it and
 /// returns it.
@@ -562,13 +571,7 @@ fn clients_of_a_killed_node_resume_on_the_others_with_nothing_lost_or_repeated()
         );
         second_legs.push((before, Collector::start(&who, client)));
     }
-    for publisher in &publishers {
-        publisher.wait_acked(100, WAIT);
-    }
-    let mut sent = Vec::new();
-    for publisher in publishers {
-        sent.extend(publisher.finish());
-    }
+    let sent = stop_after(publishers, 100);
     let (befores, collectors): (Vec<_>, Vec<_>) = second_legs.into_iter().unzip();
     let last = last_publish(&cluster.nodes[0], "f", &collectors);
     eprintln!("{last} messages in all");
@@ -859,15 +862,8 @@ fn redis_killed_and_restarted_with_aof_loses_no_acked_message() {
         "every node ready {:?} after Redis restarted",
         restarted.elapsed()
     );
-    for publisher in &publishers {
-        publisher.wait_acked(50, WAIT);
-    }
-    let mut sent = Vec::new();
-    for publisher in publishers {
-        let mine = publisher.finish();
-        assert_refusals(&mine, died, restarted);
-        sent.extend(mine);
-    }
+    let sent = stop_after(publishers, 50);
+    assert_refusals(&sent, died, restarted);
     let last = last_publish(&cluster.nodes[2], "s", &collectors);
     for node in &cluster.nodes {
         let (_, detail) = http_json(node.addr(), "GET", "/topics/s", None, &[]);
@@ -899,13 +895,7 @@ fn redis_paused_for_two_seconds_leaves_every_sequence_contiguous() {
         "every node ready {:?} after Redis resumed",
         resumed.elapsed()
     );
-    for publisher in &publishers {
-        publisher.wait_acked(50, WAIT);
-    }
-    let mut sent = Vec::new();
-    for publisher in publishers {
-        sent.extend(publisher.finish());
-    }
+    let sent = stop_after(publishers, 50);
     // The property is on what was acked and delivered; report the rest.
     let refused: Vec<&Sent> = sent.iter().filter(|s| s.outcome.is_err()).collect();
     let slowest = refused.iter().map(|s| s.latency).max().unwrap_or_default();
@@ -997,10 +987,7 @@ fn a_killed_subscription_is_repaired_from_the_ring() {
             publisher.wait_acked(50, WAIT);
         }
     }
-    let mut sent = Vec::new();
-    for publisher in publishers {
-        sent.extend(publisher.finish());
-    }
+    let sent = stop_after(publishers, 0);
     let refused: Vec<&Sent> = sent.iter().filter(|s| s.outcome.is_err()).collect();
     assert!(
         refused.is_empty(),
@@ -1066,13 +1053,7 @@ fn a_node_paused_past_the_output_buffer_limit_repairs_from_the_ring() {
     eventually("the node subscribed again", || {
         pubsub_clients(&cluster.redis) == 3
     });
-    for publisher in &publishers {
-        publisher.wait_acked(20, WAIT);
-    }
-    let mut sent = Vec::new();
-    for publisher in publishers {
-        sent.extend(publisher.finish());
-    }
+    let sent = stop_after(publishers, 20);
     let last = last_publish(&cluster.nodes[0], "s", &collectors);
     eprintln!("{last} messages of 16 KiB");
     assert_every_subscriber_saw_all(&cluster, collectors, "s", last, &acked_by_seq(&sent));
@@ -1241,29 +1222,8 @@ fn a_bad_redis_url_stops_the_broker_with_exit_2() {
         "redis://127.0.0.1:port",
         "127.0.0.1:6379",
     ] {
-        let mut child = broker_command(&[("REDIS_URL", url), ("NODE_ID", "a")])
-            .spawn()
-            .expect("spawn broker");
-        let mut pipe = child.stderr.take().unwrap();
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("REDIS_URL={url}: the broker did not exit within {WAIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
-        assert_eq!(
-            status.code(),
-            Some(2),
-            "REDIS_URL={url}: {status}; {stderr}"
-        );
+        let (code, stderr) = run_to_exit(&[("REDIS_URL", url), ("NODE_ID", "a")]);
+        assert_eq!(code, Some(2), "REDIS_URL={url}: {stderr}");
         assert!(stderr.contains("REDIS_URL"), "REDIS_URL={url}: {stderr}");
     }
 }

@@ -12,33 +12,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 
-/// Runs the binary with a cleared environment plus ADDR=127.0.0.1:0,
-/// WORKERS=2 and `env` (which may override both), expecting it to exit by
-/// itself within `WAIT`. Returns the exit code and stderr.
-fn run_to_exit(env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut child = broker_command(env).spawn().expect("spawn broker");
-    let mut pipe = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = reader.join().unwrap();
-            panic!("{env:?}: the broker did not exit within {WAIT:?}; stderr: {stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.code(), reader.join().unwrap())
-}
-
 /// Log lines at `level` (env_logger's `[timestamp LEVEL ] message`).
 /// Log lines are `<ts> <LEVEL> <msg> <fields>`.
 fn lines_at(stderr: &str, level: &str) -> usize {

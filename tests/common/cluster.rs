@@ -516,10 +516,56 @@ impl Cluster {
 /// (heartbeats aside) is kept, in order. It can be asked to send pings.
 pub struct Collector {
     seen: Arc<Mutex<Vec<Value>>>,
-    stop: Arc<AtomicBool>,
     to_send: mpsc::Sender<Value>,
-    thread: Option<JoinHandle<()>>,
+    reader: TestThread,
     pub name: String,
+}
+
+/// A thread a test runs until it says stop (the body polls the flag it is
+/// given) or the body ends; stopped and joined on drop too.
+struct TestThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestThread {
+    fn spawn(body: impl FnOnce(Arc<AtomicBool>) + Send + 'static) -> TestThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || body(stop))
+        };
+        TestThread {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Waits for the body to end; a panic in it fails the test.
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("a test thread panicked");
+        }
+    }
+
+    /// Tells the body to stop, then `join`s.
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.join();
+    }
+}
+
+impl Drop for TestThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Collector {
@@ -533,11 +579,10 @@ impl Collector {
     pub fn start(name: &str, mut client: Client) -> Collector {
         client.set_read_timeout(Duration::from_millis(50));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let (to_send, outgoing) = mpsc::channel::<Value>();
-        let thread = {
-            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
-            std::thread::spawn(move || {
+        let reader = {
+            let seen = Arc::clone(&seen);
+            TestThread::spawn(move |stop| {
                 // Bounded by the test's stop (and by WAIT after it at most).
                 while !stop.load(Ordering::Relaxed) {
                     for value in outgoing.try_iter() {
@@ -567,9 +612,8 @@ impl Collector {
         };
         Collector {
             seen,
-            stop,
             to_send,
-            thread: Some(thread),
+            reader,
             name: name.to_string(),
         }
     }
@@ -626,20 +670,8 @@ impl Collector {
 
     /// Stops the thread; returns everything received.
     pub fn finish(mut self) -> Vec<Value> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("reader thread");
-        }
+        self.reader.stop();
         self.seen()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -660,8 +692,7 @@ pub struct Sent {
 /// replies), with `pause` between windows, until stopped or `limit` sent.
 pub struct Publisher {
     sent: Arc<Mutex<Vec<Sent>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: TestThread,
 }
 
 pub struct PublisherPlan<'a> {
@@ -676,13 +707,12 @@ pub struct PublisherPlan<'a> {
 impl Publisher {
     pub fn start(mut client: Client, plan: PublisherPlan<'_>) -> Publisher {
         let sent = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let (topic, prefix) = (plan.topic.to_string(), plan.prefix.to_string());
         let (window, pause, limit) = (plan.window.max(1), plan.pause, plan.limit);
         let filler = "x".repeat(plan.payload_bytes);
         let thread = {
-            let (sent, stop) = (Arc::clone(&sent), Arc::clone(&stop));
-            std::thread::spawn(move || {
+            let sent = Arc::clone(&sent);
+            TestThread::spawn(move |stop| {
                 let mut i = 0;
                 while i < limit && !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
@@ -721,11 +751,7 @@ impl Publisher {
                 }
             })
         };
-        Publisher {
-            sent,
-            stop,
-            thread: Some(thread),
-        }
+        Publisher { sent, thread }
     }
 
     /// Replies so far.
@@ -756,7 +782,7 @@ impl Publisher {
     /// answered; returns every reply.
     pub fn complete(mut self, limit: Duration) -> Vec<Sent> {
         let deadline = Instant::now() + limit;
-        while !self.thread.as_ref().unwrap().is_finished() {
+        while !self.thread.is_finished() {
             assert!(
                 Instant::now() < deadline,
                 "the publisher did not finish within {limit:?}; {} replies",
@@ -764,30 +790,14 @@ impl Publisher {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.thread
-            .take()
-            .unwrap()
-            .join()
-            .expect("publisher thread");
+        self.thread.join();
         self.sent()
     }
 
     /// Stops (after the window in flight) and returns every reply.
     pub fn finish(mut self) -> Vec<Sent> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("publisher thread");
-        }
+        self.thread.stop();
         self.sent()
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
