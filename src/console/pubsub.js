@@ -260,11 +260,7 @@ export class PubSub extends EventTarget {
     this.#request(frame).then(
       (ack) => {
         if (this.#subs.get(topic) !== sub) return;
-        if (typeof ack.epoch === "string") {
-          // Another epoch numbers from 1 again: what was seen says nothing.
-          if (sub.epoch !== undefined && sub.epoch !== ack.epoch) sub.lastSeq = undefined;
-          sub.epoch = ack.epoch;
-        }
+        if (typeof ack.epoch === "string") sub.epoch = ack.epoch;
         const replayFollows = ack.recovered === true || (frame.last_n > 0 && ack.last_seq > 0);
         if (typeof ack.last_seq === "number" && !replayFollows) sub.lastSeq = ack.last_seq;
         if (ack.recovered === false) {
@@ -295,17 +291,11 @@ export class PubSub extends EventTarget {
       case "event": {
         const sub = this.#subs.get(msg.topic);
         // Subscribing again on this connection replaces the handler at
-        // once, but its events start at the ack: what comes before is the
-        // previous subscription's. After the ack, within an epoch, a seq
-        // already seen is dropped (brokers before this one wrote events
-        // still queued after a repeated subscribe's replay). A broker
-        // without epochs may number from 1 again after a restart: its
-        // events all pass.
+        // once, but its events start at the ack (the broker writes what it
+        // still had queued before it): what comes before is the previous
+        // subscription's.
         if (!sub || sub.waiter) return;
-        if (Number.isInteger(msg.seq)) {
-          if (sub.epoch !== undefined && sub.lastSeq !== undefined && msg.seq <= sub.lastSeq) return;
-          sub.lastSeq = msg.seq;
-        }
+        if (Number.isInteger(msg.seq)) sub.lastSeq = msg.seq;
         sub.onEvent(msg);
         return;
       }
