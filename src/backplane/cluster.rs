@@ -21,7 +21,7 @@ use crate::protocol::timestamp;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// A change not answered within this is answered `Unavailable`: under a
@@ -60,7 +60,19 @@ pub struct ClusterState {
     rtt_sum_micros: AtomicU64,
     /// Every other live node's subscribers, per topic.
     others: RwLock<HashMap<String, u64>>,
+    /// Times the event thread's subscription broke: Redis may have gone
+    /// away, so the request thread checks its connection before it next
+    /// sends on it.
+    subscription_losses: AtomicU64,
+    /// The threads that have not yet made their first attempt to reach
+    /// Redis (see `wait_first_attempts`).
+    first_attempts_left: Mutex<usize>,
+    first_attempts_done: Condvar,
 }
+
+/// The threads whose first attempt to reach Redis `Backplane::start`
+/// waits for: the request thread and the event thread.
+const THREADS: usize = 2;
 
 /// The round trips, for `/metrics`: cumulative counts per bucket, the
 /// total count and the sum in seconds.
@@ -83,7 +95,47 @@ impl ClusterState {
             rtt_counts: Default::default(),
             rtt_sum_micros: AtomicU64::new(0),
             others: RwLock::new(HashMap::new()),
+            subscription_losses: AtomicU64::new(0),
+            first_attempts_left: Mutex::new(THREADS),
+            first_attempts_done: Condvar::new(),
         }
+    }
+
+    /// One backplane thread has made its first attempt to reach Redis,
+    /// and it succeeded or failed (each thread says so once).
+    pub fn first_attempt_made(&self) {
+        let mut left = self
+            .first_attempts_left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            self.first_attempts_done.notify_all();
+        }
+    }
+
+    /// Waits, at most `limit`, until both threads have made their first
+    /// attempt: so that a node does not listen while it would still answer
+    /// `UNAVAILABLE` (or not know a topic) with Redis up. False on time-out.
+    pub fn wait_first_attempts(&self, limit: Duration) -> bool {
+        let left = self
+            .first_attempts_left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (left, _) = self
+            .first_attempts_done
+            .wait_timeout_while(left, limit, |left| *left > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        *left == 0
+    }
+
+    /// The event thread lost its subscription (see `subscription_losses`).
+    pub fn subscription_lost(&self) {
+        self.subscription_losses.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn subscription_losses(&self) -> u64 {
+        self.subscription_losses.load(Ordering::Acquire)
     }
 
     pub fn is_up(&self) -> bool {
@@ -227,7 +279,26 @@ struct RequestThread {
     broker: Arc<Broker>,
     receiver: Receiver<Request>,
     next_heartbeat: Instant,
+    /// Changes taken for a connection found dead before they were sent on
+    /// it: certainly not carried out, so they go on the next connection.
+    unsent: Vec<Request>,
 }
+
+/// Why the request thread stopped serving on a connection.
+enum Ended {
+    /// The workers are gone.
+    Stopped,
+    /// Found dead before a batch was sent on it (the batch waits in
+    /// `unsent`): a new connection is tried at once.
+    FoundDead(String),
+    /// Failed with changes in flight, or on a heartbeat.
+    Lost(String),
+}
+
+/// A connection without a round trip for this long is checked (`PING`)
+/// before a batch is sent on it: Redis may have gone and come back while
+/// it sat idle, which the first write would not tell.
+const IDLE_PROBE: Duration = Duration::from_millis(100);
 
 impl RequestThread {
     fn new(state: Arc<ClusterState>, broker: Arc<Broker>, receiver: Receiver<Request>) -> Self {
@@ -236,20 +307,35 @@ impl RequestThread {
             broker,
             receiver,
             next_heartbeat: Instant::now(),
+            unsent: Vec::new(),
         }
     }
 
     fn run(mut self) {
         let mut backoff = FIRST_BACKOFF;
+        let mut first_attempt = true;
         loop {
-            match self.connect() {
+            let connected = self.connect();
+            if std::mem::take(&mut first_attempt) {
+                self.state.first_attempt_made();
+            }
+            match connected {
                 Ok((mut conn, scripts)) => {
                     backoff = FIRST_BACKOFF;
                     self.state.set_up(true, "");
-                    let why = self.serve(&mut conn, &scripts);
-                    self.state.set_up(false, &why);
+                    match self.serve(&mut conn, &scripts) {
+                        Ended::Stopped => return,
+                        Ended::FoundDead(why) => {
+                            log::info!(node = self.state.node_id.as_str(), why = why.as_str(); "backplane connection found dead while idle; reconnecting");
+                            continue;
+                        }
+                        Ended::Lost(why) => self.state.set_up(false, &why),
+                    }
                 }
                 Err(e) => self.state.set_up(false, &e.to_string()),
+            }
+            for request in self.unsent.drain(..) {
+                request.answer(Outcome::Unavailable("the backplane is down"));
             }
             if !self.refuse_until(Instant::now() + backoff) {
                 return;
@@ -292,14 +378,24 @@ impl RequestThread {
         }
     }
 
-    /// Carries out changes until the connection fails; returns why.
-    fn serve(&mut self, conn: &mut redis::Connection, scripts: &Scripts) -> String {
+    /// Carries out changes until the connection fails (first those left
+    /// unsent on the last one).
+    fn serve(&mut self, conn: &mut redis::Connection, scripts: &Scripts) -> Ended {
+        let mut last_round_trip = Instant::now();
+        let mut losses_seen = self.state.subscription_losses();
+        if !self.unsent.is_empty() {
+            let batch = std::mem::take(&mut self.unsent);
+            if let Err(e) = self.carry_out(conn, scripts, batch) {
+                return Ended::Lost(e.to_string());
+            }
+        }
         loop {
             if Instant::now() >= self.next_heartbeat {
                 if let Err(e) = self.heartbeat(conn) {
-                    return e.to_string();
+                    return Ended::Lost(e.to_string());
                 }
-                self.next_heartbeat = Instant::now() + HEARTBEAT;
+                last_round_trip = Instant::now();
+                self.next_heartbeat = last_round_trip + HEARTBEAT;
             }
             let wait = self
                 .next_heartbeat
@@ -307,13 +403,34 @@ impl RequestThread {
             let first = match self.receiver.recv_timeout(wait) {
                 Ok(request) => request,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return "stopped".into(),
+                Err(RecvTimeoutError::Disconnected) => return Ended::Stopped,
             };
             let mut batch = vec![first];
             batch.extend(self.receiver.try_iter().take(MAX_PIPELINE - 1));
-            if let Err(e) = self.carry_out(conn, scripts, batch) {
-                return e.to_string();
+            let losses = self.state.subscription_losses();
+            if losses != losses_seen || last_round_trip.elapsed() > IDLE_PROBE {
+                losses_seen = losses;
+                match redis::cmd("PING").query::<()>(conn) {
+                    Ok(()) => {}
+                    // Hung rather than gone: the batch was not sent.
+                    Err(e) if e.is_timeout() => {
+                        for request in batch {
+                            request.answer(Outcome::Unavailable(
+                                "the backplane did not answer in time",
+                            ));
+                        }
+                        return Ended::Lost(e.to_string());
+                    }
+                    Err(e) => {
+                        self.unsent = batch;
+                        return Ended::FoundDead(e.to_string());
+                    }
+                }
             }
+            if let Err(e) = self.carry_out(conn, scripts, batch) {
+                return Ended::Lost(e.to_string());
+            }
+            last_round_trip = Instant::now();
         }
     }
 
@@ -367,8 +484,9 @@ impl RequestThread {
         Ok(())
     }
 
-    /// Adds the script call for `change` to `pipe`; for a creation, returns
-    /// the new topic's epoch.
+    /// Adds the script call for `change` to `pipe` (for a question, the
+    /// command that answers it); for a creation, returns the new topic's
+    /// epoch.
     fn invoke(
         &self,
         pipe: &mut redis::Pipeline,
@@ -376,38 +494,37 @@ impl RequestThread {
         change: &Change,
         ts: &str,
     ) -> Option<String> {
-        let name = match change {
-            Change::Create { name } | Change::Delete { name } => name,
-            Change::Publish { topic, .. } => topic,
+        let script_call = |pipe: &mut redis::Pipeline, sha: &str, name: &str| {
+            pipe.cmd("EVALSHA")
+                .arg(sha)
+                .arg(3)
+                .arg(keys::TOPICS)
+                .arg(keys::seq_key(name))
+                .arg(keys::ring_key(name))
+                .arg(name);
         };
-        let sha = match change {
-            Change::Publish { .. } => &scripts.publish,
-            Change::Create { .. } => &scripts.create,
-            Change::Delete { .. } => &scripts.delete,
-        };
-        let call = pipe
-            .cmd("EVALSHA")
-            .arg(sha)
-            .arg(3)
-            .arg(keys::TOPICS)
-            .arg(keys::seq_key(name))
-            .arg(keys::ring_key(name))
-            .arg(name);
         match change {
-            Change::Publish { message, .. } => {
-                call.arg(message.get())
+            Change::Publish { topic, message } => {
+                script_call(pipe, &scripts.publish, topic);
+                pipe.arg(message.get())
                     .arg(ts)
                     .arg(self.state.ring_size)
-                    .arg(keys::channel_of(name));
+                    .arg(keys::channel_of(topic));
                 None
             }
-            Change::Create { .. } => {
+            Change::Create { name } => {
                 let epoch = new_epoch();
-                call.arg(&epoch).arg(keys::channel_of(name));
+                script_call(pipe, &scripts.create, name);
+                pipe.arg(&epoch).arg(keys::channel_of(name));
                 Some(epoch)
             }
-            Change::Delete { .. } => {
-                call.arg(keys::channel_of(name));
+            Change::Delete { name } => {
+                script_call(pipe, &scripts.delete, name);
+                pipe.arg(keys::channel_of(name));
+                None
+            }
+            Change::ReadLastSeq { topic } => {
+                pipe.get(keys::seq_key(topic));
                 None
             }
         }
@@ -482,9 +599,18 @@ fn outcome_of(change: &Change, reply: &redis::Value) -> Outcome {
         (Change::Create { .. }, Value::Int(0)) => Outcome::Exists,
         (Change::Delete { .. }, Value::Int(1)) => Outcome::Deleted,
         (Change::Delete { .. }, Value::Int(0)) => Outcome::NoTopic,
-        (_, other) => {
-            log::error!(change:? = change, reply:? = other; "unexpected reply from the backplane");
-            Outcome::Unavailable("the backplane answered unexpectedly")
+        (Change::ReadLastSeq { .. }, Value::Nil) => Outcome::LastSeq(0),
+        (Change::ReadLastSeq { .. }, Value::BulkString(text)) => {
+            match std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()) {
+                Some(seq) => Outcome::LastSeq(seq),
+                None => unexpected(change, reply),
+            }
         }
+        _ => unexpected(change, reply),
     }
+}
+
+fn unexpected(change: &Change, reply: &redis::Value) -> Outcome {
+    log::error!(change:? = change, reply:? = reply; "unexpected reply from the backplane");
+    Outcome::Unavailable("the backplane answered unexpectedly")
 }

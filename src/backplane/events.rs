@@ -40,6 +40,9 @@ struct EventThread {
     broker: Arc<Broker>,
     /// The Redis data set last seen (`pubsub:incarnation`).
     incarnation: Option<String>,
+    /// This thread's first attempt to follow Redis has succeeded (it is
+    /// caught up) or failed, and `ClusterState` was told.
+    first_attempt_made: bool,
 }
 
 /// Why the thread reconnects.
@@ -51,6 +54,7 @@ impl EventThread {
             state,
             broker,
             incarnation: None,
+            first_attempt_made: false,
         }
     }
 
@@ -59,14 +63,24 @@ impl EventThread {
         loop {
             let followed = self.follow(&mut backoff);
             self.state.set_following(false);
+            self.report_first_attempt();
             match followed {
                 Ok(()) => return,
                 Err(why) => {
+                    self.state.subscription_lost();
                     log::warn!(node = self.state.node_id.as_str(), why = why.as_str(); "backplane events: reconnecting");
                 }
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Tells `ClusterState` once that this thread's first attempt to
+    /// follow Redis is over (caught up, or failed).
+    fn report_first_attempt(&mut self) {
+        if !std::mem::replace(&mut self.first_attempt_made, true) {
+            self.state.first_attempt_made();
         }
     }
 
@@ -94,6 +108,7 @@ impl EventThread {
             .map_err(text)?;
         self.catch_up(&mut commands).map_err(text)?;
         self.state.set_following(true);
+        self.report_first_attempt();
         *backoff = FIRST_BACKOFF;
         loop {
             let message = subscription

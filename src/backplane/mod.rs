@@ -22,7 +22,12 @@ use crate::broker::Broker;
 use crate::config::Config;
 use cluster::{ClusterState, Request, Requests};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a node in cluster mode waits at start for its first answer
+/// from Redis (or its failure) before it listens: a Redis that hangs must
+/// not keep it from starting.
+const FIRST_ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
 
 pub enum Backplane {
     Local,
@@ -41,8 +46,9 @@ pub struct ReplyTo<'a> {
 
 impl Backplane {
     /// The backplane `config` asks for: local, or Redis (its threads
-    /// started, connecting in the background: a Redis that cannot be
-    /// reached yet is not an error).
+    /// started, and their first attempt to reach Redis made, so that a
+    /// healthy Redis is never reported down; a Redis that cannot be
+    /// reached yet is not an error, the threads keep trying).
     pub fn start(config: &Config, broker: &Arc<Broker>) -> std::io::Result<Backplane> {
         let Some(client) = config.redis_client() else {
             return Ok(Backplane::Local);
@@ -56,6 +62,9 @@ impl Backplane {
         let requests = cluster::start_requests(Arc::clone(&state), Arc::clone(broker))?;
         events::start_events(Arc::clone(&state), Arc::clone(broker))?;
         log::info!(node = config.node_id.as_str(), redis = config.redis_url_shown().as_str(); "cluster mode");
+        if !state.wait_first_attempts(FIRST_ATTEMPT_LIMIT) {
+            log::warn!(node = config.node_id.as_str(); "the backplane has not answered yet; listening anyway");
+        }
         Ok(Backplane::Redis { state, requests })
     }
 

@@ -1,5 +1,6 @@
 //! The changes a client can ask of the topics — create one, delete one,
-//! publish to one — and what became of them. A single broker carries them
+//! publish to one — and what became of them (and one question that
+//! travels the same way: a topic's last `seq`). A single broker carries them
 //! out at once ([`Broker::carry_out`]); in cluster mode the backplane does,
 //! and the answer comes later. Either way the same [`Outcome`] goes back to
 //! the protocol side, which words the reply.
@@ -20,6 +21,12 @@ pub enum Change {
         topic: String,
         message: Box<RawValue>,
     },
+    /// Not a change but a question carried the same way, answered
+    /// `LastSeq`: the topic's last `seq` as the backplane has it (cluster
+    /// mode: a resume after a `seq` this node has not applied yet).
+    ReadLastSeq {
+        topic: String,
+    },
 }
 
 /// What became of a change.
@@ -29,6 +36,8 @@ pub enum Outcome {
     Deleted,
     /// Published, with this `seq`.
     Published(u64),
+    /// The topic's last `seq` (0 before its first message).
+    LastSeq(u64),
     /// Create: the topic exists already.
     Exists,
     /// Create: the name is not a valid topic name (why).
@@ -54,6 +63,9 @@ impl Broker {
                 false => Outcome::NoTopic,
             },
             Change::Publish { topic, message } => publish_to(self.topic(topic).as_deref(), message),
+            Change::ReadLastSeq { topic } => self
+                .topic(topic)
+                .map_or(Outcome::NoTopic, |t| Outcome::LastSeq(t.next_seq() - 1)),
         }
     }
 }

@@ -80,6 +80,10 @@ pub enum Replay<'a> {
     /// Every message after `seq` of `epoch`, if the topic can still give
     /// them all (resume after reconnect); else nothing.
     Since { seq: u64, epoch: &'a str },
+    /// Cluster mode: as `Since`, for a `seq` the backplane holds (the
+    /// caller asked it) but this node may not have applied yet: what
+    /// follows `seq` is delivered once it arrives, and nothing twice.
+    SinceAhead { seq: u64, epoch: &'a str },
 }
 
 /// What a subscribe got.
@@ -253,6 +257,14 @@ impl Topic {
         state.subscribers.retain(|s| s.deliver(&notice));
     }
 
+    /// Cluster mode: a resume after `seq` of `epoch` names a message this
+    /// node has not applied (yet?): only the backplane can tell whether it
+    /// exists, before the subscribe can be answered.
+    pub fn is_behind(&self, seq: u64, epoch: &str) -> bool {
+        let state = self.lock();
+        state.mirrored && state.epoch == epoch && seq >= state.next_seq
+    }
+
     /// The `seq` the next message will have.
     pub fn next_seq(&self) -> u64 {
         self.lock().next_seq
@@ -320,8 +332,8 @@ impl Topic {
         }
         let last_seq = state.next_seq - 1;
         let topic_epoch = state.epoch.clone();
-        if let Replay::Since { seq, epoch } = replay {
-            if state.mirrored && !already_subscribed && epoch == topic_epoch && seq > last_seq {
+        if let Replay::SinceAhead { seq, epoch } = replay {
+            if !already_subscribed && epoch == topic_epoch && seq > last_seq {
                 // This node has not applied `seq` yet: the subscriber saw it
                 // on another node. It gets what follows it, once it comes.
                 state.waiting.push((Arc::clone(subscriber), seq + 1));
@@ -348,7 +360,7 @@ impl Topic {
         };
         let (replay, recovered) = match replay {
             Replay::LastN(n) => (state.ring.last(n), None),
-            Replay::Since { seq, epoch } => {
+            Replay::Since { seq, epoch } | Replay::SinceAhead { seq, epoch } => {
                 let recovered =
                     epoch == topic_epoch && seq <= last_seq && state.ring.holds_after(seq);
                 let replay = if recovered {

@@ -399,11 +399,29 @@ fn a_resume_ahead_of_a_mirror_waits_for_it_and_gets_nothing_twice() {
     for seq in 1..=3 {
         topic.apply(seq, &message("old"), "ts").unwrap();
     }
+    assert!(topic.is_behind(5, "E1") && topic.is_behind(4, "E1"));
+    assert!(!topic.is_behind(3, "E1") && !topic.is_behind(5, "E0"));
+    // The backplane said 5 is not there (yet another node's claim): not
+    // recovered, as on a single broker.
+    let other = subscriber(3, 10);
+    let refused = topic
+        .subscribe(
+            &other,
+            Replay::Since {
+                seq: 5,
+                epoch: "E1",
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!((refused.recovered, refused.last_seq), (Some(false), 3));
+    topic.unsubscribe(&other);
+    // The backplane holds 5: the subscriber waits for what follows it.
     let q = subscriber(1, 100);
     let got = topic
         .subscribe(
             &q,
-            Replay::Since {
+            Replay::SinceAhead {
                 seq: 5,
                 epoch: "E1",
             },

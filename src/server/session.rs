@@ -10,7 +10,7 @@
 
 use super::context::WorkerCtx;
 use super::output::Output;
-use crate::broker::change::Outcome;
+use crate::broker::change::{Change, Outcome};
 use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
 use crate::broker::{Replay, Topic};
 use crate::protocol::{self, Acked, ClientRequest, ErrorCode, Start};
@@ -30,11 +30,11 @@ pub struct Session {
     queue: Option<Arc<SubscriberQueue>>,
     topics: Vec<Arc<Topic>>,
     client_id: Option<String>,
-    /// Publishes whose ack or error is not written yet, in the order they
-    /// came: the first handed to the backplane (cluster mode) and every one
+    /// Requests whose reply is not written yet, in the order they came:
+    /// the first handed to the backplane (cluster mode) and every publish
     /// after it, so that replies keep the order of requests. The backplane
     /// answers in the order it was asked.
-    awaiting: VecDeque<AwaitedPublish>,
+    awaiting: VecDeque<Awaited>,
     /// A message that is not a publish, come while publishes are awaited:
     /// it waits for them (and the connection reads nothing more), so that
     /// its reply, and any replay, comes after theirs.
@@ -45,11 +45,24 @@ pub struct Session {
 /// read no further.
 const MAX_AWAITING: usize = 256;
 
-struct AwaitedPublish {
-    topic: String,
+struct Awaited {
+    request: AwaitedRequest,
     request_id: Option<String>,
     /// Known already (refused at once), but written in turn.
     outcome: Option<Outcome>,
+}
+
+enum AwaitedRequest {
+    Publish {
+        topic: String,
+    },
+    /// A resume after a `seq` this node has not applied (cluster mode):
+    /// the backplane's last `seq` of the topic says whether it exists.
+    Resume {
+        topic: Arc<Topic>,
+        seq: u64,
+        epoch: String,
+    },
 }
 
 impl Session {
@@ -113,7 +126,7 @@ impl Session {
         let request_id = request.request_id();
         let draining = ctx.shared.draining.load(Ordering::Acquire);
         let is_publish = matches!(request, ClientRequest::Publish { .. });
-        if !self.awaiting.is_empty() && (draining || !is_publish) {
+        if !self.awaiting.is_empty() && (draining || !is_publish || self.awaits_resume()) {
             return false;
         }
         match &request {
@@ -145,8 +158,10 @@ impl Session {
                     Some(outcome) if self.awaiting.is_empty() => {
                         reply_to_publish(out, topic, request_id, outcome)
                     }
-                    outcome => self.awaiting.push_back(AwaitedPublish {
-                        topic: topic.clone(),
+                    outcome => self.awaiting.push_back(Awaited {
+                        request: AwaitedRequest::Publish {
+                            topic: topic.clone(),
+                        },
                         request_id: request_id.map(str::to_owned),
                         outcome,
                     }),
@@ -169,6 +184,40 @@ impl Session {
         let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
             return reply_topic_not_found(out, name, request_id);
         };
+        let replay = match start {
+            Start::LastN(n) => Replay::LastN(*n),
+            Start::Since { seq, epoch } if topic.is_behind(*seq, epoch) => {
+                let question = Change::ReadLastSeq {
+                    topic: name.to_owned(),
+                };
+                let awaited = Awaited {
+                    request: AwaitedRequest::Resume {
+                        topic,
+                        seq: *seq,
+                        epoch: epoch.clone(),
+                    },
+                    request_id: request_id.map(str::to_owned),
+                    outcome: ctx.change(&question, self.key),
+                };
+                return match awaited.outcome.clone() {
+                    Some(outcome) => self.reply_to(ctx, awaited.request, request_id, outcome, out),
+                    None => self.awaiting.push_back(awaited),
+                };
+            }
+            Start::Since { seq, epoch } => Replay::Since { seq: *seq, epoch },
+        };
+        self.join(ctx, topic, replay, request_id, out);
+    }
+
+    /// Subscribes to `topic` with `replay`: the ack, then the replay.
+    fn join(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        topic: Arc<Topic>,
+        replay: Replay<'_>,
+        request_id: Option<&str>,
+        out: &mut Output,
+    ) {
         let key = self.key;
         let queue = self.queue.get_or_insert_with(|| {
             Arc::new(SubscriberQueue::new(
@@ -179,12 +228,8 @@ impl Session {
         });
         self.topics.retain(|t| !t.is_deleted());
         let already_subscribed = self.topics.iter().any(|t| Arc::ptr_eq(t, &topic));
-        let replay = match start {
-            Start::LastN(n) => Replay::LastN(*n),
-            Start::Since { seq, epoch } => Replay::Since { seq: *seq, epoch },
-        };
         match topic.subscribe(queue, replay, already_subscribed) {
-            Err(_) => reply_topic_not_found(out, name, request_id),
+            Err(_) => reply_topic_not_found(out, topic.name(), request_id),
             Ok(subscribed) => {
                 let write_events = |frames: &[SharedFrame], out: &mut Output| {
                     ctx.metrics.record_delivered(frames.len() as u64);
@@ -201,7 +246,7 @@ impl Session {
                 };
                 reply(
                     out,
-                    &protocol::encode_ack(request_id, name, acked, SystemTime::now()),
+                    &protocol::encode_ack(request_id, topic.name(), acked, SystemTime::now()),
                 );
                 write_events(&subscribed.replay, out);
                 if !already_subscribed {
@@ -248,21 +293,65 @@ impl Session {
             awaited.outcome = Some(outcome);
         }
         while self.awaiting.front().is_some_and(|a| a.outcome.is_some()) {
-            let Some(AwaitedPublish {
-                topic,
+            let Some(Awaited {
+                request,
                 request_id,
                 outcome: Some(outcome),
             }) = self.awaiting.pop_front()
             else {
                 break;
             };
-            reply_to_publish(out, &topic, request_id.as_deref(), outcome);
+            self.reply_to(ctx, request, request_id.as_deref(), outcome, out);
         }
         if self.awaiting.is_empty() {
             if let Some(message) = self.deferred.take() {
                 self.on_message(ctx, *message, out);
             }
         }
+    }
+
+    /// Answers a request the backplane has carried out.
+    fn reply_to(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        request: AwaitedRequest,
+        request_id: Option<&str>,
+        outcome: Outcome,
+        out: &mut Output,
+    ) {
+        match (request, outcome) {
+            (AwaitedRequest::Publish { topic }, outcome) => {
+                reply_to_publish(out, &topic, request_id, outcome)
+            }
+            (AwaitedRequest::Resume { topic, seq, epoch }, Outcome::LastSeq(last)) => {
+                // Beyond what the backplane holds: not recovered, as on a
+                // single broker. Else what follows `seq` comes once it is
+                // applied here.
+                let replay = if seq > last {
+                    Replay::Since { seq, epoch: &epoch }
+                } else {
+                    Replay::SinceAhead { seq, epoch: &epoch }
+                };
+                self.join(ctx, topic, replay, request_id, out);
+            }
+            (AwaitedRequest::Resume { topic, .. }, Outcome::Unavailable(why)) => reply_error(
+                out,
+                ErrorCode::Unavailable,
+                why,
+                request_id,
+                Some(topic.name()),
+            ),
+            (AwaitedRequest::Resume { topic, .. }, _) => {
+                reply_topic_not_found(out, topic.name(), request_id)
+            }
+        }
+    }
+
+    /// A resume waits for the backplane: every request after it waits too.
+    fn awaits_resume(&self) -> bool {
+        self.awaiting
+            .iter()
+            .any(|a| matches!(a.request, AwaitedRequest::Resume { .. }))
     }
 
     /// The event queue, once the session has subscribed.
