@@ -113,8 +113,11 @@ impl TokenVerifier {
             }),
             public_keys: settings
                 .public_keys
-                .iter()
-                .map(|key| (key.clone(), validation(key.key_type().algorithm())))
+                .into_iter()
+                .map(|key| {
+                    let validation = validation(key.key_type().algorithm());
+                    (key, validation)
+                })
                 .collect(),
             audience: settings.audience,
             issuer: settings.issuer,
@@ -141,7 +144,8 @@ impl TokenVerifier {
 
     /// The keys a token with `kid` and `alg` is checked with: with several
     /// public keys, the one `kid` names (by its `# kid:` name, else by its
-    /// position); otherwise, or without `kid`, every key of `alg`.
+    /// position), alone: the secret has no `kid`; otherwise, or without
+    /// `kid`, every key of `alg`, the secret first.
     fn keys_for(
         &self,
         kid: Option<&str>,
