@@ -2,145 +2,35 @@
 //! variable's name, default, accepted values and meaning, and how its text
 //! becomes a field of [`Config`]. The parser ([`Config::from_vars`]),
 //! `--help`, the start-up log ([`Config::shown`]) and the README check (a
-//! test below) all read it; a new setting is one entry here and one field.
+//! test below) all read it; a new setting is one entry here (or in a
+//! submodule: `access` has the token and limit settings), one line of
+//! [`SETTINGS`] and one field. `setting` is how an entry is read;
+//! `pem_file` the PEM files of Redis TLS.
 //!
 //! This module only turns text into a [`Config`]; it never reads the process
 //! environment itself except in [`Config::from_env`], so every rule here is
 //! testable with a plain closure.
 
+use crate::auth::TokenVerifier;
 use crate::logging::LogFormat;
 use log::LevelFilter;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// One environment variable the broker reads, whose value is a `T`.
-pub struct Setting<T: 'static> {
-    pub name: &'static str,
-    /// What the setting is when its variable is unset or empty.
-    pub default: Fallback<T>,
-    pub values: Values<T>,
-    /// What it does, for `--help` and the README (which add the range).
-    pub meaning: &'static str,
-    /// Its value in a config, as the start-up log shows it.
-    pub shown: fn(&Config) -> String,
-}
+mod access;
+mod pem_file;
+mod setting;
 
-/// A setting's default.
-pub enum Fallback<T> {
-    /// This text, read as if the variable said it.
-    Text(&'static str),
-    /// Worked out at start-up; `--help` and the README say `shown`.
-    Computed {
-        shown: &'static str,
-        value: fn() -> T,
-    },
-}
-
-/// The values a setting accepts, and how its text becomes a `T`.
-pub enum Values<T: 'static> {
-    /// A whole number from `min` to `max`, turned into a `T` by `into`.
-    Whole {
-        min: u64,
-        max: u64,
-        into: fn(u64) -> T,
-    },
-    /// One of these words, in any case.
-    OneOf(&'static [(&'static str, T)]),
-    /// What `parse` accepts (the text is trimmed); its error says why not.
-    Parsed(fn(&str) -> Result<T, String>),
-    /// Any text, kept as it is, spaces included (a secret).
-    Verbatim(fn(String) -> T),
-}
-
-impl<T: Clone> Values<T> {
-    fn parse(&self, text: &str) -> Result<T, String> {
-        match self {
-            Values::Whole { min, max, into } => {
-                let n: u64 = text
-                    .trim()
-                    .parse()
-                    .map_err(|_| "not a whole number".to_string())?;
-                if n < *min || n > *max {
-                    return Err(format!("must be between {min} and {max}"));
-                }
-                Ok(into(n))
-            }
-            Values::OneOf(choices) => choices
-                .iter()
-                .find(|(word, _)| word.eq_ignore_ascii_case(text.trim()))
-                .map(|(_, value)| value.clone())
-                .ok_or_else(|| {
-                    let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
-                    format!("must be one of {}", words.join(", "))
-                }),
-            Values::Parsed(parse) => parse(text.trim()),
-            Values::Verbatim(keep) => Ok(keep(text.to_string())),
-        }
-    }
-
-    /// True if `text` means "unset": empty, or for anything but a verbatim
-    /// value, only spaces.
-    fn is_unset(&self, text: &str) -> bool {
-        match self {
-            Values::Verbatim(_) => text.is_empty(),
-            _ => text.trim().is_empty(),
-        }
-    }
-}
-
-impl<T: Clone> Setting<T> {
-    /// The setting's value from `lookup`, or its default.
-    pub fn read(&self, lookup: &impl Fn(&str) -> Option<String>) -> Result<T, ConfigError> {
-        let text = match lookup(self.name).filter(|text| !self.values.is_unset(text)) {
-            Some(text) => text,
-            None => match &self.default {
-                Fallback::Text(text) => text.to_string(),
-                Fallback::Computed { value, .. } => return Ok(value()),
-            },
-        };
-        self.values.parse(&text).map_err(|reason| ConfigError {
-            variable: self.name,
-            value: text,
-            reason,
-        })
-    }
-}
-
-/// What `--help`, the start-up log and the README check need of a setting,
-/// whatever the type of its value.
-pub trait Described {
-    fn name(&self) -> &'static str;
-    /// The default as the README writes it; empty for none.
-    fn default_text(&self) -> &'static str;
-    /// The meaning, with the range of a number: "... (1 to 1000000)".
-    fn meaning(&self) -> String;
-    /// The value in `config`, as the start-up log shows it.
-    fn shown(&self, config: &Config) -> String;
-}
-
-impl<T> Described for Setting<T> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn default_text(&self) -> &'static str {
-        match self.default {
-            Fallback::Text(text) | Fallback::Computed { shown: text, .. } => text,
-        }
-    }
-
-    fn meaning(&self) -> String {
-        match self.values {
-            Values::Whole { min, max, .. } => format!("{} ({min} to {max})", self.meaning),
-            _ => self.meaning.to_string(),
-        }
-    }
-
-    fn shown(&self, config: &Config) -> String {
-        (self.shown)(config)
-    }
-}
+pub use access::{
+    ALLOWED_ORIGINS, PUBLISH_BURST, PUBLISH_RATE, TOKEN_AUDIENCE, TOKEN_HMAC_SECRET, TOKEN_ISSUER,
+    TOKEN_LEEWAY_SECS, TOKEN_PUBLIC_KEYS_FILE,
+};
+pub use pem_file::PemFile;
+use pem_file::{read_certificates, read_private_key};
+pub use setting::{Described, Fallback, Setting, Values};
 
 pub const ADDR: Setting<SocketAddr> = Setting {
     name: "ADDR",
@@ -150,13 +40,13 @@ pub const ADDR: Setting<SocketAddr> = Setting {
     shown: |c| c.addr.to_string(),
 };
 
-pub const API_KEY: Setting<Option<String>> = Setting {
+pub const API_KEY: Setting<Option<Secret>> = Setting {
     name: "API_KEY",
     default: Fallback::Computed {
         shown: "",
         value: || None,
     },
-    values: Values::Verbatim(Some),
+    values: Values::Verbatim(|key| Some(Secret(key))),
     meaning: "enables authentication when set and non-empty",
     shown: |c| if c.api_key.is_some() { "set" } else { "unset" }.to_string(),
 };
@@ -287,7 +177,7 @@ pub const LOG_FORMAT: Setting<LogFormat> = Setting {
     shown: |c| word_for(LOG_FORMATS, &c.log_format),
 };
 
-pub const REDIS_URL: Setting<Option<String>> = Setting {
+pub const REDIS_URL: Setting<Option<Secret>> = Setting {
     name: "REDIS_URL",
     default: Fallback::Text(""),
     values: Values::Parsed(parse_redis_url),
@@ -359,13 +249,21 @@ pub const SETTINGS: &[&dyn Described] = &[
     &REDIS_CLIENT_CERT_FILE,
     &REDIS_CLIENT_KEY_FILE,
     &NODE_ID,
+    &TOKEN_HMAC_SECRET,
+    &TOKEN_PUBLIC_KEYS_FILE,
+    &TOKEN_AUDIENCE,
+    &TOKEN_ISSUER,
+    &TOKEN_LEEWAY_SECS,
+    &PUBLISH_RATE,
+    &PUBLISH_BURST,
+    &ALLOWED_ORIGINS,
 ];
 
 /// The broker's settings, parsed and range-checked.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub addr: SocketAddr,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     pub subscriber_queue_size: usize,
     pub ring_buffer_size: usize,
     pub workers: usize,
@@ -377,7 +275,7 @@ pub struct Config {
     pub log_level: LevelFilter,
     pub log_format: LogFormat,
     /// Cluster mode when set: the backplane's address, checked.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
     /// The CAs a `rediss://` backplane is checked against, if not the
     /// system's.
     pub redis_ca: Option<PemFile>,
@@ -385,6 +283,35 @@ pub struct Config {
     pub redis_client_cert: Option<PemFile>,
     pub redis_client_key: Option<PemFile>,
     pub node_id: String,
+    /// Client tokens: `None` when neither `TOKEN_HMAC_SECRET` nor
+    /// `TOKEN_PUBLIC_KEYS_FILE` is set.
+    pub tokens: Option<Arc<TokenVerifier>>,
+    /// Publishes per second per connection (0: no limit), and the burst
+    /// (the rate unless set).
+    pub publish_rate: u32,
+    pub publish_burst: u32,
+    /// The origins a WebSocket upgrade may come from; empty: any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The text of a setting that is or may hold a secret (the API key, a
+/// Redis URL with its password): `Debug` shows `***`, so a config printed
+/// whole shows no secret. It reads as a `str`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Deref for Secret {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// A setting that does not parse or is out of range; `main` prints it and
@@ -423,6 +350,7 @@ impl Config {
     /// Builds a config from a lookup function. An unset or empty variable
     /// takes its default.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let (publish_rate, publish_burst) = access::read_publish_limit(&lookup)?;
         let config = Config {
             addr: ADDR.read(&lookup)?,
             api_key: API_KEY.read(&lookup)?,
@@ -444,6 +372,10 @@ impl Config {
             redis_client_cert: REDIS_CLIENT_CERT_FILE.read(&lookup)?,
             redis_client_key: REDIS_CLIENT_KEY_FILE.read(&lookup)?,
             node_id: NODE_ID.read(&lookup)?,
+            tokens: access::read_tokens(&lookup)?,
+            publish_rate,
+            publish_burst,
+            allowed_origins: ALLOWED_ORIGINS.read(&lookup)?,
         };
         config.check_redis_tls()?;
         Ok(config)
@@ -538,7 +470,7 @@ impl Config {
     }
 
     /// Every setting's name and value, for the start-up log (the API key
-    /// only as `set` or `unset`).
+    /// and the HMAC secret only as `set` or `unset`).
     pub fn shown(&self) -> Vec<(&'static str, String)> {
         SETTINGS
             .iter()
@@ -572,7 +504,7 @@ fn without_password(url: &str) -> String {
 }
 
 /// A `redis://` or `rediss://` URL the client accepts; empty means none.
-fn parse_redis_url(text: &str) -> Result<Option<String>, String> {
+fn parse_redis_url(text: &str) -> Result<Option<Secret>, String> {
     if text.is_empty() {
         return Ok(None);
     }
@@ -580,66 +512,7 @@ fn parse_redis_url(text: &str) -> Result<Option<String>, String> {
         return Err("expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]".into());
     }
     redis::Client::open(text).map_err(|e| format!("not a Redis URL: {e}"))?;
-    Ok(Some(text.to_string()))
-}
-
-/// A PEM file read at start-up: certificates, or a private key.
-#[derive(Clone)]
-pub struct PemFile {
-    pub path: String,
-    pub pem: Vec<u8>,
-}
-
-impl PemFile {
-    /// Its path, as the start-up log shows it; empty when unset.
-    fn shown(file: &Option<PemFile>) -> String {
-        file.as_ref().map(|f| f.path.clone()).unwrap_or_default()
-    }
-}
-
-/// The path alone: a key must not reach a log line.
-impl fmt::Debug for PemFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("PemFile").field(&self.path).finish()
-    }
-}
-
-/// A PEM file that holds at least one certificate; empty means none.
-fn read_certificates(path: &str) -> Result<Option<PemFile>, String> {
-    read_pem(
-        path,
-        "CERTIFICATE-----",
-        "PEM certificate (-----BEGIN CERTIFICATE-----)",
-    )
-}
-
-/// A PEM file that holds a private key; empty means none.
-fn read_private_key(path: &str) -> Result<Option<PemFile>, String> {
-    read_pem(
-        path,
-        "PRIVATE KEY-----",
-        "PEM private key (-----BEGIN ... PRIVATE KEY-----)",
-    )
-}
-
-/// Reads `path`, which must have a `-----BEGIN ...` line ending in
-/// `label_end` (`what`, for the error).
-fn read_pem(path: &str, label_end: &str, what: &str) -> Result<Option<PemFile>, String> {
-    if path.is_empty() {
-        return Ok(None);
-    }
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let text = String::from_utf8_lossy(&pem);
-    if !text
-        .lines()
-        .any(|line| line.starts_with("-----BEGIN ") && line.trim_end().ends_with(label_end))
-    {
-        return Err(format!("holds no {what}"));
-    }
-    Ok(Some(PemFile {
-        path: path.to_string(),
-        pem,
-    }))
+    Ok(Some(Secret(text.to_string())))
 }
 
 fn parse_node_id(text: &str) -> Result<String, String> {

@@ -9,6 +9,8 @@
 //! - [`http`]: request parsing and the REST routes; [`ws`]: the WebSocket
 //!   opening handshake. Pure: bytes in, bytes or values out.
 //! - [`protocol`]: the JSON messages of `/ws`, decoded and encoded. Pure.
+//! - [`auth`]: client tokens checked, the rights they grant, the publish
+//!   limit. Pure.
 //! - [`broker`]: topics, the replay ring, subscriber queues and fan-out.
 //! - [`console`]: the browser console and the JavaScript client, files
 //!   embedded in the binary and served by [`http`]'s routes.
@@ -16,6 +18,7 @@
 //! - [`config`]: every setting, from the environment; [`logging`]: log
 //!   lines as text or JSON.
 
+pub mod auth;
 pub mod backplane;
 pub mod broker;
 pub mod config;

@@ -24,6 +24,9 @@ fn defaults_match_the_contract() {
     assert_eq!(c.max_message_bytes, 1_048_576);
     assert_eq!(c.max_connections, 100_000);
     assert_eq!(c.log_level, log::LevelFilter::Info);
+    assert!(c.tokens.is_none());
+    assert_eq!((c.publish_rate, c.publish_burst), (0, 0));
+    assert!(c.allowed_origins.is_empty());
 }
 
 #[test]
@@ -62,6 +65,10 @@ fn bad_values_name_the_variable() {
         ("HANDSHAKE_TIMEOUT_SECS", "0"),
         ("LOG_LEVEL", "loud"),
         ("LOG_FORMAT", "xml"),
+        ("TOKEN_LEEWAY_SECS", "-1"),
+        ("PUBLISH_RATE", "1000001"),
+        ("PUBLISH_BURST", "x"),
+        ("ALLOWED_ORIGINS", "app.example"),
     ] {
         let err = with(&[(name, value)]).unwrap_err();
         assert_eq!(err.variable, name);
@@ -167,17 +174,29 @@ fn table_rows(markdown: &str, heading: &str) -> Vec<(String, String, String)> {
         .skip_while(|line| !line.starts_with('|'))
         .take_while(|line| line.starts_with('|'))
         .skip(2) // the header and the separator
-        .map(|line| {
+        .flat_map(|line| {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             assert_eq!(cells.len(), 5, "{line}");
-            // The contract marks its extensions: `NAME` **ext**.
-            let name = cells[1].trim_end_matches("**ext**").trim();
-            let name = name.trim_matches('`').to_string();
-            let default = match cells[2] {
-                "empty" => String::new(),
-                text => text.trim_matches('`').to_string(),
+            // The contract marks its extensions: `NAME` **ext**; a row may
+            // name several settings, `A`, `B`, with one default for all or
+            // one each: `0`, the rate.
+            let names: Vec<&str> = cells[1]
+                .trim_end_matches("**ext**")
+                .trim()
+                .split(", ")
+                .collect();
+            let defaults: Vec<&str> = match cells[2].split(", ").collect::<Vec<_>>() {
+                each if each.len() == names.len() => each,
+                _ => vec![cells[2]; names.len()],
             };
-            (name, default, cells[3].to_string())
+            let meaning = cells[3].to_string();
+            names.into_iter().zip(defaults).map(move |(name, default)| {
+                let default = match default {
+                    "empty" => String::new(),
+                    text => text.trim_matches('`').to_string(),
+                };
+                (name.trim_matches('`').to_string(), default, meaning.clone())
+            })
         })
         .collect()
 }
@@ -335,4 +354,203 @@ fn tls_files_must_hold_what_they_name_and_go_with_a_rediss_url() {
         assert!(err.reason.contains(why), "{vars:?}: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const HMAC_SECRET: &str = "a secret of 32 bytes, or longer.";
+
+/// The value of `name` in the start-up log of `config`.
+fn shown(config: &Config, name: &str) -> String {
+    let shown = config.shown();
+    shown.into_iter().find(|(n, _)| *n == name).unwrap().1
+}
+
+#[test]
+fn token_settings_make_one_verifier_and_show_no_secret() {
+    let dir = std::env::temp_dir().join(format!("pubsub-token-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let keys = dir.join("keys.pem");
+    let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let file = format!(
+        "# kid: main\n{}{}",
+        pair.public_key_pem(),
+        p256.public_key_pem()
+    );
+    std::fs::write(&keys, file).unwrap();
+    let config = with(&[
+        ("TOKEN_HMAC_SECRET", HMAC_SECRET),
+        ("TOKEN_PUBLIC_KEYS_FILE", keys.to_str().unwrap()),
+        ("TOKEN_AUDIENCE", " pubsub "),
+        ("TOKEN_ISSUER", "https://auth.example"),
+        ("TOKEN_LEEWAY_SECS", "10"),
+    ])
+    .unwrap();
+    let tokens = config.tokens.as_ref().expect("tokens on");
+    assert!(tokens.has_hmac_secret());
+    assert_eq!(tokens.audience(), Some("pubsub"));
+    assert_eq!(tokens.issuer(), Some("https://auth.example"));
+    assert_eq!(tokens.leeway(), Duration::from_secs(10));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let claims =
+        serde_json::json!({"sub": "u", "exp": exp, "aud": "pubsub", "iss": "https://auth.example"});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("main".into());
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    assert_eq!(tokens.verify(&token).unwrap().sub, "u");
+
+    assert_eq!(shown(&config, "TOKEN_HMAC_SECRET"), "set");
+    assert_eq!(
+        shown(&config, "TOKEN_PUBLIC_KEYS_FILE"),
+        "main (Ed25519), 1 (P-256)"
+    );
+    assert_eq!(shown(&config, "TOKEN_AUDIENCE"), "pubsub");
+    assert_eq!(shown(&config, "TOKEN_LEEWAY_SECS"), "10");
+    assert!(!config.shown().iter().any(|(_, v)| v.contains(HMAC_SECRET)));
+
+    let only_keys = with(&[("TOKEN_PUBLIC_KEYS_FILE", keys.to_str().unwrap())]).unwrap();
+    let tokens = only_keys.tokens.as_ref().unwrap();
+    assert!(!tokens.has_hmac_secret());
+    assert_eq!(tokens.leeway(), Duration::from_secs(5), "the default");
+    assert_eq!(shown(&only_keys, "TOKEN_HMAC_SECRET"), "unset");
+    assert_eq!(shown(&with(&[]).unwrap(), "TOKEN_LEEWAY_SECS"), "");
+    let only_secret = with(&[("TOKEN_HMAC_SECRET", HMAC_SECRET)]).unwrap();
+    assert_eq!(only_secret.tokens.as_ref().unwrap().public_keys().len(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn token_settings_that_cannot_work_stop_the_broker() {
+    let dir = std::env::temp_dir().join(format!("pubsub-bad-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let empty = write("empty.pem", "");
+    let garbage = write("garbage.pem", "not a key\n");
+    let private = write("private.pem", &ed.serialize_pem());
+    let p384 = write("p384.pem", &p384.public_key_pem());
+    let keys = "TOKEN_PUBLIC_KEYS_FILE";
+    for (vars, variable, why) in [
+        (
+            vec![(keys, "/nonexistent/keys.pem")],
+            keys,
+            "cannot read it",
+        ),
+        (
+            vec![(keys, empty.as_str())],
+            keys,
+            "holds no PEM public key",
+        ),
+        (
+            vec![(keys, garbage.as_str())],
+            keys,
+            "holds no PEM public key",
+        ),
+        (vec![(keys, private.as_str())], keys, "key 0: a private key"),
+        (vec![(keys, p384.as_str())], keys, "P-384"),
+        (
+            vec![("TOKEN_AUDIENCE", "pubsub")],
+            "TOKEN_AUDIENCE",
+            "needs TOKEN_HMAC_SECRET or TOKEN_PUBLIC_KEYS_FILE",
+        ),
+        (
+            vec![("TOKEN_ISSUER", "me")],
+            "TOKEN_ISSUER",
+            "needs TOKEN_HMAC_SECRET",
+        ),
+        (
+            vec![("TOKEN_LEEWAY_SECS", "5")],
+            "TOKEN_LEEWAY_SECS",
+            "needs TOKEN_HMAC_SECRET",
+        ),
+    ] {
+        let err = with(&vars).unwrap_err();
+        assert_eq!(err.variable, variable, "{vars:?}");
+        assert!(err.reason.contains(why), "{vars:?}: {err}");
+    }
+    let short = "31 bytes, one short of the 32..";
+    assert_eq!(short.len(), 31);
+    let err = with(&[("TOKEN_HMAC_SECRET", short)]).unwrap_err();
+    assert_eq!(err.variable, "TOKEN_HMAC_SECRET");
+    assert!(err.reason.contains("shorter than 32 bytes"), "{err}");
+    assert!(!err.to_string().contains(short), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_publish_limit_and_the_origins_parse() {
+    let limit = |vars: &[(&str, &str)]| {
+        let c = with(vars).unwrap();
+        (c.publish_rate, c.publish_burst)
+    };
+    assert_eq!(
+        limit(&[("PUBLISH_RATE", "10")]),
+        (10, 10),
+        "burst: the rate"
+    );
+    assert_eq!(
+        limit(&[("PUBLISH_RATE", "10"), ("PUBLISH_BURST", "0")]),
+        (10, 10)
+    );
+    assert_eq!(
+        limit(&[("PUBLISH_RATE", "10"), ("PUBLISH_BURST", "50")]),
+        (10, 50)
+    );
+    assert_eq!(
+        limit(&[("PUBLISH_RATE", "10"), ("PUBLISH_BURST", "1")]),
+        (10, 1)
+    );
+    let err = with(&[("PUBLISH_BURST", "5")]).unwrap_err();
+    assert_eq!(err.variable, "PUBLISH_BURST");
+    assert!(err.reason.contains("needs a PUBLISH_RATE"), "{err}");
+
+    let c = with(&[(
+        "ALLOWED_ORIGINS",
+        " https://app.example , http://localhost:3000,,",
+    )])
+    .unwrap();
+    assert_eq!(
+        c.allowed_origins,
+        ["https://app.example", "http://localhost:3000"]
+    );
+    assert_eq!(
+        shown(&c, "ALLOWED_ORIGINS"),
+        "https://app.example,http://localhost:3000"
+    );
+    for bad in [
+        "https://app.example/",
+        "app.example",
+        "*",
+        "://x",
+        "https://",
+    ] {
+        let err = with(&[("ALLOWED_ORIGINS", bad)]).unwrap_err();
+        assert_eq!(err.variable, "ALLOWED_ORIGINS", "{bad}");
+        assert!(err.reason.contains("is not an origin"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_config_printed_whole_shows_no_secret() {
+    let config = with(&[
+        ("API_KEY", "the-api-key"),
+        ("TOKEN_HMAC_SECRET", HMAC_SECRET),
+        ("REDIS_URL", "redis://admin:redis-password@127.0.0.1:6379"),
+    ])
+    .unwrap();
+    let printed = format!("{config:?}");
+    for secret in ["the-api-key", HMAC_SECRET, "redis-password"] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
+    assert!(printed.contains("api_key: Some(***)"), "{printed}");
+    assert_eq!(config.api_key.as_deref(), Some("the-api-key"));
 }
