@@ -22,6 +22,9 @@ pub enum LogFormat {
 pub fn init(level: log::LevelFilter, format: LogFormat) {
     env_logger::Builder::new()
         .filter_level(level)
+        // tungstenite traces every frame and message it reads, a client's
+        // tokens and payloads included: at most its debug lines are kept.
+        .filter_module("tungstenite", level.min(log::LevelFilter::Debug))
         .format(move |out, record| {
             let fields = collect_fields(record.key_values());
             let line = format_line(

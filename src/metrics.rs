@@ -19,10 +19,14 @@ pub enum DisconnectReason {
     Shutdown,
     HandshakeTimeout,
     ConnectionError,
+    /// Its token expired and no newer one came.
+    TokenExpired,
+    /// Its user was disconnected (`POST /disconnect`).
+    Disconnected,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 7] = [
+    pub const ALL: [DisconnectReason; 9] = [
         DisconnectReason::Normal,
         DisconnectReason::SlowConsumer,
         DisconnectReason::DeadPeer,
@@ -30,6 +34,8 @@ impl DisconnectReason {
         DisconnectReason::Shutdown,
         DisconnectReason::HandshakeTimeout,
         DisconnectReason::ConnectionError,
+        DisconnectReason::TokenExpired,
+        DisconnectReason::Disconnected,
     ];
 
     /// The label value in metrics and the `reason` field in logs.
@@ -42,6 +48,48 @@ impl DisconnectReason {
             DisconnectReason::Shutdown => "shutdown",
             DisconnectReason::HandshakeTimeout => "handshake_timeout",
             DisconnectReason::ConnectionError => "connection_error",
+            DisconnectReason::TokenExpired => "token_expired",
+            DisconnectReason::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// Why a request was refused by authentication or authorization (the
+/// `reason` of `pubsub_auth_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No API key or token where one is needed.
+    Missing,
+    /// A wrong API key, or a token that does not verify.
+    Invalid,
+    /// A token past its `exp` (and the leeway).
+    Expired,
+    /// A token without the right asked for.
+    Forbidden,
+    /// A WebSocket upgrade from an origin not in `ALLOWED_ORIGINS`.
+    Origin,
+    /// A publish over `PUBLISH_RATE`.
+    RateLimited,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 6] = [
+        AuthFailure::Missing,
+        AuthFailure::Invalid,
+        AuthFailure::Expired,
+        AuthFailure::Forbidden,
+        AuthFailure::Origin,
+        AuthFailure::RateLimited,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Invalid => "invalid",
+            AuthFailure::Expired => "expired",
+            AuthFailure::Forbidden => "forbidden",
+            AuthFailure::Origin => "origin",
+            AuthFailure::RateLimited => "rate_limited",
         }
     }
 }
@@ -67,9 +115,9 @@ pub struct WorkerMetrics {
     delivered: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
-    disconnects: [AtomicU64; 7],
+    disconnects: [AtomicU64; DisconnectReason::ALL.len()],
     http_responses: [AtomicU64; 5],
-    auth_failures: AtomicU64,
+    auth_failures: [AtomicU64; AuthFailure::ALL.len()],
     queue_depth_buckets: [AtomicU64; QUEUE_DEPTH_BUCKETS.len()],
     queue_depth_count: AtomicU64,
     queue_depth_sum: AtomicU64,
@@ -125,9 +173,10 @@ impl WorkerMetrics {
     pub fn record_http_response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         add(&self.http_responses[class], 1);
-        if status == 401 {
-            add(&self.auth_failures, 1);
-        }
+    }
+
+    pub fn record_auth_failure(&self, reason: AuthFailure) {
+        add(&self.auth_failures[reason as usize], 1);
     }
 
     /// One sample of a subscriber queue's depth (taken as a connection is
@@ -156,9 +205,10 @@ pub struct MetricsSnapshot {
     pub delivered: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
-    pub disconnects: [u64; 7],
+    pub disconnects: [u64; DisconnectReason::ALL.len()],
     pub http_responses: [u64; 5],
-    pub auth_failures: u64,
+    /// Per `AuthFailure::ALL`.
+    pub auth_failures: [u64; AuthFailure::ALL.len()],
     /// Per bucket, not cumulative.
     pub queue_depth_buckets: [u64; QUEUE_DEPTH_BUCKETS.len()],
     pub queue_depth_count: u64,
@@ -184,7 +234,9 @@ impl MetricsSnapshot {
             for (total, c) in s.http_responses.iter_mut().zip(&w.http_responses) {
                 *total += get(c);
             }
-            s.auth_failures += get(&w.auth_failures);
+            for (total, c) in s.auth_failures.iter_mut().zip(&w.auth_failures) {
+                *total += get(c);
+            }
             for (total, c) in s.queue_depth_buckets.iter_mut().zip(&w.queue_depth_buckets) {
                 *total += get(c);
             }
@@ -323,11 +375,16 @@ pub fn render_prometheus(s: &MetricsSnapshot, gauges: &BrokerGauges) -> String {
         "HTTP responses, by status class.",
         &by_class,
     );
+    let by_reason: Vec<(String, String)> = AuthFailure::ALL
+        .iter()
+        .zip(s.auth_failures)
+        .map(|(reason, n)| (format!("{{reason=\"{}\"}}", reason.as_str()), n.to_string()))
+        .collect();
     family(
         "pubsub_auth_failures_total",
         "counter",
-        "Requests refused for a missing or wrong API key.",
-        &one(s.auth_failures.to_string()),
+        "Requests refused by authentication or authorization, by reason.",
+        &by_reason,
     );
     let mut cumulative = 0;
     let mut histogram: Vec<(String, String)> = QUEUE_DEPTH_BUCKETS
@@ -417,13 +474,17 @@ mod tests {
         a.record_published();
         b.record_delivered(5);
         a.record_http_response(401);
+        a.record_auth_failure(AuthFailure::Invalid);
+        b.record_auth_failure(AuthFailure::Invalid);
+        b.record_auth_failure(AuthFailure::RateLimited);
         b.record_http_response(201);
         a.record_queue_depth(0);
         b.record_queue_depth(7);
         b.record_queue_depth(1_000_000);
         let s = MetricsSnapshot::sum([&a, &b]);
         assert_eq!((s.accepted, s.open_http, s.open_websocket), (3, 1, 1));
-        assert_eq!((s.published, s.delivered, s.auth_failures), (1, 5, 1));
+        assert_eq!((s.published, s.delivered), (1, 5));
+        assert_eq!(s.auth_failures, [0, 2, 0, 0, 0, 1]);
         assert_eq!(s.http_responses, [0, 1, 0, 1, 0]);
         assert_eq!(s.disconnects[5], 1);
         assert_eq!(s.queue_depth_count, 3);

@@ -15,8 +15,8 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The error codes sent in WebSocket `error` messages. The contract's
-/// `UNAUTHORIZED` is an HTTP 401 before any upgrade (see `http::routes`).
+/// The error codes sent in WebSocket `error` messages (over REST the same
+/// words are HTTP errors, see `http::routes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     BadRequest,
@@ -25,6 +25,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Cluster mode: the backplane could not carry the request out.
     Unavailable,
+    /// Tokens: no valid token yet, or a bad `auth` message.
+    Unauthorized,
+    /// Tokens: the connection's token does not grant this.
+    Forbidden,
+    /// A publish over `PUBLISH_RATE`.
+    RateLimited,
     /// A path the broker did not expect; logged where it happens.
     Internal,
 }
@@ -37,6 +43,9 @@ impl ErrorCode {
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -64,6 +73,11 @@ pub enum ClientRequest<'a> {
     Ping {
         request_id: Option<String>,
     },
+    /// A token, first or fresh (see `auth`).
+    Auth {
+        token: String,
+        request_id: Option<String>,
+    },
 }
 
 /// Where a subscription starts, before live events.
@@ -81,7 +95,8 @@ impl ClientRequest<'_> {
             ClientRequest::Subscribe { request_id, .. }
             | ClientRequest::Unsubscribe { request_id, .. }
             | ClientRequest::Publish { request_id, .. }
-            | ClientRequest::Ping { request_id } => request_id.as_deref(),
+            | ClientRequest::Ping { request_id }
+            | ClientRequest::Auth { request_id, .. } => request_id.as_deref(),
         }
     }
 }
@@ -116,6 +131,8 @@ struct RawClientFrame<'a> {
     epoch: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "given")]
     request_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "given")]
+    token: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -315,8 +332,12 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidReques
             })
         }
         "ping" => Ok(ClientRequest::Ping { request_id }),
+        "auth" => Ok(ClientRequest::Auth {
+            token: required_string(raw.token, "token").map_err(fail)?,
+            request_id,
+        }),
         other => Err(fail(format!(
-            "unknown type '{other}'; expected subscribe, unsubscribe, publish or ping"
+            "unknown type '{other}'; expected subscribe, unsubscribe, publish, ping or auth"
         ))),
     }
 }
@@ -358,9 +379,7 @@ const LAST_NAMEABLE_MILLI: u64 = 253_402_300_800_000 - 1;
 /// as much as encoding the rest of a small event; a busy thread stamps many
 /// in the same millisecond, so it formats each millisecond once.
 pub fn timestamp(at: SystemTime) -> String {
-    let millis = at.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        u64::try_from(since.as_millis()).map_or(LAST_NAMEABLE_MILLI, |m| m.min(LAST_NAMEABLE_MILLI))
-    });
+    let millis = millis_since_epoch(at);
     LAST_TIMESTAMP.with_borrow_mut(|(last, text)| {
         if *last != millis {
             text.clear();
@@ -370,6 +389,18 @@ pub fn timestamp(at: SystemTime) -> String {
         }
         text.clone()
     })
+}
+
+/// Milliseconds since the Unix epoch, within what RFC 3339 can name.
+fn millis_since_epoch(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).map_or(LAST_NAMEABLE_MILLI, |m| m.min(LAST_NAMEABLE_MILLI))
+    })
+}
+
+/// `at` within what RFC 3339 can name (humantime panics outside it).
+fn clamped(at: SystemTime) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(millis_since_epoch(at))
 }
 
 #[derive(Serialize)]
@@ -402,6 +433,10 @@ struct ServerMessage<'a> {
     error: Option<ErrorBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     msg: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
     ts: String,
 }
 
@@ -418,6 +453,8 @@ impl<'a> ServerMessage<'a> {
             recovered: None,
             error: None,
             msg: None,
+            sub: None,
+            expires: None,
             ts: timestamp(at),
         }
     }
@@ -471,6 +508,24 @@ pub fn encode_ack(
     ack.to_json()
 }
 
+/// The ack of an `auth` message: who the token names, and when it
+/// expires.
+pub fn encode_auth_ack(
+    request_id: Option<&str>,
+    sub: &str,
+    expires: SystemTime,
+    at: SystemTime,
+) -> String {
+    ServerMessage {
+        request_id,
+        status: Some("ok"),
+        sub: Some(sub),
+        expires: Some(humantime::format_rfc3339_seconds(clamped(expires)).to_string()),
+        ..ServerMessage::new("ack", at)
+    }
+    .to_json()
+}
+
 pub fn encode_error(
     code: ErrorCode,
     message: &str,
@@ -498,8 +553,9 @@ pub fn encode_pong(request_id: Option<&str>, at: SystemTime) -> String {
     .to_json()
 }
 
-/// Server-initiated notices: `ping`, `topic_deleted` (with its topic),
-/// `server_shutdown`.
+/// Server-initiated notices: `ping`, `topic_deleted` and
+/// `subscription_revoked` (with their topic), `server_shutdown`,
+/// `token_expired`, `disconnected`.
 pub fn encode_info(msg: &'static str, topic: Option<&str>, at: SystemTime) -> String {
     ServerMessage {
         topic,

@@ -136,8 +136,15 @@ fn metrics_move_with_publishes_deliveries_and_slow_consumers() {
     );
     let after_auth = scrape(broker.addr, Some("k"));
     assert_eq!(
-        value(&after_auth, "pubsub_auth_failures_total", &[])
-            - value(&after, "pubsub_auth_failures_total", &[]),
+        value(
+            &after_auth,
+            "pubsub_auth_failures_total",
+            &[("reason", "invalid")]
+        ) - value(
+            &after,
+            "pubsub_auth_failures_total",
+            &[("reason", "invalid")]
+        ),
         1.0
     );
     assert!(

@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use pubsub::broker::delivery::{ConnectionKey, Delivery, SubscriberQueue, WorkerMailbox};
 use pubsub::broker::ring::ReplayRing;
 use pubsub::broker::{Broker, Replay};
+use pubsub::http::gate::Gate;
 use pubsub::http::routes::{handle, settle, Action, RestContext};
 use pubsub::http::{parse_request, Parsed, MAX_BODY_BYTES};
 use pubsub::protocol::{parse_client_frame, validate_topic_name, ClientRequest};
@@ -312,7 +313,10 @@ fn topic_name() -> impl Strategy<Value = String> {
 
 fn rest<'a>(broker: &'a Broker, api_key: Option<&'a str>) -> RestContext<'a> {
     RestContext {
-        api_key,
+        gate: Gate {
+            api_key,
+            ..Gate::default()
+        },
         ..RestContext::new(broker)
     }
 }
@@ -484,6 +488,7 @@ fn check_frame(text: &str) -> Result<(), TestCaseError> {
                 ClientRequest::Unsubscribe { .. } => "unsubscribe",
                 ClientRequest::Publish { .. } => "publish",
                 ClientRequest::Ping { .. } => "ping",
+                ClientRequest::Auth { .. } => "auth",
             };
             prop_assert_eq!(&value["type"], kind, "{}", text);
             if let Some(id) = request.request_id() {
@@ -510,6 +515,9 @@ fn check_frame(text: &str) -> Result<(), TestCaseError> {
                     prop_assert!(inner.get("payload").is_some(), "{}", text);
                 }
                 ClientRequest::Ping { .. } => {}
+                ClientRequest::Auth { token, .. } => {
+                    prop_assert_eq!(&value["token"], token.as_str());
+                }
             }
         }
     }
@@ -633,7 +641,7 @@ proptest! {
                             prop_assert!(body.is_object());
                         }
                     }
-                    Action::Upgrade(switching, _) => {
+                    Action::Upgrade(switching, ..) => {
                         prop_assert!(switching.starts_with(b"HTTP/1.1 101 "));
                     }
                     Action::Change(change) => {

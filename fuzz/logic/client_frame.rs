@@ -8,8 +8,8 @@
 // frame can get must be JSON too.
 
 use pubsub::protocol::{
-    encode_ack, encode_error, encode_event, encode_pong, parse_client_frame, timestamp, Acked,
-    ClientRequest, ErrorCode, Start,
+    encode_ack, encode_auth_ack, encode_error, encode_event, encode_pong, parse_client_frame,
+    timestamp, Acked, ClientRequest, ErrorCode, Start,
 };
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -61,6 +61,10 @@ pub fn run(data: &[u8]) {
         }
         Ok(ClientRequest::Ping { request_id }) => {
             json_object(&encode_pong(request_id.as_deref(), at));
+        }
+        Ok(ClientRequest::Auth { request_id, .. }) => {
+            let ack = json_object(&encode_auth_ack(request_id.as_deref(), "user", at, at));
+            assert_eq!(ack["sub"].get(), "\"user\"");
         }
         Err(invalid) => {
             json_object(&encode_error(

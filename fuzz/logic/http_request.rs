@@ -8,6 +8,7 @@
 // (serde would take `["x"]` for `{"name":"x"}`).
 
 use pubsub::broker::Broker;
+use pubsub::http::gate::Gate;
 use pubsub::http::routes::{handle, settle, Action, RestContext};
 use pubsub::http::{parse_request, Parsed, Response};
 
@@ -22,7 +23,10 @@ fn run_with(data: &[u8], api_key: Option<&str>, draining: bool) {
         broker.create_topic(name).expect("a valid, new topic");
     }
     let ctx = RestContext {
-        api_key,
+        gate: Gate {
+            api_key,
+            ..Gate::default()
+        },
         draining,
         ..RestContext::new(&broker)
     };
@@ -54,7 +58,7 @@ fn run_with(data: &[u8], api_key: Option<&str>, draining: bool) {
                             );
                         }
                     }
-                    Action::Upgrade(switching, _) => {
+                    Action::Upgrade(switching, ..) => {
                         assert!(switching.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"))
                     }
                     Action::Change(change) => panic!("not settled: {change:?}"),

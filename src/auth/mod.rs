@@ -7,11 +7,13 @@
 //! a check; the config builds the [`TokenVerifier`] once at start-up, and
 //! the server asks it and the rights what a connection may do.
 
+pub mod access;
 pub mod keys;
 pub mod limiter;
 pub mod rights;
 pub mod token;
 
+pub use access::Access;
 pub use keys::{parse_public_keys, KeyType, PublicKey};
 pub use limiter::PublishLimiter;
 pub use rights::{Rights, TopicPatterns};

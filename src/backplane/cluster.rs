@@ -527,6 +527,10 @@ impl RequestThread {
                 pipe.get(keys::seq_key(topic));
                 None
             }
+            Change::Disconnect { sub } => {
+                pipe.publish(keys::USERS, keys::disconnect_event(sub));
+                None
+            }
         }
     }
 
@@ -600,6 +604,7 @@ fn outcome_of(change: &Change, reply: &redis::Value) -> Outcome {
         (Change::Delete { .. }, Value::Int(1)) => Outcome::Deleted,
         (Change::Delete { .. }, Value::Int(0)) => Outcome::NoTopic,
         (Change::ReadLastSeq { .. }, Value::Nil) => Outcome::LastSeq(0),
+        (Change::Disconnect { .. }, Value::Int(_)) => Outcome::Disconnected,
         (Change::ReadLastSeq { .. }, Value::BulkString(text)) => {
             match std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()) {
                 Some(seq) => Outcome::LastSeq(seq),

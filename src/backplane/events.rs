@@ -103,6 +103,7 @@ impl EventThread {
         let channels: Vec<String> = (0..keys::CHANNELS).map(keys::channel).collect();
         subscription.subscribe(&channels).map_err(text)?;
         subscription.subscribe(keys::HEARTBEAT).map_err(text)?;
+        subscription.subscribe(keys::USERS).map_err(text)?;
         subscription
             .set_read_timeout(Some(SILENCE_LIMIT))
             .map_err(text)?;
@@ -136,6 +137,9 @@ impl EventThread {
             }
             Event::Deleted { name, epoch } => {
                 self.broker.delete_mirror(name, epoch);
+            }
+            Event::Disconnected { sub } => {
+                self.broker.users.disconnect(sub);
             }
             Event::Published {
                 name,

@@ -11,11 +11,13 @@
 //! | `pubsub:incarnation` | string | set once per Redis data set: a different one means Redis lost its data |
 //! | `pubsub:nodes` | sorted set | node → when it last said it was alive (ms) |
 //! | `pubsub:n:<node>` | hash (expires) | topic name → that node's subscribers |
+//! | `pubsub:users` | channel | users to disconnect on every node |
 //!
 //! Events on a channel are text, fields on lines (topic names hold no
 //! control character; the message, last, may hold newlines):
 //! `c\n<name>\n<epoch>`, `d\n<name>\n<epoch>`,
-//! `p\n<name>\n<epoch>\n<seq>\n<ts>\n<message>`.
+//! `p\n<name>\n<epoch>\n<seq>\n<ts>\n<message>`; and on `pubsub:users`,
+//! `x\n<sub>` (the rest of the text is the `sub`).
 
 pub const TOPICS: &str = "pubsub:topics";
 pub const INCARNATION: &str = "pubsub:incarnation";
@@ -23,6 +25,8 @@ pub const NODES: &str = "pubsub:nodes";
 /// Every node publishes here once a second, so that a silent subscription
 /// is known to be dead.
 pub const HEARTBEAT: &str = "pubsub:heartbeat";
+/// `POST /disconnect` on any node reaches every node here.
+pub const USERS: &str = "pubsub:users";
 /// Channels events are spread over.
 pub const CHANNELS: u32 = 16;
 
@@ -103,6 +107,15 @@ pub enum Event<'a> {
         ts: &'a str,
         message: &'a str,
     },
+    /// Close every connection of this user.
+    Disconnected {
+        sub: &'a str,
+    },
+}
+
+/// The event that disconnects `sub` everywhere.
+pub fn disconnect_event(sub: &str) -> String {
+    format!("x\n{sub}")
 }
 
 impl<'a> Event<'a> {
@@ -131,6 +144,7 @@ impl<'a> Event<'a> {
                     message,
                 })
             }
+            "x" => Some(Event::Disconnected { sub: rest }),
             _ => None,
         }
     }
@@ -167,6 +181,10 @@ mod tests {
                 name: "x",
                 epoch: "E3"
             })
+        );
+        assert_eq!(
+            Event::parse(&disconnect_event("user\n42")),
+            Some(Event::Disconnected { sub: "user\n42" })
         );
         for junk in [
             "",

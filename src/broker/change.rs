@@ -27,6 +27,10 @@ pub enum Change {
     ReadLastSeq {
         topic: String,
     },
+    /// Close every connection of the user `sub` (on every node).
+    Disconnect {
+        sub: String,
+    },
 }
 
 /// What became of a change.
@@ -38,6 +42,8 @@ pub enum Outcome {
     Published(u64),
     /// The topic's last `seq` (0 before its first message).
     LastSeq(u64),
+    /// The user's connections were told to close.
+    Disconnected,
     /// Create: the topic exists already.
     Exists,
     /// Create: the name is not a valid topic name (why).
@@ -66,6 +72,10 @@ impl Broker {
             Change::ReadLastSeq { topic } => self
                 .topic(topic)
                 .map_or(Outcome::NoTopic, |t| Outcome::LastSeq(t.next_seq() - 1)),
+            Change::Disconnect { sub } => {
+                self.users.disconnect(sub);
+                Outcome::Disconnected
+            }
         }
     }
 }

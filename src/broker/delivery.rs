@@ -112,12 +112,21 @@ impl std::fmt::Display for ConnectionKey {
 
 /// One worker's list of connections that have events to write, and the
 /// means to wake it.
+/// What another thread tells one of a worker's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Its user was disconnected (`POST /disconnect`): close it.
+    Disconnect,
+}
+
 pub struct WorkerMailbox {
     worker: usize,
     ready: SegQueue<ConnectionKey>,
     /// Outcomes of changes the backplane carried out for this worker's
     /// connections.
     outcomes: SegQueue<(ConnectionKey, Outcome)>,
+    /// What other threads tell this worker's connections.
+    notices: SegQueue<(ConnectionKey, Notice)>,
     wake_pending: AtomicBool,
     waker: Option<mio::Waker>,
 }
@@ -129,6 +138,7 @@ impl WorkerMailbox {
             worker,
             ready: SegQueue::new(),
             outcomes: SegQueue::new(),
+            notices: SegQueue::new(),
             wake_pending: AtomicBool::new(false),
             waker,
         }
@@ -153,6 +163,19 @@ impl WorkerMailbox {
     pub fn drain_outcomes(&self, into: &mut Vec<(ConnectionKey, Outcome)>) {
         while let Some(answer) = self.outcomes.pop() {
             into.push(answer);
+        }
+    }
+
+    /// Tells the connection `key` of this worker `notice` (from any thread).
+    pub fn notify(&self, key: ConnectionKey, notice: Notice) {
+        self.notices.push((key, notice));
+        self.wake_unless_owner();
+    }
+
+    /// Called by the owner: every notice so far, in order.
+    pub fn drain_notices(&self, into: &mut Vec<(ConnectionKey, Notice)>) {
+        while let Some(notice) = self.notices.pop() {
+            into.push(notice);
         }
     }
 
@@ -193,7 +216,7 @@ impl WorkerMailbox {
     /// True if something was posted since the last `drain`; the owner then
     /// must not block in `poll`.
     pub fn has_posts(&self) -> bool {
-        !self.ready.is_empty() || !self.outcomes.is_empty()
+        !self.ready.is_empty() || !self.outcomes.is_empty() || !self.notices.is_empty()
     }
 }
 

@@ -16,6 +16,7 @@ mod epoch;
 
 pub use epoch::new_epoch;
 pub mod ring;
+pub mod users;
 
 use crate::protocol::{encode_event, encode_info, encode_reset, timestamp, validate_topic_name};
 use crate::ws::frame::{shared_text_frame, SharedFrame};
@@ -453,6 +454,8 @@ pub enum CreateError {
 pub struct Broker {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     ring_capacity: usize,
+    /// The connections of each user a token authenticated.
+    pub users: users::Users,
 }
 
 impl Broker {
@@ -460,6 +463,7 @@ impl Broker {
         Broker {
             topics: RwLock::new(HashMap::new()),
             ring_capacity,
+            users: users::Users::default(),
         }
     }
 

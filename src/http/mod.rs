@@ -6,10 +6,12 @@
 //! keeps bytes that are not yet a whole request, and loops while whole
 //! requests remain (pipelining).
 
+pub mod gate;
 mod operations;
 pub mod routes;
 mod topics;
 
+use crate::metrics::AuthFailure;
 use serde::Serialize;
 
 /// The largest request head accepted; past it, 431.
@@ -230,6 +232,8 @@ pub struct Response {
     /// For an error response to a request the connection survives (such as
     /// a bodiless POST): how many input bytes that request used.
     pub consumed: Option<usize>,
+    /// A refusal of the gate (`gate`), counted by this reason.
+    pub auth_failure: Option<AuthFailure>,
 }
 
 #[derive(Serialize)]
@@ -258,6 +262,7 @@ impl Response {
             body,
             close: false,
             consumed: None,
+            auth_failure: None,
         }
     }
 

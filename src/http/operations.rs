@@ -1,10 +1,13 @@
-//! The REST handlers of operations: `/health`, `/readyz`, `/stats` and
-//! `/metrics`. They read the broker, the workers' counters and, in cluster
-//! mode, the backplane's state. No sockets.
+//! The REST handlers of operations: `/health`, `/readyz`, `/stats`,
+//! `/metrics` and `POST /disconnect`. They read the broker, the workers'
+//! counters and, in cluster mode, the backplane's state; a disconnection is
+//! a change, carried out through the backplane. No sockets.
 
-use super::routes::RestContext;
+use super::routes::{Action, RestContext};
 use super::Response;
+use crate::broker::change::Change;
 use crate::metrics::{render_prometheus, BackplaneFigures, BrokerGauges, MetricsSnapshot};
+use crate::protocol::decode_object;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -159,3 +162,32 @@ pub(super) fn metrics(ctx: &RestContext<'_>) -> Response {
 }
 
 const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+#[derive(serde::Deserialize)]
+struct DisconnectBody<'a> {
+    #[serde(borrow)]
+    sub: Option<&'a serde_json::value::RawValue>,
+}
+
+/// `POST /disconnect` body `{"sub":"user-42"}`: every connection of that
+/// user is closed (on every node of a cluster, through the backplane).
+pub(super) fn disconnect(body: &[u8]) -> Action {
+    let bad = |message: &str| Action::Respond(Response::error(400, "BAD_REQUEST", message));
+    let Ok(text) = std::str::from_utf8(body) else {
+        return bad("invalid JSON: the body is not UTF-8");
+    };
+    let parsed: DisconnectBody<'_> = match decode_object(text, "the body") {
+        Ok(parsed) => parsed,
+        Err(message) => return bad(&message),
+    };
+    let Some(raw) = parsed.sub.filter(|raw| raw.get() != "null") else {
+        return bad("missing field 'sub'");
+    };
+    match serde_json::from_str::<String>(raw.get()) {
+        Ok(sub) if !sub.is_empty() && sub.len() <= 255 => {
+            Action::Change(Change::Disconnect { sub })
+        }
+        Ok(_) => bad("field 'sub' must be 1 to 255 bytes"),
+        Err(_) => bad("field 'sub' must be a string"),
+    }
+}

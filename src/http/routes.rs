@@ -5,12 +5,14 @@
 //! and the shared broker; returns a response, an upgrade or a change to
 //! carry out. No sockets.
 
-use super::operations::{health, metrics, ready, stats};
+use super::gate::{forbidden, Gate};
+use super::operations::{disconnect, health, metrics, ready, stats};
 use super::topics::{
     create_topic, delete_topic, history, list_topics, publish_message, published, topic_detail,
     topic_not_found, TopicStatus,
 };
 use super::{Request, Response};
+use crate::auth::Access;
 use crate::backplane::Backplane;
 use crate::broker::change::{Change, Outcome};
 use crate::broker::Broker;
@@ -19,12 +21,12 @@ use crate::metrics::WorkerMetrics;
 use crate::ws::SessionKind;
 use std::sync::Arc;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 
 /// What a handler needs of the world.
 pub struct RestContext<'a> {
     pub broker: &'a Broker,
-    pub api_key: Option<&'a str>,
+    /// Who may do what: the API key, tokens, allowed origins.
+    pub gate: Gate<'a>,
     /// True once shutdown has begun.
     pub draining: bool,
     pub uptime: Duration,
@@ -45,7 +47,7 @@ impl<'a> RestContext<'a> {
     pub fn new(broker: &'a Broker) -> RestContext<'a> {
         RestContext {
             broker,
-            api_key: None,
+            gate: Gate::default(),
             draining: false,
             uptime: Duration::ZERO,
             connections: 0,
@@ -59,8 +61,9 @@ impl<'a> RestContext<'a> {
 #[derive(Debug)]
 pub enum Action {
     Respond(Response),
-    /// Switch to WebSocket: write this `101` response, then frames.
-    Upgrade(Vec<u8>, SessionKind),
+    /// Switch to WebSocket: write this `101` response, then frames; the
+    /// session starts with this access.
+    Upgrade(Vec<u8>, SessionKind, Access),
     /// Carry out this change (a publish through the same path as a
     /// WebSocket publish), then answer with [`answer`].
     Change(Change),
@@ -99,6 +102,21 @@ pub fn answer(change: &Change, outcome: Outcome) -> Response {
         (Change::Delete { name } | Change::Publish { topic: name, .. }, Outcome::NoTopic) => {
             topic_not_found(name)
         }
+        (Change::Disconnect { sub }, Outcome::Disconnected) => {
+            log::info!(sub = sub.as_str(); "user disconnected");
+            #[derive(serde::Serialize)]
+            struct Disconnected<'a> {
+                status: &'static str,
+                sub: &'a str,
+            }
+            Response::json(
+                200,
+                &Disconnected {
+                    status: "disconnected",
+                    sub,
+                },
+            )
+        }
         (_, Outcome::Unavailable(why)) => Response::error(503, "UNAVAILABLE", why),
         (change, outcome) => {
             log::error!(change:? = change, outcome:? = outcome; "a change had an outcome it cannot have");
@@ -120,23 +138,37 @@ pub fn settle(action: Action, broker: &Broker) -> Action {
     }
 }
 
-/// Routes one request.
+/// Routes one request: the gate (credentials, and the origin of an
+/// upgrade), 404 and 405, the drain, the rights the route needs, the
+/// backplane, then its handler.
 pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
     let route = Route::of(req.path);
-    if route.needs_key() && !authorized(req, route, ctx.api_key) {
-        return Action::Respond(Response::error(
-            401,
-            "UNAUTHORIZED",
-            "missing or wrong API key",
-        ));
-    }
+    let access = if route.needs_credentials() {
+        let upgrade = route == Route::WebSocket;
+        let admitted = match upgrade {
+            true => ctx
+                .gate
+                .check_origin(req)
+                .and_then(|()| ctx.gate.admit(req, true)),
+            false => ctx.gate.admit(req, false),
+        };
+        match admitted {
+            Ok(access) => access,
+            Err(response) => return Action::Respond(response),
+        }
+    } else {
+        Access::Full
+    };
     if let Some(response) = misrouted(req.method, req.path) {
         return Action::Respond(response);
     }
-    if ctx.draining && route.needs_key() {
+    if ctx.draining && route.needs_credentials() {
         return Action::Respond(
             Response::error(503, "SHUTTING_DOWN", "the server is shutting down").closing(),
         );
+    }
+    if route.needs_admin(req.method) && !access.is_admin() {
+        return Action::Respond(forbidden());
     }
     if !ctx.backplane.is_up() && route.needs_backplane() {
         return Action::Respond(Response::error(
@@ -147,17 +179,18 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
     }
     let response = match route {
         Route::WebSocket => match crate::ws::accept_upgrade(req) {
-            Ok(switching) => return Action::Upgrade(switching, SessionKind::PubSub),
+            Ok(switching) => return Action::Upgrade(switching, SessionKind::PubSub, access),
             Err(response) => response,
         },
         Route::Topics if req.method == "POST" => return create_topic(req.body),
-        Route::Topics => list_topics(ctx),
-        Route::Topic(encoded) if req.method == "GET" => topic_detail(encoded, ctx),
+        Route::Topics => list_topics(ctx, &access),
+        Route::Topic(encoded) if req.method == "GET" => topic_detail(encoded, ctx, &access),
         Route::Topic(encoded) => return delete_topic(encoded),
         Route::Messages(encoded) if req.method == "POST" => {
-            return publish_message(encoded, req.body)
+            return publish_message(encoded, req.body, &access)
         }
-        Route::Messages(encoded) => history(encoded, req, ctx),
+        Route::Messages(encoded) => history(encoded, req, ctx, &access),
+        Route::Disconnect => return disconnect(req.body),
         Route::Health => health(ctx),
         Route::Ready => ready(ctx),
         Route::Stats => stats(ctx),
@@ -165,7 +198,7 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         Route::Console(asset) => asset.response(),
         #[cfg(feature = "autobahn")]
         Route::Echo => match crate::ws::accept_upgrade(req) {
-            Ok(switching) => return Action::Upgrade(switching, SessionKind::Echo),
+            Ok(switching) => return Action::Upgrade(switching, SessionKind::Echo, access),
             Err(response) => response,
         },
         Route::Unknown => unreachable!("unknown routes allow no method"),
@@ -215,6 +248,7 @@ enum Route<'a> {
     Ready,
     Stats,
     Metrics,
+    Disconnect,
     /// A file of the browser console (`/` is the page, except with the
     /// `autobahn` feature, where it is the echo endpoint).
     Console(&'static Asset),
@@ -232,6 +266,7 @@ impl<'a> Route<'a> {
             "/readyz" => Route::Ready,
             "/stats" => Route::Stats,
             "/metrics" => Route::Metrics,
+            "/disconnect" => Route::Disconnect,
             #[cfg(feature = "autobahn")]
             "/" => Route::Echo,
             _ => {
@@ -262,6 +297,7 @@ impl<'a> Route<'a> {
             Route::Topics => &["GET", "POST"],
             Route::Topic(_) => &["GET", "DELETE"],
             Route::Messages(_) => &["GET", "POST"],
+            Route::Disconnect => &["POST"],
             #[cfg(feature = "autobahn")]
             Route::Echo => &["GET"],
             Route::Unknown => &[],
@@ -274,27 +310,24 @@ impl<'a> Route<'a> {
         matches!(self, Route::Topics | Route::Topic(_) | Route::Messages(_))
     }
 
-    /// Probes answer without the API key, so that liveness and readiness
+    /// Probes answer without credentials, so that liveness and readiness
     /// checks work; and they keep answering while the server drains. So
     /// do the console's files, which hold no data: the page asks for the
-    /// key, and everything it fetches needs it.
-    fn needs_key(self) -> bool {
+    /// key or a token, and everything it fetches needs it.
+    fn needs_credentials(self) -> bool {
         !matches!(self, Route::Health | Route::Ready | Route::Console(_))
     }
-}
 
-/// `X-API-Key`, or for the WebSocket upgrade the `api_key` query parameter,
-/// compared in constant time.
-fn authorized(req: &Request<'_>, route: Route<'_>, api_key: Option<&str>) -> bool {
-    let Some(expected) = api_key else { return true };
-    let matches = |given: &[u8]| bool::from(given.ct_eq(expected.as_bytes()));
-    if req.header("X-API-Key").is_some_and(matches) {
-        return true;
+    /// What only the API key or a token with `admin` may do: create and
+    /// delete topics, read the whole broker's figures, disconnect users.
+    fn needs_admin(self, method: &str) -> bool {
+        match self {
+            Route::Topics | Route::Disconnect => method == "POST",
+            Route::Topic(_) => method == "DELETE",
+            Route::Stats | Route::Metrics => true,
+            _ => false,
+        }
     }
-    route == Route::WebSocket
-        && req
-            .query_param("api_key")
-            .is_some_and(|k| matches(k.as_bytes()))
 }
 
 #[cfg(test)]

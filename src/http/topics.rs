@@ -1,10 +1,14 @@
 //! The REST handlers of topics: create, delete, list, one topic's detail,
-//! publish and history. Changes (create, delete, publish) are validated
+//! publish and history. Each that names a topic checks the request's
+//! rights first, so that a forbidden topic is `FORBIDDEN` whether or not
+//! it exists. Changes (create, delete, publish) are validated
 //! here and returned as an [`Action::Change`] for the server to carry out
 //! through the backplane; reads answer from the broker. No sockets.
 
+use super::gate::forbidden;
 use super::routes::{Action, RestContext};
 use super::{Request, Response};
+use crate::auth::Access;
 use crate::broker::change::Change;
 use crate::protocol::{decode_object, validate_message, validate_topic_name};
 use crate::ws::frame::text_payload;
@@ -85,11 +89,14 @@ struct TopicDetail<'a> {
     epoch: &'a str,
 }
 
-pub(super) fn topic_detail(encoded: &str, ctx: &RestContext<'_>) -> Response {
+pub(super) fn topic_detail(encoded: &str, ctx: &RestContext<'_>, access: &Access) -> Response {
     let name = match topic_name(encoded) {
         Ok(name) => name,
         Err(response) => return response,
     };
+    if !access.may_subscribe(&name) {
+        return forbidden();
+    }
     let Some(topic) = ctx.broker.topic(&name) else {
         return topic_not_found(&name);
     };
@@ -109,11 +116,14 @@ pub(super) fn topic_detail(encoded: &str, ctx: &RestContext<'_>) -> Response {
 
 /// `POST /topics/{name}/messages`: the body is the `message` of a WebSocket
 /// publish, checked the same way.
-pub(super) fn publish_message(encoded: &str, body: &[u8]) -> Action {
+pub(super) fn publish_message(encoded: &str, body: &[u8], access: &Access) -> Action {
     let name = match topic_name(encoded) {
         Ok(name) => name,
         Err(response) => return Action::Respond(response),
     };
+    if !access.may_publish(&name) {
+        return Action::Respond(forbidden());
+    }
     let bad = |message: String| Action::Respond(Response::error(400, "BAD_REQUEST", &message));
     let Ok(text) = std::str::from_utf8(body) else {
         return bad("invalid JSON: the body is not UTF-8".into());
@@ -175,11 +185,19 @@ struct KeptEvent<'a> {
 /// `GET /topics/{name}/messages?since_seq=N&limit=M`: the held messages
 /// after N (default 0), oldest first, at most M (default and maximum: the
 /// ring size; a larger M is taken as the maximum).
-pub(super) fn history(encoded: &str, req: &Request<'_>, ctx: &RestContext<'_>) -> Response {
+pub(super) fn history(
+    encoded: &str,
+    req: &Request<'_>,
+    ctx: &RestContext<'_>,
+    access: &Access,
+) -> Response {
     let name = match topic_name(encoded) {
         Ok(name) => name,
         Err(response) => return response,
     };
+    if !access.may_subscribe(&name) {
+        return forbidden();
+    }
     let ring = ctx.broker.ring_capacity();
     let since = match query_integer(req, "since_seq", 0) {
         Ok(since) => since,
@@ -244,11 +262,14 @@ struct TopicList {
     topics: Vec<TopicListEntry>,
 }
 
-pub(super) fn list_topics(ctx: &RestContext<'_>) -> Response {
+/// `GET /topics`: for a token without `admin`, only the topics one of its
+/// patterns matches.
+pub(super) fn list_topics(ctx: &RestContext<'_>, access: &Access) -> Response {
     let topics = ctx
         .broker
         .summaries()
         .into_iter()
+        .filter(|s| access.may_see(&s.name))
         .map(|s| TopicListEntry {
             subscribers: s.subscribers + ctx.backplane.others_subscribers(&s.name) as usize,
             name: s.name,

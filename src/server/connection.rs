@@ -14,12 +14,14 @@
 //! worker (`WorkerCtx::ended`), which reaps it at the end of the loop turn.
 
 use super::context::WorkerCtx;
+use super::credentials::Lapse;
 use super::http_service::{HttpInput, Served};
 use super::lifecycle::{CloseWait, Lifecycle, CLOSE_GRACE, MAX_LINGER_BYTES};
 use super::output::{Output, Written};
 use super::session::Session;
+use crate::auth::Access;
 use crate::broker::change::Outcome;
-use crate::broker::delivery::ConnectionKey;
+use crate::broker::delivery::{ConnectionKey, Notice};
 use crate::metrics::{ConnectionKind, DisconnectReason};
 use crate::ws::codec::{Codec, Incoming};
 use crate::ws::SessionKind;
@@ -153,7 +155,8 @@ impl<S: Transport> Connection<S> {
     /// further frames are read; the connection lingers until the peer is
     /// done or the close deadline.
     fn fail_protocol(&mut self, ctx: &mut WorkerCtx, code: CloseCode, why: &str) {
-        log::debug!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id, why; "protocol error");
+        let sub = self.session().and_then(Session::sub).unwrap_or("-");
+        log::debug!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id, sub, why; "protocol error");
         if !self.life.takes_requests() {
             return self.end(ctx, DisconnectReason::ProtocolError);
         }
@@ -272,24 +275,38 @@ impl<S: Transport> Connection<S> {
         match http.serve(ctx, &mut self.output, key, self.peer, &mut self.messages_in) {
             Served::Waiting => {}
             Served::Close => self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger),
-            Served::Upgrade { kind, early_frames } => {
-                self.become_websocket(ctx, early_frames, kind)
-            }
+            Served::Upgrade {
+                kind,
+                early_frames,
+                access,
+            } => self.become_websocket(ctx, early_frames, kind, access),
         }
     }
 
-    fn become_websocket(&mut self, ctx: &mut WorkerCtx, early_frames: Vec<u8>, kind: SessionKind) {
+    fn become_websocket(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        early_frames: Vec<u8>,
+        kind: SessionKind,
+        access: Access,
+    ) {
         let config = &ctx.shared.config;
+        let codec = Codec::new(early_frames, config.max_message_bytes);
+        let next_ping = ctx.now + config.heartbeat_interval;
+        let session = Session::new(kind, self.key(), access, ctx);
+        log::info!(
+            conn:% = self.key(), peer:% = self.peer, worker = ctx.id, sub = session.sub().unwrap_or("-");
+            "websocket opened"
+        );
         self.phase = Phase::WebSocket(Box::new(WebSocket {
-            codec: Codec::new(early_frames, config.max_message_bytes),
-            session: Session::new(kind, self.key()),
-            next_ping: ctx.now + config.heartbeat_interval,
+            codec,
+            session,
+            next_ping,
         }));
         self.last_input = ctx.now;
         self.timer = None;
         self.arm_session_timer(ctx);
         ctx.metrics.record_upgrade();
-        log::info!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id; "websocket opened");
     }
 
     fn read_websocket(&mut self, ctx: &mut WorkerCtx) {
@@ -322,6 +339,9 @@ impl<S: Transport> Connection<S> {
                     self.messages_in += 1;
                     if self.life.takes_requests() {
                         ws.session.on_message(ctx, message, &mut self.output);
+                        if ws.session.credentials_deadline().1 {
+                            self.arm_session_timer(ctx);
+                        }
                     }
                 }
                 Incoming::Control => {}
@@ -491,7 +511,7 @@ impl<S: Transport> Connection<S> {
         }
         log::warn!(
             conn:% = key, peer:% = self.peer, worker = ctx.id,
-            client_id = ws.session.client_id().unwrap_or("-"),
+            client_id = ws.session.client_id().unwrap_or("-"), sub = ws.session.sub().unwrap_or("-"),
             queue_size = ctx.shared.config.subscriber_queue_size;
             "slow consumer"
         );
@@ -534,12 +554,41 @@ impl<S: Transport> Connection<S> {
 
     // ---- timers --------------------------------------------------------------
 
+    /// The nearest of the heartbeat, the dead-peer deadline and the
+    /// credentials' deadline (no token yet, or the token's expiry).
     fn arm_session_timer(&mut self, ctx: &mut WorkerCtx) {
-        if let Phase::WebSocket(ws) = &self.phase {
+        if let Phase::WebSocket(ws) = &mut self.phase {
             let dead_at = self.last_input + 3 * ctx.shared.config.heartbeat_interval;
-            let at = ws.next_ping.min(dead_at);
+            let mut at = ws.next_ping.min(dead_at);
+            if let (Some(lapse_at), _) = ws.session.credentials_deadline() {
+                at = at.min(lapse_at);
+            }
             ctx.timers
                 .arm(&mut self.timer, at, self.slot, self.generation);
+        }
+    }
+
+    /// Another thread's word for this connection: its user was
+    /// disconnected (`info disconnected`, then a close with 1008).
+    pub fn on_notice(&mut self, ctx: &mut WorkerCtx, notice: Notice) {
+        match notice {
+            Notice::Disconnect => {
+                if !self.life.takes_requests() {
+                    return;
+                }
+                let key = self.key();
+                let Phase::WebSocket(ws) = &mut self.phase else {
+                    return;
+                };
+                log::info!(
+                    conn:% = key, peer:% = self.peer, worker = ctx.id,
+                    sub = ws.session.sub().unwrap_or("-");
+                    "user disconnected"
+                );
+                ws.session.disconnected(&mut self.output);
+                self.send_close_frame(CloseCode::Policy, "DISCONNECTED");
+                self.begin_close(ctx, DisconnectReason::Disconnected, CloseWait::Linger);
+            }
         }
     }
 
@@ -561,6 +610,7 @@ impl<S: Transport> Connection<S> {
             Lifecycle::Open | Lifecycle::InputPaused => {}
         }
         let interval = ctx.shared.config.heartbeat_interval;
+        let key = self.key();
         match &mut self.phase {
             Phase::Http(http) => {
                 let deadline = http.request_started + ctx.shared.config.handshake_timeout;
@@ -575,6 +625,19 @@ impl<S: Transport> Connection<S> {
                     .arm(&mut self.timer, deadline, self.slot, self.generation);
             }
             Phase::WebSocket(ws) => {
+                if let Some(lapse) = ws.session.lapse(ctx, &mut self.output) {
+                    let (reason, why) = match lapse {
+                        Lapse::NoToken => (DisconnectReason::HandshakeTimeout, "UNAUTHORIZED"),
+                        Lapse::TokenExpired => (DisconnectReason::TokenExpired, "TOKEN_EXPIRED"),
+                    };
+                    log::info!(
+                        conn:% = key, peer:% = self.peer, worker = ctx.id,
+                        sub = ws.session.sub().unwrap_or("-"), reason = reason.as_str();
+                        "credentials lapsed"
+                    );
+                    self.send_close_frame(CloseCode::Policy, why);
+                    return self.begin_close(ctx, reason, CloseWait::Linger);
+                }
                 if ctx.now >= self.last_input + 3 * interval {
                     return self.end(ctx, DisconnectReason::DeadPeer);
                 }
@@ -595,18 +658,22 @@ impl<S: Transport> Connection<S> {
     pub fn release(&mut self, ctx: &WorkerCtx) {
         let reason = self.life.ended_reason().unwrap_or(DisconnectReason::Normal);
         let key = self.key();
-        let (kind, client_id) = match &mut self.phase {
+        let (kind, client_id, sub) = match &mut self.phase {
             Phase::WebSocket(ws) => {
-                ws.session.leave_all();
-                (ConnectionKind::WebSocket, ws.session.client_id())
+                ws.session.leave_all(ctx);
+                (
+                    ConnectionKind::WebSocket,
+                    ws.session.client_id(),
+                    ws.session.sub(),
+                )
             }
-            Phase::Http(_) => (ConnectionKind::Http, None),
+            Phase::Http(_) => (ConnectionKind::Http, None, None),
         };
         ctx.metrics.record_closed(kind, reason);
         log::info!(
             conn:% = key, peer:% = self.peer, worker = ctx.id,
             kind = if kind == ConnectionKind::WebSocket { "websocket" } else { "http" },
-            reason = reason.as_str(), client_id = client_id.unwrap_or("-"),
+            reason = reason.as_str(), client_id = client_id.unwrap_or("-"), sub = sub.unwrap_or("-"),
             messages_in = self.messages_in, messages_out = self.output.messages,
             lifetime_ms = self.opened.elapsed().as_millis() as u64;
             "connection closed"

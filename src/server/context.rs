@@ -11,6 +11,7 @@ use super::Shared;
 use crate::backplane::ReplyTo;
 use crate::broker::change::{publish_to, Change, Outcome};
 use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
+use crate::http::gate::Gate;
 use crate::http::routes::RestContext;
 use crate::metrics::WorkerMetrics;
 use serde_json::value::RawValue;
@@ -116,7 +117,11 @@ impl WorkerCtx {
     pub fn rest_context(&self, draining: bool) -> RestContext<'_> {
         let shared = &*self.shared;
         RestContext {
-            api_key: shared.config.api_key.as_deref(),
+            gate: Gate {
+                api_key: shared.config.api_key.as_deref(),
+                tokens: shared.config.tokens.as_deref(),
+                allowed_origins: &shared.config.allowed_origins,
+            },
             draining,
             uptime: shared.started.elapsed(),
             connections: shared.connections.load(Ordering::Relaxed),

@@ -11,6 +11,7 @@
 
 use super::context::WorkerCtx;
 use super::output::Output;
+use crate::auth::Access;
 use crate::broker::change::{Change, Outcome};
 use crate::broker::delivery::ConnectionKey;
 use crate::http::routes::{self, Action};
@@ -33,6 +34,7 @@ pub enum Served {
     Upgrade {
         kind: SessionKind,
         early_frames: Vec<u8>,
+        access: Access,
     },
 }
 
@@ -117,13 +119,17 @@ impl HttpInput {
             let action = routes::handle(&request, &ctx.rest_context(draining));
             let response = match action {
                 Action::Respond(response) => response,
-                Action::Upgrade(switching, kind) => {
+                Action::Upgrade(switching, kind, access) => {
                     ctx.metrics.record_http_response(101);
                     out.messages += 1;
                     log_request(&line, 101, peer);
                     out.buffer().extend_from_slice(&switching);
                     let early_frames = self.buffer.split_off(used);
-                    return Served::Upgrade { kind, early_frames };
+                    return Served::Upgrade {
+                        kind,
+                        early_frames,
+                        access,
+                    };
                 }
                 Action::Change(change) => match ctx.change(&change, key) {
                     Some(outcome) => routes::answer(&change, outcome),
@@ -180,6 +186,9 @@ fn respond(
     line: Option<&RequestLine>,
 ) -> bool {
     ctx.metrics.record_http_response(response.status);
+    if let Some(reason) = response.auth_failure {
+        ctx.metrics.record_auth_failure(reason);
+    }
     out.messages += 1;
     if let Some(line) = line {
         log_request(line, response.status, peer);

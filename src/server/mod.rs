@@ -8,6 +8,7 @@
 
 mod connection;
 mod context;
+mod credentials;
 #[cfg(any(test, fuzzing))]
 pub mod harness;
 mod http_service;

@@ -23,7 +23,7 @@ use super::context::WorkerCtx;
 use super::lifecycle::CLOSE_GRACE;
 use super::Shared;
 use crate::broker::change::Outcome;
-use crate::broker::delivery::{self, ConnectionKey};
+use crate::broker::delivery::{self, ConnectionKey, Notice};
 use crate::http::Response;
 use crate::metrics::DisconnectReason;
 use mio::net::TcpListener;
@@ -55,6 +55,7 @@ pub struct Worker {
     touched: Vec<usize>,
     posts: Vec<ConnectionKey>,
     outcomes: Vec<(ConnectionKey, Outcome)>,
+    notices: Vec<(ConnectionKey, Notice)>,
     accept_paused_until: Option<Instant>,
     drain: Option<Drain>,
     /// When this worker, if still quiet, returns freed memory to the system.
@@ -78,6 +79,7 @@ impl Worker {
             touched: Vec::new(),
             posts: Vec::new(),
             outcomes: Vec::new(),
+            notices: Vec::new(),
             accept_paused_until: None,
             drain: None,
             memory_release_at: None,
@@ -281,6 +283,15 @@ impl Worker {
             if let Some(conn) = self.connections.get_mut(key.slot) {
                 if conn.generation() == key.generation {
                     conn.unschedule();
+                    touch(&mut self.touched, conn, key.slot);
+                }
+            }
+        }
+        self.ctx.mailbox.drain_notices(&mut self.notices);
+        for (key, notice) in self.notices.drain(..) {
+            if let Some(conn) = self.connections.get_mut(key.slot) {
+                if conn.generation() == key.generation {
+                    conn.on_notice(&mut self.ctx, notice);
                     touch(&mut self.touched, conn, key.slot);
                 }
             }

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod tokens;
 
 use serde_json::{json, Value};
 use socket2::{Domain, Protocol, Socket, Type};

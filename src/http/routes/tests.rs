@@ -1,6 +1,7 @@
 //! Unit tests of the routes and handlers (`super`).
 
 use super::*;
+use crate::auth::TokenVerifier;
 use crate::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
 use crate::broker::Replay;
 use crate::http::{parse_request, Parsed};
@@ -11,6 +12,8 @@ use serde_json::{json, Value};
 struct World {
     broker: Broker,
     api_key: Option<&'static str>,
+    tokens: Option<TokenVerifier>,
+    origins: Vec<String>,
     draining: bool,
     metrics: Vec<Arc<WorkerMetrics>>,
 }
@@ -20,6 +23,8 @@ impl World {
         World {
             broker: Broker::new(10),
             api_key: None,
+            tokens: None,
+            origins: Vec::new(),
             draining: false,
             metrics: vec![Arc::default(), Arc::default()],
         }
@@ -27,7 +32,11 @@ impl World {
 
     fn send(&self, raw: impl AsRef<[u8]>) -> Action {
         let ctx = RestContext {
-            api_key: self.api_key,
+            gate: Gate {
+                api_key: self.api_key,
+                tokens: self.tokens.as_ref(),
+                allowed_origins: &self.origins,
+            },
             draining: self.draining,
             uptime: Duration::from_secs(7),
             connections: 1,

@@ -1,21 +1,28 @@
 //! A WebSocket connection's session: what its JSON messages mean. It
-//! decodes each client message ([`crate::protocol`]), acts on the broker
-//! (subscribe, unsubscribe, publish, ping), and puts its replies in the
-//! connection's output; it owns the connection's subscriptions and event
-//! queue.
+//! decodes each client message ([`crate::protocol`]), checks it against
+//! the connection's [`Credentials`] (a token's rights, the publish limit),
+//! acts on the broker (subscribe, unsubscribe, publish, ping, auth), and
+//! puts its replies in the connection's output; it owns the connection's
+//! subscriptions and event queue.
 //!
 //! No sockets and no framing state: the connection hands it whole
 //! messages and writes what it leaves in the output. A new message type
 //! touches `protocol` (its shape) and this module (what it does).
 
+mod access;
+
 use super::context::WorkerCtx;
+use super::credentials::Credentials;
 use super::output::Output;
+use crate::auth::Access;
 use crate::broker::change::{Change, Outcome};
 use crate::broker::delivery::{ConnectionKey, SubscriberQueue};
 use crate::broker::{Replay, Topic};
+use crate::metrics::AuthFailure;
 use crate::protocol::{self, Acked, ClientRequest, ErrorCode, Start};
 use crate::ws::frame::{append_text_frame, SharedFrame};
 use crate::ws::SessionKind;
+use access::forbid;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +46,7 @@ pub struct Session {
     /// it waits for them (and the connection reads nothing more), so that
     /// its reply, and any replay, comes after theirs.
     deferred: Option<Box<Message>>,
+    credentials: Credentials,
 }
 
 /// Publishes one connection may have awaiting the backplane before it is
@@ -48,8 +56,17 @@ const MAX_AWAITING: usize = 256;
 struct Awaited {
     request: AwaitedRequest,
     request_id: Option<String>,
-    /// Known already (refused at once), but written in turn.
-    outcome: Option<Outcome>,
+    answer: Answer,
+}
+
+enum Answer {
+    /// The backplane has not answered yet.
+    Due,
+    /// What became of it; known at once (refused by the backplane's state)
+    /// or answered, and written in turn.
+    Outcome(Outcome),
+    /// Refused here (rights, the publish limit), written in turn.
+    Refused(ErrorCode, &'static str),
 }
 
 enum AwaitedRequest {
@@ -66,7 +83,12 @@ enum AwaitedRequest {
 }
 
 impl Session {
-    pub fn new(kind: SessionKind, key: ConnectionKey) -> Session {
+    /// A session for the connection `key`, with the access its upgrade
+    /// was given (a token's user is known by the broker from now on).
+    pub fn new(kind: SessionKind, key: ConnectionKey, access: Access, ctx: &WorkerCtx) -> Session {
+        if let Some(sub) = access.sub() {
+            ctx.shared.broker.users.join(sub, &ctx.mailbox, key);
+        }
         Session {
             kind,
             key,
@@ -75,12 +97,25 @@ impl Session {
             client_id: None,
             awaiting: VecDeque::new(),
             deferred: None,
+            credentials: Credentials::new(access, ctx),
         }
     }
 
     /// The `client_id` of the last subscribe or unsubscribe, for logs.
     pub fn client_id(&self) -> Option<&str> {
         self.client_id.as_deref()
+    }
+
+    /// The user its token names, for logs.
+    pub fn sub(&self) -> Option<&str> {
+        self.credentials.access().sub()
+    }
+
+    /// When the connection ends unless a (new) token comes; and whether
+    /// that moved since last asked (the connection re-arms its timer).
+    pub fn credentials_deadline(&mut self) -> (Option<std::time::Instant>, bool) {
+        let moved = self.credentials.take_deadline_moved();
+        (self.credentials.deadline(), moved)
     }
 
     /// One whole text or binary message from the client.
@@ -129,6 +164,21 @@ impl Session {
         if !self.awaiting.is_empty() && (draining || !is_publish || self.awaits_resume()) {
             return false;
         }
+        if let ClientRequest::Auth { token, .. } = &request {
+            self.authenticate(ctx, token, request_id, out);
+            return true;
+        }
+        if self.credentials.access().is_pending() {
+            ctx.metrics.record_auth_failure(AuthFailure::Missing);
+            reply_error(
+                out,
+                ErrorCode::Unauthorized,
+                "authenticate first: send {\"type\":\"auth\",\"token\":\"...\"}",
+                request_id,
+                None,
+            );
+            return true;
+        }
         match &request {
             ClientRequest::Ping { .. } => {
                 reply(out, &protocol::encode_pong(request_id, SystemTime::now()));
@@ -154,19 +204,26 @@ impl Session {
                 topic, client_id, ..
             } => self.unsubscribe(ctx, topic, client_id, request_id, out),
             ClientRequest::Publish { topic, message, .. } => {
-                match ctx.publish(topic, message, self.key) {
-                    Some(outcome) if self.awaiting.is_empty() => {
-                        reply_to_publish(out, topic, request_id, outcome)
-                    }
-                    outcome => self.awaiting.push_back(Awaited {
-                        request: AwaitedRequest::Publish {
-                            topic: topic.clone(),
-                        },
-                        request_id: request_id.map(str::to_owned),
-                        outcome,
-                    }),
+                let answer = match self.publish_refusal(ctx, topic) {
+                    Some((code, why)) => Answer::Refused(code, why),
+                    None => ctx
+                        .publish(topic, message, self.key)
+                        .map_or(Answer::Due, Answer::Outcome),
+                };
+                let awaited = Awaited {
+                    request: AwaitedRequest::Publish {
+                        topic: topic.clone(),
+                    },
+                    request_id: request_id.map(str::to_owned),
+                    answer,
+                };
+                match awaited.answer {
+                    Answer::Due => self.awaiting.push_back(awaited),
+                    _ if !self.awaiting.is_empty() => self.awaiting.push_back(awaited),
+                    answer => self.reply_to(ctx, awaited.request, request_id, answer, out),
                 }
             }
+            ClientRequest::Auth { .. } => {}
         }
         true
     }
@@ -181,6 +238,9 @@ impl Session {
         out: &mut Output,
     ) {
         self.client_id = Some(client_id.to_string());
+        if !self.credentials.access().may_subscribe(name) {
+            return forbid(ctx, out, name, request_id);
+        }
         let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
             return reply_topic_not_found(out, name, request_id);
         };
@@ -197,11 +257,13 @@ impl Session {
                         epoch: epoch.clone(),
                     },
                     request_id: request_id.map(str::to_owned),
-                    outcome: ctx.change(&question, self.key),
+                    answer: ctx
+                        .change(&question, self.key)
+                        .map_or(Answer::Due, Answer::Outcome),
                 };
-                return match awaited.outcome.clone() {
-                    Some(outcome) => self.reply_to(ctx, awaited.request, request_id, outcome, out),
-                    None => self.awaiting.push_back(awaited),
+                return match awaited.answer {
+                    Answer::Due => self.awaiting.push_back(awaited),
+                    answer => self.reply_to(ctx, awaited.request, request_id, answer, out),
                 };
             }
             Start::Since { seq, epoch } => Replay::Since { seq: *seq, epoch },
@@ -265,6 +327,9 @@ impl Session {
         out: &mut Output,
     ) {
         self.client_id = Some(client_id.to_string());
+        if !self.credentials.access().may_subscribe(name) {
+            return forbid(ctx, out, name, request_id);
+        }
         let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
             return reply_topic_not_found(out, name, request_id);
         };
@@ -289,19 +354,23 @@ impl Session {
     /// replies now due are written, and a deferred message is taken up once
     /// no publish is awaited.
     pub fn on_outcome(&mut self, ctx: &mut WorkerCtx, outcome: Outcome, out: &mut Output) {
-        if let Some(awaited) = self.awaiting.iter_mut().find(|a| a.outcome.is_none()) {
-            awaited.outcome = Some(outcome);
+        if let Some(awaited) = self
+            .awaiting
+            .iter_mut()
+            .find(|a| matches!(a.answer, Answer::Due))
+        {
+            awaited.answer = Answer::Outcome(outcome);
         }
-        while self.awaiting.front().is_some_and(|a| a.outcome.is_some()) {
-            let Some(Awaited {
-                request,
-                request_id,
-                outcome: Some(outcome),
-            }) = self.awaiting.pop_front()
-            else {
+        while self
+            .awaiting
+            .front()
+            .is_some_and(|a| !matches!(a.answer, Answer::Due))
+        {
+            let Some(awaited) = self.awaiting.pop_front() else {
                 break;
             };
-            self.reply_to(ctx, request, request_id.as_deref(), outcome, out);
+            let request_id = awaited.request_id.as_deref();
+            self.reply_to(ctx, awaited.request, request_id, awaited.answer, out);
         }
         if self.awaiting.is_empty() {
             if let Some(message) = self.deferred.take() {
@@ -310,15 +379,25 @@ impl Session {
         }
     }
 
-    /// Answers a request the backplane has carried out.
+    /// Answers a request in turn, once its answer is known.
     fn reply_to(
         &mut self,
         ctx: &mut WorkerCtx,
         request: AwaitedRequest,
         request_id: Option<&str>,
-        outcome: Outcome,
+        answer: Answer,
         out: &mut Output,
     ) {
+        let outcome = match (answer, &request) {
+            (Answer::Outcome(outcome), _) => outcome,
+            (Answer::Refused(code, why), AwaitedRequest::Publish { topic }) => {
+                return reply_error(out, code, why, request_id, Some(topic))
+            }
+            (Answer::Refused(code, why), AwaitedRequest::Resume { topic, .. }) => {
+                return reply_error(out, code, why, request_id, Some(topic.name()))
+            }
+            (Answer::Due, _) => return,
+        };
         match (request, outcome) {
             (AwaitedRequest::Publish { topic }, outcome) => {
                 reply_to_publish(out, &topic, request_id, outcome)
@@ -410,8 +489,12 @@ impl Session {
         );
     }
 
-    /// The connection is gone: no more events, and every topic forgets it.
-    pub fn leave_all(&mut self) {
+    /// The connection is gone: no more events, every topic forgets it,
+    /// and so does the broker's list of users.
+    pub fn leave_all(&mut self, ctx: &WorkerCtx) {
+        if let Some(sub) = self.credentials.access().sub() {
+            ctx.shared.broker.users.leave(sub, &ctx.mailbox, self.key);
+        }
         if let Some(queue) = &self.queue {
             queue.close();
             for topic in self.topics.drain(..) {
