@@ -107,6 +107,11 @@ pub struct ServerOptions {
     /// API key for a pubsub broker started with API_KEY.
     #[arg(long)]
     pub api_key: Option<String>,
+    /// A token every WebSocket connection presents (`Authorization:
+    /// Bearer` on the upgrade) to a pubsub broker with tokens; REST calls
+    /// (creating topics) still use --api-key.
+    #[arg(long)]
+    pub token: Option<String>,
     /// Print the report as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -153,6 +158,7 @@ pub fn execute(cli: &Cli) -> Result<Report> {
             for node in &spawned.servers {
                 let mut endpoint = Endpoint::local(server.target, node.addr, path)?;
                 endpoint.api_key = server.api_key.clone();
+                endpoint.token = server.token.clone();
                 endpoints.push(endpoint);
             }
             let pids = ServerPids {
@@ -165,7 +171,12 @@ pub fn execute(cli: &Cli) -> Result<Report> {
             let endpoints = server
                 .urls
                 .iter()
-                .map(|url| Endpoint::from_url(server.target, url, server.api_key.clone()))
+                .map(|url| {
+                    let mut endpoint =
+                        Endpoint::from_url(server.target, url, server.api_key.clone())?;
+                    endpoint.token = server.token.clone();
+                    Ok(endpoint)
+                })
                 .collect::<Result<Vec<_>>>()?;
             let pids = ServerPids {
                 nodes: server.server_pids.clone(),

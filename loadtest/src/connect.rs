@@ -236,8 +236,10 @@ pub fn upgrade_request(endpoint: &Endpoint) -> (Vec<u8>, String) {
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
         endpoint.path, endpoint.host
     );
-    if let Some(api_key) = &endpoint.api_key {
-        request.push_str(&format!("X-API-Key: {api_key}\r\n"));
+    match (&endpoint.token, &endpoint.api_key) {
+        (Some(token), _) => request.push_str(&format!("Authorization: Bearer {token}\r\n")),
+        (None, Some(api_key)) => request.push_str(&format!("X-API-Key: {api_key}\r\n")),
+        (None, None) => {}
     }
     request.push_str("\r\n");
     (request.into_bytes(), key)

@@ -32,8 +32,11 @@ pub struct Endpoint {
     /// The `Host` header and the request path of the upgrade.
     pub host: String,
     pub path: String,
-    /// Sent as `X-API-Key` on REST calls and on the upgrade (pubsub only).
+    /// Sent as `X-API-Key` on REST calls, and on the upgrade unless there
+    /// is a token (pubsub only).
     pub api_key: Option<String>,
+    /// Sent as `Authorization: Bearer` on the upgrade (pubsub with tokens).
+    pub token: Option<String>,
 }
 
 impl Endpoint {
@@ -56,6 +59,7 @@ impl Endpoint {
             host: uri.authority().map_or(host, |a| a.as_str()).to_string(),
             path,
             api_key,
+            token: None,
         })
     }
 
@@ -68,6 +72,7 @@ impl Endpoint {
             host: addr.to_string(),
             path: path.to_string(),
             api_key: None,
+            token: None,
         })
     }
 }
