@@ -14,7 +14,8 @@
 //   0xF4         unlimited receive window
 //   0xF5         the peer ends its stream
 //   0xF6         a loop turn with nothing new to read
-//   0xF7..=0xFF  nothing
+//   0xF7         a graceful shutdown begins (the drain)
+//   0xF8..=0xFF  nothing
 //
 // A missing operand byte reads as 0. So `F1` followed by raw bytes sends
 // them all at once.
@@ -67,6 +68,7 @@ pub fn run(data: &[u8]) {
             0xF4 => driver.set_write_room(None),
             0xF5 => driver.send_end_of_stream(),
             0xF6 => driver.send(b""),
+            0xF7 => driver.shut_down(),
             _ => {}
         }
         if driver.is_closed() {

@@ -122,12 +122,6 @@ impl<S: Transport> Connection<S> {
         matches!(self.phase, Phase::WebSocket(_))
     }
 
-    /// For the socket-free harness, which reaps by hand.
-    #[cfg(any(test, fuzzing))]
-    pub fn is_ended(&self) -> bool {
-        self.life.is_ended()
-    }
-
     fn key(&self) -> ConnectionKey {
         ConnectionKey::new(self.slot, self.generation)
     }
@@ -412,7 +406,7 @@ impl<S: Transport> Connection<S> {
                 return;
             }
             if self.life.takes_requests()
-                && ctx.draining
+                && ctx.is_draining()
                 && self.is_websocket()
                 && self.queue_is_empty()
             {

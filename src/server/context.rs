@@ -22,6 +22,13 @@ use std::time::Instant;
 /// Every socket read of a worker lands in its read buffer first.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// A worker's drain: until `deadline` every subscriber that keeps reading
+/// gets what is queued to it; then (`forced`) what is left is closed.
+pub struct Drain {
+    pub deadline: Instant,
+    pub forced: bool,
+}
+
 pub struct WorkerCtx {
     pub id: usize,
     pub shared: Arc<Shared>,
@@ -37,8 +44,9 @@ pub struct WorkerCtx {
     pub topics: TopicCache,
     /// The time at the start of this turn.
     pub now: Instant,
-    /// True once this worker has begun to drain.
-    pub draining: bool,
+    /// This worker's drain, once it has begun: the one place a worker
+    /// keeps whether it drains (`Shared::draining` only asks it to).
+    pub drain: Option<Drain>,
     /// Slots of connections that ended this turn, to reap at its end.
     pub ended: Vec<usize>,
     /// Connections that stopped reading with input left (their read budget
@@ -58,7 +66,7 @@ impl WorkerCtx {
             timers: Timers::default(),
             topics: TopicCache::default(),
             now: Instant::now(),
-            draining: false,
+            drain: None,
             ended: Vec::new(),
             read_next_turn: Vec::new(),
         }
@@ -111,10 +119,13 @@ impl WorkerCtx {
         }
     }
 
-    /// What the REST handlers see of the world, now. `draining` is read
-    /// once by the caller, so that the route and its `Connection: close`
-    /// agree.
-    pub fn rest_context(&self, draining: bool) -> RestContext<'_> {
+    /// True once this worker has begun to drain.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_some()
+    }
+
+    /// What the REST handlers see of the world, now.
+    pub fn rest_context(&self) -> RestContext<'_> {
         let shared = &*self.shared;
         RestContext {
             gate: Gate {
@@ -122,7 +133,7 @@ impl WorkerCtx {
                 tokens: shared.config.tokens.as_deref(),
                 allowed_origins: &shared.config.allowed_origins,
             },
-            draining,
+            draining: self.is_draining(),
             uptime: shared.started.elapsed(),
             connections: shared.connections.load(Ordering::Relaxed),
             metrics: &shared.metrics,

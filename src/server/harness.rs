@@ -1,17 +1,19 @@
-//! One connection driven by hand, without sockets: the same state machine
-//! the worker runs (`Connection`), over an in-memory transport, with the
-//! worker's own per-turn steps (read, take posts, fire timers, flush, reap)
-//! done by the caller. For fuzzing (`fuzz/`) and for tests that replay the
+//! One connection driven by hand, without sockets: the worker's own loop
+//! turn ([`Worker::turn`]: accepts, reads, posts and outcomes, timers, the
+//! drain, flushes, reaping) over an in-memory transport, with time moved
+//! by the caller. For fuzzing (`fuzz/`) and for tests that replay the
 //! inputs the fuzzer found; not built into the broker.
 
 use super::connection::{Connection, Transport};
-use super::context::WorkerCtx;
+use super::worker::{Ready, Sockets, Worker};
 use super::Shared;
 use crate::broker::delivery::WorkerMailbox;
 use crate::config::Config;
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Input the test has supplied, and output the connection wrote. Reading
 /// past the supplied input would block, as on a non-blocking socket.
@@ -72,10 +74,38 @@ impl Transport for MemoryTransport {
     }
 }
 
+/// One connection waiting to be accepted, then none.
+struct OneConnection {
+    waiting: Option<MemoryTransport>,
+}
+
+impl Sockets for OneConnection {
+    type Socket = MemoryTransport;
+
+    fn accept(&mut self) -> io::Result<(MemoryTransport, SocketAddr)> {
+        let peer = "127.0.0.1:9".parse().expect("a valid address");
+        let socket = self.waiting.take().ok_or(ErrorKind::WouldBlock)?;
+        Ok((socket, peer))
+    }
+
+    fn register(&mut self, _: &mut MemoryTransport, _: usize) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn deregister(&mut self, _: &mut MemoryTransport) {}
+
+    fn stop_listening(&mut self) {
+        self.waiting = None;
+    }
+}
+
 /// A broker of one worker with one connection on it.
 pub struct ConnectionDriver {
-    ctx: WorkerCtx,
-    conn: Option<Connection<MemoryTransport>>,
+    worker: Worker<OneConnection>,
+    /// The worker's clock, moved by `advance`.
+    now: Instant,
+    /// The connection's slot, until it is reaped.
+    slot: Option<usize>,
 }
 
 impl ConnectionDriver {
@@ -83,92 +113,103 @@ impl ConnectionDriver {
         let shared = Arc::new(
             Shared::new(config, vec![WorkerMailbox::unpolled()]).expect("a local backplane"),
         );
-        let mut ctx = WorkerCtx::new(0, shared);
-        let peer = "127.0.0.1:9".parse().expect("a valid address");
-        let conn = Connection::new(MemoryTransport::default(), 0, 1, peer, &mut ctx);
-        ConnectionDriver {
-            ctx,
-            conn: Some(conn),
-        }
+        let sockets = OneConnection {
+            waiting: Some(MemoryTransport::default()),
+        };
+        let mut driver = ConnectionDriver {
+            worker: Worker::new(0, sockets, shared),
+            now: Instant::now(),
+            slot: Some(0),
+        };
+        driver.turn(Ready::Listener);
+        driver
     }
 
     /// Creates a topic, as `POST /topics` would.
     pub fn create_topic(&self, name: &str) {
-        let _ = self.ctx.shared.broker.create_topic(name);
+        let _ = self.worker.ctx().shared.broker.create_topic(name);
     }
 
-    /// The peer sends `bytes`; then one loop turn.
+    /// The peer sends `bytes`; then a loop turn.
     pub fn send(&mut self, bytes: &[u8]) {
-        if let Some(conn) = &mut self.conn {
+        if let Some(conn) = self.connection() {
             conn.socket_mut().input.extend_from_slice(bytes);
         }
-        self.turn(true);
+        self.turn_readable();
     }
 
-    /// The peer closes its side; then one loop turn.
+    /// The peer closes its side; then a loop turn.
     pub fn send_end_of_stream(&mut self) {
-        if let Some(conn) = &mut self.conn {
+        if let Some(conn) = self.connection() {
             conn.socket_mut().end_of_input = true;
         }
-        self.turn(true);
+        self.turn_readable();
     }
 
     /// From now on the peer's receive window takes `bytes` more, then
-    /// writes block (None: unlimited); then one loop turn.
+    /// writes block (None: unlimited); then a loop turn in which the
+    /// socket is writable.
     pub fn set_write_room(&mut self, bytes: Option<usize>) {
-        if let Some(conn) = &mut self.conn {
+        if let Some(conn) = self.connection() {
             conn.socket_mut().write_room = bytes;
         }
-        self.turn(false);
+        if let Some(slot) = self.slot {
+            self.turn(Ready::Connection {
+                slot,
+                readable: false,
+            });
+        }
     }
 
     /// Time passes; due timers fire in a loop turn.
     pub fn advance(&mut self, by: Duration) {
-        self.ctx.now += by;
-        self.turn(false);
+        self.now += by;
+        self.turn(Ready::Wake);
     }
 
-    /// One loop turn, as the worker runs it, and the turns after it while
-    /// the connection has input left over from its read budget.
-    fn turn(&mut self, mut readable: bool) {
-        loop {
-            let Some(conn) = &mut self.conn else { return };
-            if readable {
-                conn.on_readable(&mut self.ctx);
-            }
-            let mut posts = Vec::new();
-            self.ctx.mailbox.drain(&mut posts);
-            if !posts.is_empty() {
-                conn.unschedule();
-            }
-            while let Some(entry) = self.ctx.timers.pop_due(self.ctx.now) {
-                if conn.timer == Some(entry.at) {
-                    conn.on_timer(&mut self.ctx);
-                }
-            }
-            conn.flush(&mut self.ctx);
-            if conn.is_ended() {
-                conn.release(&self.ctx);
-                self.ctx.ended.clear();
-                self.conn = None;
-                return;
-            }
-            readable = !self.ctx.read_next_turn.is_empty();
-            self.ctx.read_next_turn.clear();
-            if !readable {
-                return;
-            }
+    /// A graceful shutdown begins (SIGTERM); then a loop turn.
+    pub fn shut_down(&mut self) {
+        self.worker
+            .ctx()
+            .shared
+            .draining
+            .store(true, Ordering::Release);
+        self.turn(Ready::Wake);
+    }
+
+    fn turn_readable(&mut self) {
+        if let Some(slot) = self.slot {
+            self.turn(Ready::Connection {
+                slot,
+                readable: true,
+            });
         }
+    }
+
+    /// One loop turn with `ready`, and the turns after it that the worker
+    /// wants at once (input left over from its read budget, posts).
+    fn turn(&mut self, ready: Ready) {
+        self.worker.turn(self.now, [ready]);
+        while self.worker.wants_another_turn() && self.connection().is_some() {
+            self.worker.turn(self.now, []);
+        }
+        if self.connection().is_none() {
+            self.slot = None;
+        }
+    }
+
+    fn connection(&mut self) -> Option<&mut Connection<MemoryTransport>> {
+        self.worker.connection_mut(self.slot?)
     }
 
     /// Everything the connection has written so far.
     pub fn output(&mut self) -> &[u8] {
-        self.conn.as_mut().map_or(&[], |c| &c.socket_mut().output)
+        self.connection().map_or(&[], |c| &c.socket_mut().output)
     }
 
     /// Bytes the peer sent that the connection has not read yet.
     pub fn unread_input(&mut self) -> usize {
-        self.conn.as_mut().map_or(0, |c| {
+        self.connection().map_or(0, |c| {
             let t = c.socket_mut();
             t.input.len() - t.read_pos
         })
@@ -176,7 +217,7 @@ impl ConnectionDriver {
 
     /// True once the connection was reaped.
     pub fn is_closed(&self) -> bool {
-        self.conn.is_none()
+        self.slot.is_none()
     }
 }
 
@@ -248,6 +289,29 @@ mod tests {
             .matches(r#""type":"pong""#)
             .count();
         assert_eq!(pongs, 20_000);
+    }
+
+    #[test]
+    fn a_drain_notifies_and_closes_a_subscriber() {
+        let mut driver = ConnectionDriver::new(Config::loopback());
+        driver.create_topic("t");
+        driver.send(UPGRADE);
+        driver.send(&masked(
+            r#"{"type":"subscribe","topic":"t","client_id":"c"}"#,
+        ));
+        driver.shut_down();
+        driver.send(&masked(
+            r#"{"type":"publish","topic":"t","message":{"id":"m","payload":1}}"#,
+        ));
+        let text = String::from_utf8_lossy(driver.output()).into_owned();
+        assert!(text.contains(r#""msg":"server_shutdown""#), "{text}");
+        assert!(
+            !text.contains(r#""type":"event""#),
+            "nothing is published once the drain began: {text}"
+        );
+        assert!(!driver.is_closed(), "waiting for the peer's close");
+        driver.advance(Duration::from_secs(2));
+        assert!(driver.is_closed(), "closed after the close grace");
     }
 
     #[test]

@@ -18,7 +18,6 @@ use crate::http::routes::{self, Action};
 use crate::http::{parse_request_within, Parsed, Response};
 use crate::ws::SessionKind;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// What serving the buffered requests came to.
@@ -85,9 +84,7 @@ impl HttpInput {
             if out.over_high_water() || self.awaiting.is_some() {
                 return Served::Waiting;
             }
-            // Read once: the route and the `Connection: close` decision must
-            // agree (a signal between two reads gave a 200 that closed).
-            let draining = ctx.shared.draining.load(Ordering::Acquire);
+            let draining = ctx.is_draining();
             let limit = ctx.shared.config.max_message_bytes;
             let (request, used) = match parse_request_within(&self.buffer, limit) {
                 Parsed::Partial => return Served::Waiting,
@@ -116,7 +113,7 @@ impl HttpInput {
                 started: Instant::now(),
             };
             let close = !request.keep_alive || draining;
-            let action = routes::handle(&request, &ctx.rest_context(draining));
+            let action = routes::handle(&request, &ctx.rest_context());
             let response = match action {
                 Action::Respond(response) => response,
                 Action::Upgrade(switching, kind, access) => {

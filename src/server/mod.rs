@@ -41,7 +41,8 @@ pub struct Shared {
     /// Where changes to the topics are carried out.
     pub backplane: Backplane,
     pub started: Instant,
-    /// Set once by the shutdown handle; workers then drain.
+    /// Set once by the shutdown handle: each worker sees it at the start
+    /// of its next turn and begins its drain (`WorkerCtx::drain`).
     pub draining: AtomicBool,
     /// Open connections, across workers (for `MAX_CONNECTIONS`).
     pub connections: AtomicUsize,
@@ -109,7 +110,8 @@ impl Server {
         let shared = Arc::new(Shared::new(config, mailboxes)?);
         let mut workers = Vec::new();
         for (id, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
-            let worker = worker::Worker::new(id, poll, listener, Arc::clone(&shared))?;
+            let sockets = worker::MioSockets::new(poll, listener)?;
+            let worker = worker::Worker::new(id, sockets, Arc::clone(&shared));
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("worker-{id}"))

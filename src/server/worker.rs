@@ -1,35 +1,40 @@
-//! One event-loop thread: its own `Poll`, `Waker`, listening socket and slab
-//! of connections. A turn of the loop ([`Worker::turn`]) runs these phases,
-//! each a function below, in this order:
+//! One event-loop thread: its slab of connections and the phases of a
+//! loop turn ([`Worker::turn`]), each a function below, in this order:
 //!
-//! 1. `poll` for readiness (with a timeout to the nearest deadline, or
-//!    none at all while posts or unread input wait);
-//! 2. `handle_events`: accept, and read every ready connection;
+//! 1. `begin_drain`, when shutdown was asked for since the last turn;
+//! 2. `handle_ready`: accept, and read every ready connection;
 //! 3. `read_carried_over`: read the connections whose read budget ran out
 //!    last turn (their socket is still readable, with no new event);
 //! 4. `resume_accepting` after an accept back-off;
-//! 5. `take_posts`: the connections publishers queued events to;
+//! 5. `take_posts`: the connections publishers queued events to, the
+//!    outcomes the backplane answered, the notices other threads sent;
 //! 6. `fire_timers`: handshake timeouts, heartbeats, close deadlines;
-//! 7. `step_shutdown`: start or force the drain;
+//! 7. `force_drain` when the drain deadline passed;
 //! 8. `flush_touched`: write every connection touched this turn, once;
 //! 9. `reap`: free the connections that ended;
 //! 10. `close_http_when_drained` and `return_freed_memory`.
 //!
+//! Where connections come from and how their readiness is learnt is a
+//! [`Sockets`]: mio's `Poll` and a listener in the broker
+//! ([`MioSockets`], whose [`Worker::run`] polls and turns), memory in the
+//! socket-free harness (`server::harness`), which runs this same turn.
+//!
 //! Connections are only freed in `reap`, so no event, post or timer of a
 //! turn can name a slot that was reused.
 
-use super::connection::Connection;
-use super::context::WorkerCtx;
+use super::connection::{Connection, Transport};
+use super::context::{Drain, WorkerCtx};
 use super::lifecycle::CLOSE_GRACE;
 use super::Shared;
 use crate::broker::change::Outcome;
 use crate::broker::delivery::{self, ConnectionKey, Notice};
 use crate::http::Response;
 use crate::metrics::DisconnectReason;
-use mio::net::TcpListener;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use std::io::{ErrorKind, Write};
+use std::io::{self, ErrorKind, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,38 +47,153 @@ const FIRST_CONNECTION: usize = 2;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const QUIET_BEFORE_MEMORY_RELEASE: Duration = Duration::from_secs(1);
 
-struct Drain {
-    deadline: Instant,
-    forced: bool,
+/// One readiness event of a loop turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// Connections wait to be accepted.
+    Listener,
+    /// The connection in `slot` is readable (or closed, or failed) if
+    /// `readable`, else only writable.
+    Connection { slot: usize, readable: bool },
+    /// A wake-up with nothing ready: the mailbox and the timers' turn.
+    Wake,
 }
 
-pub struct Worker {
+/// Where a worker's connections come from, and how it learns that they
+/// are ready: the OS through mio ([`MioSockets`]), or memory in tests and
+/// fuzzing.
+pub trait Sockets {
+    type Socket: Transport;
+    /// The next connection waiting to be accepted; `WouldBlock` when none.
+    fn accept(&mut self) -> io::Result<(Self::Socket, SocketAddr)>;
+    /// Reports the readiness of `socket`, the connection in `slot`, from
+    /// now on.
+    fn register(&mut self, socket: &mut Self::Socket, slot: usize) -> io::Result<()>;
+    fn deregister(&mut self, socket: &mut Self::Socket);
+    /// Accepts no more connections (the drain has begun).
+    fn stop_listening(&mut self);
+}
+
+/// The broker's sockets: a non-blocking listener and a `Poll`.
+pub struct MioSockets {
     poll: Poll,
     listener: Option<TcpListener>,
-    connections: Slab<Connection>,
+}
+
+impl MioSockets {
+    pub fn new(poll: Poll, mut listener: TcpListener) -> io::Result<MioSockets> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(MioSockets {
+            poll,
+            listener: Some(listener),
+        })
+    }
+}
+
+impl Sockets for MioSockets {
+    type Socket = TcpStream;
+
+    fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        let listener = self.listener.as_ref().ok_or(ErrorKind::WouldBlock)?;
+        let (socket, peer) = listener.accept()?;
+        let _ = socket.set_nodelay(true);
+        Ok((socket, peer))
+    }
+
+    fn register(&mut self, socket: &mut TcpStream, slot: usize) -> io::Result<()> {
+        self.poll.registry().register(
+            socket,
+            Token(slot + FIRST_CONNECTION),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    fn deregister(&mut self, socket: &mut TcpStream) {
+        let _ = self.poll.registry().deregister(socket);
+    }
+
+    fn stop_listening(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+    }
+}
+
+/// What mio's events say, as the turn reads them.
+fn ready_of(events: &Events) -> impl Iterator<Item = Ready> + '_ {
+    events.iter().map(|event| match event.token() {
+        LISTENER => Ready::Listener,
+        WAKER => Ready::Wake,
+        Token(token) => Ready::Connection {
+            slot: token - FIRST_CONNECTION,
+            readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+        },
+    })
+}
+
+pub struct Worker<S: Sockets = MioSockets> {
+    sockets: S,
+    connections: Slab<Connection<S::Socket>>,
     ctx: WorkerCtx,
     touched: Vec<usize>,
     posts: Vec<ConnectionKey>,
     outcomes: Vec<(ConnectionKey, Outcome)>,
     notices: Vec<(ConnectionKey, Notice)>,
     accept_paused_until: Option<Instant>,
-    drain: Option<Drain>,
     /// When this worker, if still quiet, returns freed memory to the system.
     memory_release_at: Option<Instant>,
 }
 
-impl Worker {
-    pub fn new(
-        id: usize,
-        poll: Poll,
-        mut listener: TcpListener,
-        shared: Arc<Shared>,
-    ) -> std::io::Result<Worker> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        Ok(Worker {
-            poll,
-            listener: Some(listener),
+impl Worker<MioSockets> {
+    /// Runs until shutdown has drained every connection of this worker.
+    pub fn run(mut self) {
+        delivery::enter_worker_thread(self.ctx.id);
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.sockets.poll.poll(&mut events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    log::error!(worker = self.ctx.id, error:% = e; "poll failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            self.turn(Instant::now(), ready_of(&events));
+            if self.is_done() {
+                log::debug!(worker = self.ctx.id; "worker drained");
+                return;
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if self.wants_another_turn() {
+            return Some(Duration::ZERO);
+        }
+        let drain_deadline = self
+            .ctx
+            .drain
+            .as_ref()
+            .filter(|d| !d.forced)
+            .map(|d| d.deadline);
+        [
+            self.ctx.timers.next_deadline(),
+            self.accept_paused_until,
+            drain_deadline,
+            self.memory_release_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+}
+
+impl<S: Sockets> Worker<S> {
+    pub fn new(id: usize, sockets: S, shared: Arc<Shared>) -> Worker<S> {
+        Worker {
+            sockets,
             connections: Slab::new(),
             ctx: WorkerCtx::new(id, shared),
             touched: Vec::new(),
@@ -81,59 +201,63 @@ impl Worker {
             outcomes: Vec::new(),
             notices: Vec::new(),
             accept_paused_until: None,
-            drain: None,
             memory_release_at: None,
-        })
-    }
-
-    /// Runs until shutdown has drained every connection of this worker.
-    pub fn run(mut self) {
-        delivery::enter_worker_thread(self.ctx.id);
-        let mut events = Events::with_capacity(1024);
-        loop {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != ErrorKind::Interrupted {
-                    log::error!(worker = self.ctx.id, error:% = e; "poll failed");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                continue;
-            }
-            self.turn(&events);
-            if self.drain.is_some() && self.connections.is_empty() {
-                log::debug!(worker = self.ctx.id; "worker drained");
-                return;
-            }
         }
     }
 
-    /// One loop turn after `poll` returned `events`; the phases of the
+    /// True once the drain is over: no connection is left.
+    pub fn is_done(&self) -> bool {
+        self.ctx.drain.is_some() && self.connections.is_empty()
+    }
+
+    /// Posts, outcomes or unread input wait: the next turn must come at
+    /// once, without waiting for readiness.
+    pub fn wants_another_turn(&self) -> bool {
+        self.ctx.mailbox.has_posts() || !self.ctx.read_next_turn.is_empty()
+    }
+
+    /// One loop turn at `now`, with what is `ready`; the phases of the
     /// module doc, in order.
-    fn turn(&mut self, events: &Events) {
-        self.ctx.now = Instant::now();
+    pub fn turn(&mut self, now: Instant, ready: impl IntoIterator<Item = Ready>) {
+        self.ctx.now = now;
+        self.begin_drain();
         // Taken before this turn's reads, which may add to it for the next.
         let carried_over = std::mem::take(&mut self.ctx.read_next_turn);
-        self.handle_events(events);
+        let busy = self.handle_ready(ready);
         self.read_carried_over(carried_over);
         self.resume_accepting();
         self.take_posts();
         self.fire_timers();
-        self.step_shutdown();
+        self.force_drain();
         self.flush_touched();
         self.reap();
         self.close_http_when_drained();
-        self.return_freed_memory(!events.is_empty());
+        self.return_freed_memory(busy);
     }
 
-    fn handle_events(&mut self, events: &Events) {
-        for event in events.iter() {
-            match event.token() {
-                LISTENER => self.accept_connections(),
-                WAKER => {}
-                Token(token) => {
-                    let slot = token - FIRST_CONNECTION;
+    /// The connection in `slot`, for the socket-free harness.
+    #[cfg(any(test, fuzzing))]
+    pub fn connection_mut(&mut self, slot: usize) -> Option<&mut Connection<S::Socket>> {
+        self.connections.get_mut(slot)
+    }
+
+    /// What a connection may use of this worker, for the harness.
+    #[cfg(any(test, fuzzing))]
+    pub fn ctx(&self) -> &WorkerCtx {
+        &self.ctx
+    }
+
+    /// Accepts and reads what is ready; true if anything was.
+    fn handle_ready(&mut self, ready: impl IntoIterator<Item = Ready>) -> bool {
+        let mut busy = false;
+        for ready in ready {
+            busy = true;
+            match ready {
+                Ready::Listener => self.accept_connections(),
+                Ready::Wake => {}
+                Ready::Connection { slot, readable } => {
                     if let Some(conn) = self.connections.get_mut(slot) {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        if readable {
                             conn.on_readable(&mut self.ctx);
                         }
                         touch(&mut self.touched, conn, slot);
@@ -141,6 +265,7 @@ impl Worker {
                 }
             }
         }
+        busy
     }
 
     fn read_carried_over(&mut self, keys: Vec<ConnectionKey>) {
@@ -178,36 +303,12 @@ impl Worker {
         }
     }
 
-    fn poll_timeout(&self) -> Option<Duration> {
-        if self.ctx.mailbox.has_posts() || !self.ctx.read_next_turn.is_empty() {
-            return Some(Duration::ZERO);
-        }
-        let drain_deadline = self
-            .drain
-            .as_ref()
-            .filter(|d| !d.forced)
-            .map(|d| d.deadline);
-        [
-            self.ctx.timers.next_deadline(),
-            self.accept_paused_until,
-            drain_deadline,
-            self.memory_release_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|at| at.saturating_duration_since(Instant::now()))
-    }
-
     fn accept_connections(&mut self) {
         if self.accept_paused_until.is_some() {
             return;
         }
-        let Some(listener) = &self.listener else {
-            return;
-        };
         loop {
-            let (mut socket, peer) = match listener.accept() {
+            let (mut socket, peer) = match self.sockets.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e)
@@ -242,14 +343,9 @@ impl Worker {
                 let _ = socket.write_all(&refusal);
                 continue;
             }
-            let _ = socket.set_nodelay(true);
             let entry = self.connections.vacant_entry();
             let slot = entry.key();
-            if let Err(e) = self.poll.registry().register(
-                &mut socket,
-                Token(slot + FIRST_CONNECTION),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            if let Err(e) = self.sockets.register(&mut socket, slot) {
                 log::error!(peer:% = peer, worker = self.ctx.id, error:% = e; "cannot register a connection");
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
                 continue;
@@ -311,42 +407,46 @@ impl Worker {
         }
     }
 
-    /// Starts the drain when the shutdown flag is first seen, and forces
-    /// the last step when the drain deadline passes.
-    fn step_shutdown(&mut self) {
+    /// Starts the drain when the shutdown flag is first seen: before this
+    /// turn's reads, so that every request read from now on sees it.
+    fn begin_drain(&mut self) {
         let shared = Arc::clone(&self.ctx.shared);
-        if self.drain.is_none() && shared.draining.load(Ordering::Acquire) {
-            if let Some(mut listener) = self.listener.take() {
-                let _ = self.poll.registry().deregister(&mut listener);
-            }
-            self.accept_paused_until = None;
-            self.ctx.draining = true;
-            self.drain = Some(Drain {
-                deadline: self.ctx.now + shared.config.shutdown_timeout,
-                forced: false,
-            });
-            // WebSocket connections drain; HTTP connections stay until they
-            // are done (answering 503, and /readyz "draining"), see
-            // `close_http_when_drained`.
+        if self.ctx.drain.is_some() || !shared.draining.load(Ordering::Acquire) {
+            return;
+        }
+        self.sockets.stop_listening();
+        self.accept_paused_until = None;
+        self.ctx.drain = Some(Drain {
+            deadline: self.ctx.now + shared.config.shutdown_timeout,
+            forced: false,
+        });
+        // WebSocket connections drain; HTTP connections stay until they
+        // are done (answering 503, and /readyz "draining"), see
+        // `close_http_when_drained`.
+        for (slot, conn) in self.connections.iter_mut() {
+            touch(&mut self.touched, conn, slot);
+        }
+    }
+
+    /// Forces the last step of the drain when its deadline passes, and
+    /// ends what is left once the closes had their grace.
+    fn force_drain(&mut self) {
+        let Some(drain) = &mut self.ctx.drain else {
+            return;
+        };
+        if !drain.forced && self.ctx.now >= drain.deadline {
+            drain.forced = true;
+            log::info!(
+                worker = self.ctx.id, connections = self.connections.len();
+                "drain deadline reached; closing what is left"
+            );
             for (slot, conn) in self.connections.iter_mut() {
+                conn.force_shutdown(&mut self.ctx);
                 touch(&mut self.touched, conn, slot);
             }
-        }
-        if let Some(drain) = &mut self.drain {
-            if !drain.forced && self.ctx.now >= drain.deadline {
-                drain.forced = true;
-                log::info!(
-                    worker = self.ctx.id, connections = self.connections.len();
-                    "drain deadline reached; closing what is left"
-                );
-                for (slot, conn) in self.connections.iter_mut() {
-                    conn.force_shutdown(&mut self.ctx);
-                    touch(&mut self.touched, conn, slot);
-                }
-            } else if drain.forced && self.ctx.now >= drain.deadline + 2 * CLOSE_GRACE {
-                for (_, conn) in self.connections.iter_mut() {
-                    conn.end(&mut self.ctx, DisconnectReason::Shutdown);
-                }
+        } else if drain.forced && self.ctx.now >= drain.deadline + 2 * CLOSE_GRACE {
+            for (_, conn) in self.connections.iter_mut() {
+                conn.end(&mut self.ctx, DisconnectReason::Shutdown);
             }
         }
     }
@@ -354,7 +454,7 @@ impl Worker {
     /// Once a draining worker has no WebSocket connection left, its HTTP
     /// connections close too, and the worker can finish.
     fn close_http_when_drained(&mut self) {
-        if self.drain.is_none() || self.connections.iter().any(|(_, c)| c.is_websocket()) {
+        if self.ctx.drain.is_none() || self.connections.iter().any(|(_, c)| c.is_websocket()) {
             return;
         }
         for (slot, conn) in self.connections.iter_mut() {
@@ -387,14 +487,14 @@ impl Worker {
             let Some(mut conn) = self.connections.try_remove(slot) else {
                 continue;
             };
-            let _ = self.poll.registry().deregister(conn.socket_mut());
+            self.sockets.deregister(conn.socket_mut());
             conn.release(&self.ctx);
             self.ctx.shared.connections.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
-fn touch(touched: &mut Vec<usize>, conn: &mut Connection, slot: usize) {
+fn touch<T: Transport>(touched: &mut Vec<usize>, conn: &mut Connection<T>, slot: usize) {
     if !conn.touched {
         conn.touched = true;
         touched.push(slot);

@@ -24,7 +24,6 @@ use crate::ws::frame::{append_text_frame, SharedFrame};
 use crate::ws::SessionKind;
 use access::forbid;
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tungstenite::Message;
@@ -159,7 +158,7 @@ impl Session {
             }
         };
         let request_id = request.request_id();
-        let draining = ctx.shared.draining.load(Ordering::Acquire);
+        let draining = ctx.is_draining();
         let is_publish = matches!(request, ClientRequest::Publish { .. });
         if !self.awaiting.is_empty() && (draining || !is_publish || self.awaits_resume()) {
             return false;
