@@ -5,7 +5,8 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pubsub::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
 use pubsub::broker::{Broker, Replay};
-use pubsub::http::routes::{self, RestContext};
+use pubsub::http::handler::RestContext;
+use pubsub::http::routes;
 use pubsub::http::{parse_request, Parsed};
 use pubsub::protocol::{encode_event, parse_client_frame, timestamp};
 use pubsub::ws::frame::shared_text_frame;

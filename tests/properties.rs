@@ -15,7 +15,8 @@ use pubsub::broker::delivery::{ConnectionKey, Delivery, SubscriberQueue, WorkerM
 use pubsub::broker::ring::ReplayRing;
 use pubsub::broker::{Broker, Replay};
 use pubsub::http::gate::Gate;
-use pubsub::http::routes::{handle, settle, Action, RestContext};
+use pubsub::http::handler::{Action, RestContext};
+use pubsub::http::routes::{handle, settle};
 use pubsub::http::{parse_request, Parsed, MAX_BODY_BYTES};
 use pubsub::protocol::{parse_client_frame, validate_topic_name, ClientRequest};
 use pubsub::ws::frame::SharedFrame;

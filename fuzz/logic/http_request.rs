@@ -9,7 +9,8 @@
 
 use pubsub::broker::Broker;
 use pubsub::http::gate::Gate;
-use pubsub::http::routes::{handle, settle, Action, RestContext};
+use pubsub::http::handler::{Action, RestContext};
+use pubsub::http::routes::{handle, settle};
 use pubsub::http::{parse_request, Parsed, Response};
 
 pub fn run(data: &[u8]) {

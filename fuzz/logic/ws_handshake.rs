@@ -5,8 +5,8 @@
 // either accepts it with a well-formed `101` (only for a key of 16 bytes in
 // base64) or refuses it with 400 or 426 and a JSON error.
 
+use pubsub::http::upgrade::accept_upgrade;
 use pubsub::http::{parse_request, Parsed};
-use pubsub::ws::accept_upgrade;
 
 pub fn run(data: &[u8]) {
     let Parsed::Complete(request, _) = parse_request(data) else {

@@ -11,8 +11,6 @@
 //! need no key (see `http::routes`). Nothing here is fetched from outside
 //! the broker, and there is no build step: the files are served as written.
 
-use crate::http::Response;
-
 /// The page's Content-Security-Policy: scripts, styles and connections
 /// (REST and the WebSocket) from the broker itself only; no inline script
 /// or style, no plugins, no framing, no forms posting elsewhere. With it, a
@@ -69,23 +67,29 @@ pub fn asset(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|asset| asset.path == path)
 }
 
+/// Every file's headers. Browsers revalidate (`no-cache`) so that a new
+/// broker's console is never mixed with an old one's script.
+const EVERY_FILE: [(&str, &str); 2] = [
+    ("Cache-Control", "no-cache"),
+    ("X-Content-Type-Options", "nosniff"),
+];
+
 impl Asset {
-    /// A 200 with the file. Browsers revalidate (`no-cache`) so that a new
-    /// broker's console is never mixed with an old one's script.
-    pub fn response(&self) -> Response {
-        let response = Response::text(200, self.content_type, self.body.to_string())
-            .with_header("Cache-Control", "no-cache")
-            .with_header("X-Content-Type-Options", "nosniff");
+    /// The headers the file is served with.
+    pub fn headers(&self) -> Vec<(&'static str, &'static str)> {
+        let mut headers = EVERY_FILE.to_vec();
         match self.path {
-            "/" => response
-                .with_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-                .with_header("Referrer-Policy", "no-referrer")
-                .with_header("X-Frame-Options", "DENY"),
+            "/" => headers.extend([
+                ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+                ("Referrer-Policy", "no-referrer"),
+                ("X-Frame-Options", "DENY"),
+            ]),
             // A page of another origin may import the client (modules are
             // fetched with CORS); it holds no data.
-            "/pubsub.js" => response.with_header("Access-Control-Allow-Origin", "*"),
-            _ => response,
+            "/pubsub.js" => headers.push(("Access-Control-Allow-Origin", "*")),
+            _ => {}
         }
+        headers
     }
 }
 
@@ -102,15 +106,12 @@ mod tests {
             ("/pubsub.js", JAVASCRIPT),
             ("/favicon.svg", SVG),
         ] {
-            let response = asset(path).unwrap().response();
-            assert_eq!(
-                (response.status, response.content_type),
-                (200, content_type)
-            );
-            assert!(!response.body.is_empty(), "{path}");
-            assert!(response
-                .headers
-                .contains(&("X-Content-Type-Options", "nosniff".into())));
+            let asset = asset(path).unwrap();
+            assert_eq!(asset.content_type, content_type);
+            assert!(!asset.body.is_empty(), "{path}");
+            assert!(asset
+                .headers()
+                .contains(&("X-Content-Type-Options", "nosniff")));
         }
         assert_eq!(asset("/index.html"), None);
         assert_eq!(asset("/console.js/"), None);
@@ -121,9 +122,8 @@ mod tests {
         let cors = |path| {
             asset(path)
                 .unwrap()
-                .response()
-                .headers
-                .contains(&("Access-Control-Allow-Origin", "*".into()))
+                .headers()
+                .contains(&("Access-Control-Allow-Origin", "*"))
         };
         assert!(cors("/pubsub.js"));
         assert!(!cors("/") && !cors("/console.js"));
@@ -134,8 +134,7 @@ mod tests {
         let csp = |path| {
             asset(path)
                 .unwrap()
-                .response()
-                .headers
+                .headers()
                 .iter()
                 .any(|(name, _)| *name == "Content-Security-Policy")
         };

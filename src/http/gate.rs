@@ -7,7 +7,8 @@
 //! Pure: a request and the settings in, an access or a response out. It
 //! never logs, and no response it writes quotes a credential.
 
-use super::{Request, Response};
+use super::request::Request;
+use super::response::Response;
 use crate::auth::{Access, Refusal, TokenVerifier};
 use crate::metrics::AuthFailure;
 use subtle::ConstantTimeEq;

@@ -3,8 +3,8 @@
 //! counters and, in cluster mode, the backplane's state; a disconnection is
 //! a change, carried out through the backplane. No sockets.
 
-use super::routes::{Action, RestContext};
-use super::Response;
+use super::handler::{Action, RestContext};
+use super::response::Response;
 use crate::broker::change::Change;
 use crate::metrics::{render_prometheus, BackplaneFigures, BrokerGauges, MetricsSnapshot};
 use crate::protocol::decode_object;

@@ -5,69 +5,21 @@
 //! and the shared broker; returns a response, an upgrade or a change to
 //! carry out. No sockets.
 
-use super::gate::{forbidden, Gate};
+use super::gate::forbidden;
+use super::handler::{Action, RestContext};
 use super::operations::{disconnect, health, metrics, ready, stats};
+use super::paths::{misrouted, Route};
+use super::request::Request;
+use super::response::Response;
 use super::topics::{
     create_topic, delete_topic, history, list_topics, publish_message, published, topic_detail,
     topic_not_found, TopicStatus,
 };
-use super::{Request, Response};
+use super::upgrade::accept_upgrade;
 use crate::auth::Access;
-use crate::backplane::Backplane;
 use crate::broker::change::{Change, Outcome};
 use crate::broker::Broker;
-use crate::console::{self, Asset};
-use crate::metrics::WorkerMetrics;
 use crate::ws::SessionKind;
-use std::sync::Arc;
-use std::time::Duration;
-
-/// What a handler needs of the world.
-pub struct RestContext<'a> {
-    pub broker: &'a Broker,
-    /// Who may do what: the API key, tokens, allowed origins.
-    pub gate: Gate<'a>,
-    /// True once shutdown has begun.
-    pub draining: bool,
-    pub uptime: Duration,
-    pub connections: usize,
-    /// Every worker's counters.
-    pub metrics: &'a [Arc<WorkerMetrics>],
-    /// Where changes go; in cluster mode, what the cluster says.
-    pub backplane: &'a Backplane,
-}
-
-/// The backplane of a context built without a server.
-static LOCAL: Backplane = Backplane::Local;
-
-impl<'a> RestContext<'a> {
-    /// A context over `broker` alone: no key, not draining, no uptime, no
-    /// connections, no counters. The server fills in the rest; tests and
-    /// benchmarks override what they need.
-    pub fn new(broker: &'a Broker) -> RestContext<'a> {
-        RestContext {
-            broker,
-            gate: Gate::default(),
-            draining: false,
-            uptime: Duration::ZERO,
-            connections: 0,
-            metrics: &[],
-            backplane: &LOCAL,
-        }
-    }
-}
-
-/// What to do with a request.
-#[derive(Debug)]
-pub enum Action {
-    Respond(Response),
-    /// Switch to WebSocket: write this `101` response, then frames; the
-    /// session starts with this access.
-    Upgrade(Vec<u8>, SessionKind, Access),
-    /// Carry out this change (a publish through the same path as a
-    /// WebSocket publish), then answer with [`answer`].
-    Change(Change),
-}
 
 /// The response to a change, once carried out.
 pub fn answer(change: &Change, outcome: Outcome) -> Response {
@@ -178,7 +130,7 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         ));
     }
     let response = match route {
-        Route::WebSocket => match crate::ws::accept_upgrade(req) {
+        Route::WebSocket => match accept_upgrade(req) {
             Ok(switching) => return Action::Upgrade(switching, SessionKind::PubSub, access),
             Err(response) => response,
         },
@@ -195,139 +147,15 @@ pub fn handle(req: &Request<'_>, ctx: &RestContext<'_>) -> Action {
         Route::Ready => ready(ctx),
         Route::Stats => stats(ctx),
         Route::Metrics => metrics(ctx),
-        Route::Console(asset) => asset.response(),
+        Route::Console(asset) => Response::asset(asset),
         #[cfg(feature = "autobahn")]
-        Route::Echo => match crate::ws::accept_upgrade(req) {
+        Route::Echo => match accept_upgrade(req) {
             Ok(switching) => return Action::Upgrade(switching, SessionKind::Echo, access),
             Err(response) => response,
         },
         Route::Unknown => unreachable!("unknown routes allow no method"),
     };
     Action::Respond(response)
-}
-
-/// 404 for a path no route takes, 405 with `Allow` for a method its route
-/// does not allow; `None` for a request a route serves. The parser asks too,
-/// before it refuses a body (a bodiless `POST /health` gets 405, not 411).
-pub fn misrouted(method: &str, path: &str) -> Option<Response> {
-    let allowed = Route::of(path).allowed_methods();
-    if allowed.is_empty() {
-        return Some(Response::error(
-            404,
-            "NOT_FOUND",
-            &format!("no such path: {path}"),
-        ));
-    }
-    if !allowed.contains(&method) {
-        return Some(
-            Response::error(
-                405,
-                "METHOD_NOT_ALLOWED",
-                &format!("{method} is not allowed on {path}"),
-            )
-            .with_header("Allow", allowed.join(", ")),
-        );
-    }
-    None
-}
-
-/// A REST publish, whose body may be as large as `MAX_MESSAGE_BYTES`.
-pub fn is_publish(method: &str, path: &str) -> bool {
-    method == "POST" && matches!(Route::of(path), Route::Messages(_))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route<'a> {
-    WebSocket,
-    Topics,
-    /// `/topics/{name}`, the name still percent-encoded.
-    Topic(&'a str),
-    /// `/topics/{name}/messages`, the name still percent-encoded.
-    Messages(&'a str),
-    Health,
-    Ready,
-    Stats,
-    Metrics,
-    Disconnect,
-    /// A file of the browser console (`/` is the page, except with the
-    /// `autobahn` feature, where it is the echo endpoint).
-    Console(&'static Asset),
-    #[cfg(feature = "autobahn")]
-    Echo,
-    Unknown,
-}
-
-impl<'a> Route<'a> {
-    fn of(path: &'a str) -> Route<'a> {
-        match path {
-            "/ws" => Route::WebSocket,
-            "/topics" => Route::Topics,
-            "/health" => Route::Health,
-            "/readyz" => Route::Ready,
-            "/stats" => Route::Stats,
-            "/metrics" => Route::Metrics,
-            "/disconnect" => Route::Disconnect,
-            #[cfg(feature = "autobahn")]
-            "/" => Route::Echo,
-            _ => {
-                let Some(rest) = path.strip_prefix("/topics/") else {
-                    return console::asset(path).map_or(Route::Unknown, Route::Console);
-                };
-                let (name, messages) = match rest.strip_suffix("/messages") {
-                    Some(name) => (name, true),
-                    None => (rest, false),
-                };
-                match (name.is_empty() || name.contains('/'), messages) {
-                    (true, _) => Route::Unknown,
-                    (false, false) => Route::Topic(name),
-                    (false, true) => Route::Messages(name),
-                }
-            }
-        }
-    }
-
-    fn allowed_methods(self) -> &'static [&'static str] {
-        match self {
-            Route::WebSocket
-            | Route::Health
-            | Route::Ready
-            | Route::Stats
-            | Route::Metrics
-            | Route::Console(_) => &["GET"],
-            Route::Topics => &["GET", "POST"],
-            Route::Topic(_) => &["GET", "DELETE"],
-            Route::Messages(_) => &["GET", "POST"],
-            Route::Disconnect => &["POST"],
-            #[cfg(feature = "autobahn")]
-            Route::Echo => &["GET"],
-            Route::Unknown => &[],
-        }
-    }
-
-    /// Cluster mode: what answers for the whole cluster, and so needs the
-    /// backplane.
-    fn needs_backplane(self) -> bool {
-        matches!(self, Route::Topics | Route::Topic(_) | Route::Messages(_))
-    }
-
-    /// Probes answer without credentials, so that liveness and readiness
-    /// checks work; and they keep answering while the server drains. So
-    /// do the console's files, which hold no data: the page asks for the
-    /// key or a token, and everything it fetches needs it.
-    fn needs_credentials(self) -> bool {
-        !matches!(self, Route::Health | Route::Ready | Route::Console(_))
-    }
-
-    /// What only the API key or a token with `admin` may do: create and
-    /// delete topics, read the whole broker's figures, disconnect users.
-    fn needs_admin(self, method: &str) -> bool {
-        match self {
-            Route::Topics | Route::Disconnect => method == "POST",
-            Route::Topic(_) => method == "DELETE",
-            Route::Stats | Route::Metrics => true,
-            _ => false,
-        }
-    }
 }
 
 #[cfg(test)]

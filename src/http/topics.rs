@@ -6,8 +6,9 @@
 //! through the backplane; reads answer from the broker. No sockets.
 
 use super::gate::forbidden;
-use super::routes::{Action, RestContext};
-use super::{Request, Response};
+use super::handler::{Action, RestContext};
+use super::request::Request;
+use super::response::Response;
 use crate::auth::Access;
 use crate::broker::change::Change;
 use crate::protocol::{decode_object, validate_message, validate_topic_name};

@@ -5,14 +5,14 @@
 //! Connections get a `&mut WorkerCtx` on every call; they never see the
 //! worker itself, so imports run one way: worker -> connection -> context.
 
+use super::shared::Shared;
 use super::timers::Timers;
 use super::topic_cache::TopicCache;
-use super::Shared;
 use crate::backplane::ReplyTo;
 use crate::broker::change::{publish_to, Change, Outcome};
 use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
 use crate::http::gate::Gate;
-use crate::http::routes::RestContext;
+use crate::http::handler::RestContext;
 use crate::metrics::WorkerMetrics;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;

@@ -5,8 +5,8 @@
 //! inputs the fuzzer found; not built into the broker.
 
 use super::connection::{Connection, Transport};
+use super::shared::Shared;
 use super::worker::{Ready, Sockets, Worker};
-use super::Shared;
 use crate::broker::delivery::WorkerMailbox;
 use crate::config::Config;
 use std::io::{self, ErrorKind, Read, Write};

@@ -15,58 +15,22 @@ mod http_service;
 mod lifecycle;
 mod output;
 mod session;
+mod shared;
 mod timers;
 mod topic_cache;
 mod worker;
 
-use crate::backplane::Backplane;
 use crate::broker::delivery::WorkerMailbox;
-use crate::broker::Broker;
 use crate::config::Config;
-use crate::metrics::WorkerMetrics;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
+use shared::Shared;
 use socket2::{Domain, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
-
-/// What every worker shares.
-pub struct Shared {
-    pub config: Config,
-    pub broker: Arc<Broker>,
-    /// Where changes to the topics are carried out.
-    pub backplane: Backplane,
-    pub started: Instant,
-    /// Set once by the shutdown handle: each worker sees it at the start
-    /// of its next turn and begins its drain (`WorkerCtx::drain`).
-    pub draining: AtomicBool,
-    /// Open connections, across workers (for `MAX_CONNECTIONS`).
-    pub connections: AtomicUsize,
-    pub mailboxes: Vec<Arc<WorkerMailbox>>,
-    /// Each worker's counters, summed by `/metrics` and `/stats`.
-    pub metrics: Vec<Arc<WorkerMetrics>>,
-}
-
-impl Shared {
-    /// One worker per mailbox; the backplane `config` asks for, started.
-    pub fn new(config: Config, mailboxes: Vec<Arc<WorkerMailbox>>) -> io::Result<Shared> {
-        let broker = Arc::new(Broker::new(config.ring_buffer_size));
-        Ok(Shared {
-            backplane: Backplane::start(&config, &broker)?,
-            broker,
-            config,
-            started: Instant::now(),
-            draining: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
-            metrics: mailboxes.iter().map(|_| Arc::default()).collect(),
-            mailboxes,
-        })
-    }
-}
 
 /// A running broker.
 pub struct Server {
@@ -148,15 +112,6 @@ impl Server {
     }
 }
 
-/// Numbers the connections of the whole process, whichever worker accepts
-/// them: the `generation` of a [`ConnectionKey`](crate::broker::delivery::ConnectionKey),
-/// so that a key, logged as `conn`, names one connection for the life of
-/// the process.
-pub(crate) fn next_connection_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
 /// `count` non-blocking listening sockets on `addr`, all on one port, which
 /// the kernel spreads accepts over (`SO_REUSEPORT`).
 ///
@@ -221,6 +176,7 @@ fn no_ipv6(e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use std::net::TcpStream;
+    use std::time::Instant;
 
     /// How many connections each listener accepts, once `total` are in.
     fn accepted(listeners: &[TcpListener], total: usize) -> Vec<usize> {

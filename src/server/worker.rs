@@ -25,7 +25,7 @@
 use super::connection::{Connection, Transport};
 use super::context::{Drain, WorkerCtx};
 use super::lifecycle::CLOSE_GRACE;
-use super::Shared;
+use super::shared::Shared;
 use crate::broker::change::Outcome;
 use crate::broker::delivery::{self, ConnectionKey, Notice};
 use crate::http::Response;
@@ -350,7 +350,7 @@ impl<S: Sockets> Worker<S> {
                 shared.connections.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
-            let generation = super::next_connection_id();
+            let generation = super::shared::next_connection_id();
             entry.insert(Connection::new(
                 socket,
                 slot,

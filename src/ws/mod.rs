@@ -1,14 +1,12 @@
-//! WebSocket, and nothing else: whether a request may become a WebSocket
-//! ([`handshake`]), the frames the server writes ([`frame`]), and the
-//! reading of client frames and writing of control frames over a
-//! connection's bytes ([`codec`], tungstenite underneath). What the frames
+//! WebSocket framing, and nothing else: the frames the server writes
+//! ([`frame`]), and the reading of client frames and writing of control
+//! frames over a connection's bytes ([`codec`], tungstenite underneath).
+//! Whether a request may become a WebSocket is HTTP's question
+//! (`http::upgrade`). What the frames
 //! carry is [`crate::protocol`]'s business; the socket is the server's.
 
 pub mod codec;
 pub mod frame;
-pub mod handshake;
-
-pub use handshake::accept_upgrade;
 
 /// What a WebSocket connection is for, decided by the path it was opened
 /// on.

@@ -4,10 +4,14 @@ use super::*;
 use crate::auth::TokenVerifier;
 use crate::broker::delivery::{ConnectionKey, SubscriberQueue, WorkerMailbox};
 use crate::broker::Replay;
+use crate::http::gate::Gate;
 use crate::http::{parse_request, Parsed};
+use crate::metrics::WorkerMetrics;
 use crate::protocol::{NOT_OBJECTS, NOT_STRINGS};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
 
 struct World {
     broker: Broker,

@@ -4,12 +4,14 @@
 //! limit), `FORBIDDEN`, and what the session says when its credentials
 //! lapse or its user is disconnected. Every refusal is counted by reason.
 
-use super::{reply, reply_error, Output, Session};
+use super::reply::{reply, reply_error, FORBIDDEN};
+use super::Session;
 use crate::auth::Refusal;
 use crate::metrics::AuthFailure;
 use crate::protocol::{self, ErrorCode};
 use crate::server::context::WorkerCtx;
 use crate::server::credentials::Lapse;
+use crate::server::output::Output;
 use crate::ws::frame::shared_text_frame;
 use std::time::SystemTime;
 
@@ -156,20 +158,4 @@ impl Session {
             &protocol::encode_info("disconnected", None, SystemTime::now()),
         );
     }
-}
-
-/// What a `FORBIDDEN` says: nothing of the topic, not even whether it
-/// exists.
-const FORBIDDEN: &str = "your token does not grant this";
-
-/// `FORBIDDEN`, counted.
-pub(super) fn forbid(ctx: &WorkerCtx, out: &mut Output, topic: &str, request_id: Option<&str>) {
-    ctx.metrics.record_auth_failure(AuthFailure::Forbidden);
-    reply_error(
-        out,
-        ErrorCode::Forbidden,
-        FORBIDDEN,
-        request_id,
-        Some(topic),
-    );
 }

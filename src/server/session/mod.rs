@@ -10,6 +10,7 @@
 //! touches `protocol` (its shape) and this module (what it does).
 
 mod access;
+mod reply;
 
 use super::context::WorkerCtx;
 use super::credentials::Credentials;
@@ -22,7 +23,7 @@ use crate::metrics::AuthFailure;
 use crate::protocol::{self, Acked, ClientRequest, ErrorCode, Start};
 use crate::ws::frame::{append_text_frame, SharedFrame};
 use crate::ws::SessionKind;
-use access::forbid;
+use reply::{forbid, reply, reply_error, reply_to_publish, reply_topic_not_found};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -501,63 +502,6 @@ impl Session {
             }
         }
     }
-}
-
-fn reply(out: &mut Output, text: &str) {
-    out.messages += 1;
-    append_text_frame(out.buffer(), text);
-}
-
-fn reply_error(
-    out: &mut Output,
-    code: ErrorCode,
-    message: &str,
-    request_id: Option<&str>,
-    topic: Option<&str>,
-) {
-    reply(
-        out,
-        &protocol::encode_error(code, message, request_id, topic, SystemTime::now()),
-    );
-}
-
-fn reply_to_publish(out: &mut Output, topic: &str, request_id: Option<&str>, outcome: Outcome) {
-    match outcome {
-        Outcome::Published(seq) => reply(
-            out,
-            &protocol::encode_ack(
-                request_id,
-                topic,
-                Acked::Published { seq },
-                SystemTime::now(),
-            ),
-        ),
-        Outcome::NoTopic => reply_topic_not_found(out, topic, request_id),
-        Outcome::Unavailable(why) => {
-            reply_error(out, ErrorCode::Unavailable, why, request_id, Some(topic))
-        }
-        other => {
-            log::error!(topic, outcome:? = other; "a publish had an outcome it cannot have");
-            reply_error(
-                out,
-                ErrorCode::Internal,
-                "unexpected outcome",
-                request_id,
-                Some(topic),
-            )
-        }
-    }
-}
-
-fn reply_topic_not_found(out: &mut Output, topic: &str, request_id: Option<&str>) {
-    let message = format!("topic '{topic}' does not exist");
-    reply_error(
-        out,
-        ErrorCode::TopicNotFound,
-        &message,
-        request_id,
-        Some(topic),
-    );
 }
 
 /// The Autobahn echo session: the message goes back unchanged, through the

@@ -2,7 +2,8 @@
 //! anything is upgraded: whether a request may become a WebSocket, and what
 //! the `101` says.
 
-use crate::http::{Request, Response};
+use super::request::Request;
+use super::response::Response;
 
 /// The `101 Switching Protocols` response for a valid upgrade request, or
 /// the error response for an invalid one.
@@ -53,7 +54,7 @@ fn is_valid_key(key: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{parse_request, Parsed};
+    use crate::http::request::{parse_request, Parsed};
 
     fn upgrade(head: &str) -> Result<Vec<u8>, Response> {
         match parse_request(head.as_bytes()) {
