@@ -14,39 +14,28 @@
 //! worker (`WorkerCtx::ended`), which reaps it at the end of the loop turn.
 
 use super::context::WorkerCtx;
-use super::credentials::Lapse;
 use super::http_service::{HttpInput, Served};
 use super::lifecycle::{CloseWait, Lifecycle, CLOSE_GRACE, MAX_LINGER_BYTES};
 use super::output::{Output, Written};
-use super::session::Session;
+use super::websocket_service::{Deadline, Names, Reading, WebSocketService};
 use crate::auth::Access;
 use crate::broker::change::Outcome;
-use crate::broker::delivery::{ConnectionKey, Notice};
+use crate::broker::delivery::{ConnectionKey, Notice, SubscriberQueue};
 use crate::metrics::{ConnectionKind, DisconnectReason};
-use crate::ws::codec::{Codec, Incoming};
 use crate::ws::SessionKind;
 use mio::net::TcpStream;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-/// Messages one connection may have handled in a loop turn before the
-/// worker moves on to its other connections.
-const READ_BUDGET_MESSAGES: usize = 256;
 /// Queued events are gathered into writes of about this size.
 const GATHER_BYTES: usize = 64 * 1024;
 
 enum Phase {
     Http(HttpInput),
-    WebSocket(Box<WebSocket>),
-}
-
-/// An upgraded connection: its framing, its session, its heartbeat.
-struct WebSocket {
-    codec: Codec,
-    session: Session,
-    next_ping: Instant,
+    WebSocket(Box<WebSocketService>),
 }
 
 /// What a connection reads from and writes to: a non-blocking socket in
@@ -73,7 +62,6 @@ pub struct Connection<S = TcpStream> {
     phase: Phase,
     life: Lifecycle,
     output: Output,
-    last_input: Instant,
     /// Requests and client messages read. For the close log line.
     messages_in: u64,
     /// Already on this turn's flush list.
@@ -100,7 +88,6 @@ impl<S: Transport> Connection<S> {
             phase: Phase::Http(HttpInput::new(ctx.now)),
             life: Lifecycle::Open,
             output: Output::default(),
-            last_input: ctx.now,
             messages_in: 0,
             touched: false,
             timer: None,
@@ -126,6 +113,20 @@ impl<S: Transport> Connection<S> {
         ConnectionKey::new(self.slot, self.generation)
     }
 
+    fn names(&self) -> Names {
+        Names {
+            key: self.key(),
+            peer: self.peer,
+        }
+    }
+
+    fn websocket(&self) -> Option<&WebSocketService> {
+        match &self.phase {
+            Phase::WebSocket(ws) => Some(ws),
+            Phase::Http(_) => None,
+        }
+    }
+
     // ---- the lifecycle's transitions, with what the worker must know ----
 
     /// Ends the connection (see [`Lifecycle::end`]); the worker reaps it
@@ -149,7 +150,7 @@ impl<S: Transport> Connection<S> {
     /// further frames are read; the connection lingers until the peer is
     /// done or the close deadline.
     fn fail_protocol(&mut self, ctx: &mut WorkerCtx, code: CloseCode, why: &str) {
-        let sub = self.session().and_then(Session::sub).unwrap_or("-");
+        let sub = self.websocket().map_or("-", WebSocketService::sub);
         log::debug!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id, sub, why; "protocol error");
         if !self.life.takes_requests() {
             return self.end(ctx, DisconnectReason::ProtocolError);
@@ -162,7 +163,7 @@ impl<S: Transport> Connection<S> {
     /// output; nothing but the close follows it.
     fn send_close_frame(&mut self, code: CloseCode, reason: &str) {
         if let Phase::WebSocket(ws) = &mut self.phase {
-            ws.codec.close(self.output.buffer(), code, reason);
+            ws.close_frame(&mut self.output, code, reason);
         }
     }
 
@@ -284,74 +285,43 @@ impl<S: Transport> Connection<S> {
         kind: SessionKind,
         access: Access,
     ) {
-        let config = &ctx.shared.config;
-        let codec = Codec::new(early_frames, config.max_message_bytes);
-        let next_ping = ctx.now + config.heartbeat_interval;
-        let session = Session::new(kind, self.key(), access, ctx);
-        log::info!(
-            conn:% = self.key(), peer:% = self.peer, worker = ctx.id, sub = session.sub().unwrap_or("-");
-            "websocket opened"
-        );
-        self.phase = Phase::WebSocket(Box::new(WebSocket {
-            codec,
-            session,
-            next_ping,
-        }));
-        self.last_input = ctx.now;
+        let service = WebSocketService::new(ctx, early_frames, kind, access, self.names());
+        self.phase = Phase::WebSocket(Box::new(service));
         self.timer = None;
         self.arm_session_timer(ctx);
         ctx.metrics.record_upgrade();
     }
 
     fn read_websocket(&mut self, ctx: &mut WorkerCtx) {
-        let mut budget = READ_BUDGET_MESSAGES;
-        loop {
-            if self.output.over_high_water() {
-                return self.life.pause_input();
+        let Phase::WebSocket(ws) = &mut self.phase else {
+            return;
+        };
+        let mut rearm = false;
+        let reading = ws.read(
+            &mut self.socket,
+            ctx,
+            &mut self.output,
+            self.life.takes_requests(),
+            &mut self.messages_in,
+            &mut rearm,
+        );
+        if rearm {
+            self.arm_session_timer(ctx);
+        }
+        match reading {
+            Reading::Waiting => {}
+            // The socket is still readable: the worker comes back here
+            // next turn without waiting for a new readiness event, and
+            // lets its other connections have their turn meanwhile.
+            Reading::OutOfBudget => ctx.read_next_turn.push(self.key()),
+            Reading::OutputFull => self.life.pause_input(),
+            Reading::PeerClosed if self.life.is_closing() => self.life.peer_answered_close(),
+            Reading::PeerClosed => {
+                self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger)
             }
-            if budget == 0 {
-                // Let the worker's other connections have their turn; the
-                // socket is still readable, so the worker comes back here
-                // next turn without waiting for a new readiness event.
-                return ctx.read_next_turn.push(self.key());
-            }
-            budget -= 1;
-            let Phase::WebSocket(ws) = &mut self.phase else {
-                return;
-            };
-            if ws.session.blocks_reading() {
-                // Read on when the backplane answers (`on_outcome`).
-                return;
-            }
-            let (incoming, bytes_read) = ws.codec.read(&mut self.socket, self.output.buffer());
-            if bytes_read > 0 {
-                self.last_input = ctx.now;
-                ctx.metrics.record_received(bytes_read);
-            }
-            match incoming {
-                Incoming::Data(message) => {
-                    self.messages_in += 1;
-                    if self.life.takes_requests() {
-                        ws.session.on_message(ctx, message, &mut self.output);
-                        if ws.session.credentials_deadline().1 {
-                            self.arm_session_timer(ctx);
-                        }
-                    }
-                }
-                Incoming::Control => {}
-                Incoming::Close => {
-                    if self.life.is_closing() {
-                        self.life.peer_answered_close();
-                    } else {
-                        self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger);
-                    }
-                    return;
-                }
-                Incoming::WouldBlock => return,
-                Incoming::Gone => return self.end(ctx, DisconnectReason::Normal),
-                Incoming::Violation { code, why } => return self.fail_protocol(ctx, code, &why),
-                Incoming::Failed => return self.end(ctx, DisconnectReason::ConnectionError),
-            }
+            Reading::Gone => self.end(ctx, DisconnectReason::Normal),
+            Reading::Violation { code, why } => self.fail_protocol(ctx, code, &why),
+            Reading::Failed => self.end(ctx, DisconnectReason::ConnectionError),
         }
     }
 
@@ -364,7 +334,7 @@ impl<S: Transport> Connection<S> {
             return;
         }
         match &mut self.phase {
-            Phase::WebSocket(ws) => ws.session.on_outcome(ctx, outcome, &mut self.output),
+            Phase::WebSocket(ws) => ws.on_outcome(ctx, outcome, &mut self.output),
             Phase::Http(http) => {
                 if http.on_outcome(ctx, &mut self.output, outcome, self.peer) {
                     return self.begin_close(ctx, DisconnectReason::Normal, CloseWait::Linger);
@@ -381,16 +351,13 @@ impl<S: Transport> Connection<S> {
     /// Publishers queued events for this connection: clear the flag that
     /// keeps them from posting it again, before the flush pops the queue.
     pub fn unschedule(&self) {
-        if let Some(queue) = self.session().and_then(Session::queue) {
+        if let Some(queue) = self.queue() {
             queue.unschedule();
         }
     }
 
-    fn session(&self) -> Option<&Session> {
-        match &self.phase {
-            Phase::WebSocket(ws) => Some(&ws.session),
-            Phase::Http(_) => None,
-        }
+    fn queue(&self) -> Option<&Arc<SubscriberQueue>> {
+        self.websocket().and_then(WebSocketService::queue)
     }
 
     /// Writes the output, then queued events, until done or the socket
@@ -440,9 +407,7 @@ impl<S: Transport> Connection<S> {
     }
 
     fn queue_is_empty(&self) -> bool {
-        self.session()
-            .and_then(Session::queue)
-            .is_none_or(|q| q.is_empty())
+        self.queue().is_none_or(|q| q.is_empty())
     }
 
     /// Writes the output, then (unless closing) queued events gathered into
@@ -460,7 +425,7 @@ impl<S: Transport> Connection<S> {
             if !self.life.takes_requests() {
                 return true;
             }
-            let Some(queue) = self.session().and_then(Session::queue) else {
+            let Some(queue) = self.queue() else {
                 return true;
             };
             ctx.metrics.record_queue_depth(queue.len());
@@ -496,21 +461,13 @@ impl<S: Transport> Connection<S> {
         if !self.life.takes_requests() {
             return;
         }
-        let key = self.key();
+        let names = self.names();
         let Phase::WebSocket(ws) = &mut self.phase else {
             return;
         };
-        if !ws.session.cut_if_slow(ctx, &mut self.output) {
-            return;
+        if ws.cut_if_slow(ctx, &mut self.output, names) {
+            self.begin_close(ctx, DisconnectReason::SlowConsumer, CloseWait::Linger);
         }
-        log::warn!(
-            conn:% = key, peer:% = self.peer, worker = ctx.id,
-            client_id = ws.session.client_id().unwrap_or("-"), sub = ws.session.sub().unwrap_or("-"),
-            queue_size = ctx.shared.config.subscriber_queue_size;
-            "slow consumer"
-        );
-        self.send_close_frame(CloseCode::Policy, "SLOW_CONSUMER");
-        self.begin_close(ctx, DisconnectReason::SlowConsumer, CloseWait::Linger);
     }
 
     /// Shutdown: `info server_shutdown` and a close frame with 1001, then
@@ -522,8 +479,7 @@ impl<S: Transport> Connection<S> {
         let Phase::WebSocket(ws) = &mut self.phase else {
             return;
         };
-        ws.session.shut_down(&mut self.output);
-        self.send_close_frame(CloseCode::Away, "server shutting down");
+        ws.shut_down(&mut self.output);
         self.begin_close(ctx, DisconnectReason::Shutdown, CloseWait::PeerCloseFrame);
     }
 
@@ -531,7 +487,7 @@ impl<S: Transport> Connection<S> {
     pub fn force_shutdown(&mut self, ctx: &mut WorkerCtx) {
         match &self.phase {
             Phase::WebSocket(ws) => {
-                ws.session.drop_queued();
+                ws.drop_queued();
                 self.send_shutdown(ctx);
             }
             Phase::Http(_) => self.end(ctx, DisconnectReason::Shutdown),
@@ -548,15 +504,9 @@ impl<S: Transport> Connection<S> {
 
     // ---- timers --------------------------------------------------------------
 
-    /// The nearest of the heartbeat, the dead-peer deadline and the
-    /// credentials' deadline (no token yet, or the token's expiry).
     fn arm_session_timer(&mut self, ctx: &mut WorkerCtx) {
         if let Phase::WebSocket(ws) = &mut self.phase {
-            let dead_at = self.last_input + 3 * ctx.shared.config.heartbeat_interval;
-            let mut at = ws.next_ping.min(dead_at);
-            if let (Some(lapse_at), _) = ws.session.credentials_deadline() {
-                at = at.min(lapse_at);
-            }
+            let at = ws.deadline(ctx);
             ctx.timers
                 .arm(&mut self.timer, at, self.slot, self.generation);
         }
@@ -570,17 +520,11 @@ impl<S: Transport> Connection<S> {
                 if !self.life.takes_requests() {
                     return;
                 }
-                let key = self.key();
+                let names = self.names();
                 let Phase::WebSocket(ws) = &mut self.phase else {
                     return;
                 };
-                log::info!(
-                    conn:% = key, peer:% = self.peer, worker = ctx.id,
-                    sub = ws.session.sub().unwrap_or("-");
-                    "user disconnected"
-                );
-                ws.session.disconnected(&mut self.output);
-                self.send_close_frame(CloseCode::Policy, "DISCONNECTED");
+                ws.disconnect(ctx, &mut self.output, names);
                 self.begin_close(ctx, DisconnectReason::Disconnected, CloseWait::Linger);
             }
         }
@@ -603,14 +547,13 @@ impl<S: Transport> Connection<S> {
             }
             Lifecycle::Open | Lifecycle::InputPaused => {}
         }
-        let interval = ctx.shared.config.heartbeat_interval;
-        let key = self.key();
+        let names = self.names();
         match &mut self.phase {
             Phase::Http(http) => {
                 let deadline = http.request_started + ctx.shared.config.handshake_timeout;
                 if ctx.now >= deadline {
                     log::debug!(
-                        conn:% = self.key(), peer:% = self.peer, worker = ctx.id;
+                        conn:% = names.key, peer:% = names.peer, worker = ctx.id;
                         "no request within the handshake timeout"
                     );
                     return self.end(ctx, DisconnectReason::HandshakeTimeout);
@@ -618,30 +561,14 @@ impl<S: Transport> Connection<S> {
                 ctx.timers
                     .arm(&mut self.timer, deadline, self.slot, self.generation);
             }
-            Phase::WebSocket(ws) => {
-                if let Some(lapse) = ws.session.lapse(ctx, &mut self.output) {
-                    let (reason, why) = match lapse {
-                        Lapse::NoToken => (DisconnectReason::HandshakeTimeout, "UNAUTHORIZED"),
-                        Lapse::TokenExpired => (DisconnectReason::TokenExpired, "TOKEN_EXPIRED"),
-                    };
-                    log::info!(
-                        conn:% = key, peer:% = self.peer, worker = ctx.id,
-                        sub = ws.session.sub().unwrap_or("-"), reason = reason.as_str();
-                        "credentials lapsed"
-                    );
-                    self.send_close_frame(CloseCode::Policy, why);
-                    return self.begin_close(ctx, reason, CloseWait::Linger);
+            Phase::WebSocket(ws) => match ws.on_deadline(ctx, &mut self.output, names) {
+                Deadline::Close(reason) => self.begin_close(ctx, reason, CloseWait::Linger),
+                Deadline::Dead => self.end(ctx, DisconnectReason::DeadPeer),
+                Deadline::Next(at) => {
+                    ctx.timers
+                        .arm(&mut self.timer, at, self.slot, self.generation)
                 }
-                if ctx.now >= self.last_input + 3 * interval {
-                    return self.end(ctx, DisconnectReason::DeadPeer);
-                }
-                if ctx.now >= ws.next_ping {
-                    ws.next_ping = ctx.now + interval;
-                    ws.session.heartbeat(&mut self.output);
-                    ws.codec.ping(self.output.buffer());
-                }
-                self.arm_session_timer(ctx);
-            }
+            },
         }
     }
 
@@ -654,12 +581,8 @@ impl<S: Transport> Connection<S> {
         let key = self.key();
         let (kind, client_id, sub) = match &mut self.phase {
             Phase::WebSocket(ws) => {
-                ws.session.leave_all(ctx);
-                (
-                    ConnectionKind::WebSocket,
-                    ws.session.client_id(),
-                    ws.session.sub(),
-                )
+                ws.leave(ctx);
+                (ConnectionKind::WebSocket, ws.client_id(), Some(ws.sub()))
             }
             Phase::Http(_) => (ConnectionKind::Http, None, None),
         };

@@ -18,6 +18,7 @@ mod session;
 mod shared;
 mod timers;
 mod topic_cache;
+mod websocket_service;
 mod worker;
 
 use crate::broker::delivery::WorkerMailbox;
