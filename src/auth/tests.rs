@@ -3,6 +3,7 @@
 //! the right reason and a message that quotes nothing of it.
 
 use super::*;
+use crate::metrics::AuthFailure;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -289,14 +290,14 @@ fn expiry_and_not_before_allow_the_leeway_and_no_more() {
     let verifier = verifier(Some(SECRET), "");
     let long_expired = signer.sign(&with(json!({"exp": now() - 60})));
     assert_eq!(refused(&verifier, &long_expired), Refusal::Expired);
-    assert_eq!(Refusal::Expired.reason(), "expired");
+    assert_eq!(Refusal::Expired.failure(), AuthFailure::Expired);
     assert_eq!(Refusal::Expired.to_string(), "token expired");
     let just_expired = signer.sign(&with(json!({"exp": now() - 2})));
     assert!(verifier.verify(&just_expired).is_ok(), "within the leeway");
 
     let not_yet = signer.sign(&with(json!({"nbf": now() + 60})));
     invalid(&verifier, &not_yet, "not valid yet");
-    assert_eq!(refused(&verifier, &not_yet).reason(), "invalid");
+    assert_eq!(refused(&verifier, &not_yet).failure(), AuthFailure::Invalid);
     let almost = signer.sign(&with(json!({"nbf": now() + 2})));
     assert!(verifier.verify(&almost).is_ok(), "within the leeway");
 
@@ -408,7 +409,7 @@ fn malformed_tokens_are_refused() {
         format!("{header}.%%%.x"),
     ] {
         let refusal = refused(&verifier, &bad);
-        assert_eq!(refusal.reason(), "invalid", "{bad}");
+        assert_eq!(refusal.failure(), AuthFailure::Invalid, "{bad}");
     }
 }
 

@@ -10,6 +10,7 @@
 
 use super::keys::PublicKey;
 use super::rights::{Rights, TopicPatterns};
+use crate::metrics::AuthFailure;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
@@ -67,11 +68,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The `reason` label of `pubsub_auth_failures_total`.
-    pub fn reason(&self) -> &'static str {
+    /// How `pubsub_auth_failures_total` counts it.
+    pub fn failure(&self) -> AuthFailure {
         match self {
-            Refusal::Invalid(_) => "invalid",
-            Refusal::Expired => "expired",
+            Refusal::Invalid(_) => AuthFailure::Invalid,
+            Refusal::Expired => AuthFailure::Expired,
         }
     }
 }

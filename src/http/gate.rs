@@ -98,11 +98,7 @@ fn bearer_token<'a>(req: &Request<'a>) -> Option<&'a str> {
 
 /// The refusal of a token, as a 401 that says why without quoting it.
 pub fn refused_token(refusal: Refusal) -> Response {
-    let reason = match refusal {
-        Refusal::Invalid(_) => AuthFailure::Invalid,
-        Refusal::Expired => AuthFailure::Expired,
-    };
-    refused(401, reason, &refusal.to_string())
+    refused(401, refusal.failure(), &refusal.to_string())
 }
 
 /// A 401 `UNAUTHORIZED` or 403 `FORBIDDEN`, counted as `reason`.

@@ -6,7 +6,6 @@
 
 use super::reply::{reply, reply_error, FORBIDDEN};
 use super::Session;
-use crate::auth::Refusal;
 use crate::metrics::AuthFailure;
 use crate::protocol::{self, ErrorCode};
 use crate::server::context::WorkerCtx;
@@ -85,10 +84,7 @@ impl Session {
         let grant = match tokens.verify(token) {
             Ok(grant) => grant,
             Err(refusal) => {
-                ctx.metrics.record_auth_failure(match refusal {
-                    Refusal::Invalid(_) => AuthFailure::Invalid,
-                    Refusal::Expired => AuthFailure::Expired,
-                });
+                ctx.metrics.record_auth_failure(refusal.failure());
                 return reply_error(
                     out,
                     ErrorCode::Unauthorized,
