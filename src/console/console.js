@@ -1,7 +1,12 @@
 // console.js: the pubsub console, served at / by the broker with
 // index.html and console.css. It reads the broker as any client does: REST
 // (GET /health, /topics, /stats, polled every second; POST and DELETE
-// /topics) and /ws through the client module /pubsub.js.
+// /topics) and /ws through the client module /pubsub.js, with the API key
+// or a user's token (a JWT), whichever was given; the token when both
+// were. A token goes in `Authorization: Bearer` and the client's `auth`
+// message, never in a URL; with it the page shows what its user may see
+// (GET /topics lists only that), and /stats, which needs admin, is not
+// asked again once it answered 403.
 //
 // Safe by construction: every topic name, payload and message from the
 // broker goes into the page with textContent (never as HTML), and the
@@ -15,6 +20,7 @@ const MAX_ROWS = 500;
 const POLL_MS = 1000;
 const MAX_PAYLOAD_CHARS = 4000;
 const KEY_STORAGE = "pubsub.apiKey";
+const TOKEN_STORAGE = "pubsub.token";
 
 const $ = (id) => document.getElementById(id);
 
@@ -27,6 +33,9 @@ function el(tag, text, className) {
 }
 
 let key = sessionStorage.getItem(KEY_STORAGE) || "";
+let token = sessionStorage.getItem(TOKEN_STORAGE) || "";
+/** False once /stats answered 403 to these credentials. */
+let statsAllowed = true;
 let client = null;
 let noticeTimer = null;
 
@@ -35,7 +44,8 @@ let noticeTimer = null;
 /** `{ status, data }`; `data` is the JSON body, or null. Rejects if the broker is unreachable. */
 async function api(method, path, body) {
   const headers = {};
-  if (key) headers["X-API-Key"] = key;
+  if (token) headers.Authorization = `Bearer ${token}`;
+  else if (key) headers["X-API-Key"] = key;
   const init = { method, headers, cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -61,12 +71,12 @@ function notice(text) {
   noticeTimer = setTimeout(() => { $("notice").textContent = ""; }, 8000);
 }
 
-// ---- the API key ------------------------------------------------------------
+// ---- the API key or token ---------------------------------------------------
 
 function needKey(rejected) {
   $("key-panel").hidden = false;
   $("main").hidden = true;
-  $("key-status").textContent = rejected ? "The broker refused this key." : "";
+  $("key-status").textContent = rejected ? `The broker refused this ${token ? "token" : "key"}.` : "";
   if (client) {
     client.close();
     client = null;
@@ -77,22 +87,35 @@ function needKey(rejected) {
 function keyAccepted() {
   $("key-panel").hidden = true;
   $("main").hidden = false;
-  $("key-forget").hidden = !key;
+  $("key-forget").hidden = !key && !token;
   if (!client) startClient();
+}
+
+/** Keeps `value` in the tab's sessionStorage (none: forgets it). */
+function remember(name, value) {
+  if (value) sessionStorage.setItem(name, value);
+  else sessionStorage.removeItem(name);
 }
 
 $("key-form").addEventListener("submit", (e) => {
   e.preventDefault();
   key = $("key-input").value.trim();
+  token = $("token-input").value.trim();
   $("key-input").value = "";
-  sessionStorage.setItem(KEY_STORAGE, key);
+  $("token-input").value = "";
+  remember(KEY_STORAGE, key);
+  remember(TOKEN_STORAGE, token);
+  statsAllowed = true;
   $("key-status").textContent = "";
   refresh();
 });
 
 $("key-forget").addEventListener("click", () => {
   key = "";
-  sessionStorage.removeItem(KEY_STORAGE);
+  token = "";
+  remember(KEY_STORAGE, key);
+  remember(TOKEN_STORAGE, token);
+  statsAllowed = true;
   $("key-forget").hidden = true;
   if (client) {
     client.close();
@@ -111,7 +134,7 @@ function renderConnection(state, text) {
 
 function startClient() {
   let wasDown = false;
-  client = connect({ key, clientId: "console" });
+  client = connect({ key, token, clientId: "console" });
   client.addEventListener("state", (e) => {
     const { state, delayMs } = e.detail;
     const text = {
@@ -131,6 +154,16 @@ function startClient() {
       watched.delete(msg.topic);
       renderWatching();
       notice(`topic '${msg.topic}' was deleted`);
+    } else if (msg.msg === "subscription_revoked") {
+      watched.delete(msg.topic);
+      renderWatching();
+      notice(`the token no longer allows watching '${msg.topic}'`);
+    } else if (msg.msg === "token_expired") {
+      notice("the token expired");
+    } else if (msg.msg === "disconnected") {
+      watched.clear();
+      renderWatching();
+      notice("the broker disconnected this user");
     } else if (msg.msg === "server_shutdown") {
       notice("the broker is shutting down");
     } else {
@@ -251,11 +284,12 @@ async function refresh() {
   refreshHealth();
   try {
     const topics = await api("GET", "/topics");
-    if (topics.status === 401) return needKey(Boolean(key));
+    if (topics.status === 401) return needKey(Boolean(key || token));
     if (topics.status !== 200 || !Array.isArray(topics.data?.topics)) return;
     keyAccepted();
-    const stats = await api("GET", "/stats");
-    renderTopics(topics.data.topics, stats.status === 200 ? stats.data : null);
+    const stats = statsAllowed ? await api("GET", "/stats") : null;
+    if (stats?.status === 403) statsAllowed = false;
+    renderTopics(topics.data.topics, stats?.status === 200 ? stats.data : null);
   } catch {
     // Unreachable: /health says so; the next poll tries again.
   }

@@ -4,6 +4,8 @@
 //   import { connect } from "/pubsub.js";
 //   const ps = connect({ key: "s3cret" });   // ws(s)://<this page's host>/ws
 //   // or, for a cluster: connect({ urls: ["wss://a/ws", "wss://b/ws"] })
+//   // or, with a token per user from the app's backend:
+//   // connect({ token: () => fetch("/my/pubsub-token").then((r) => r.text()) })
 //   ps.addEventListener("state", () => console.log("connection:", ps.state));
 //   await ps.subscribe("orders", (event) => {
 //     console.log(event.topic, event.seq, event.message.payload);
@@ -23,16 +25,45 @@
 //   `urls` of several nodes of a cluster, each attempt goes to the next
 //   one, so a client of a node that died goes on with another.
 // - resume: see `subscribeFrame` below.
+// - tokens: with `token` (a JWT, or a function, sync or async, returning
+//   a fresh one), the first message on every connection is
+//   `{"type":"auth","token":...}`, so the token stays out of URLs and
+//   logs; nothing else is sent, subscribes included, until the broker
+//   acks it, and only then is the state "open". A function is called for
+//   each connection and again for each refresh: a new `auth` on the same
+//   connection once 85% of the lifetime the last ack's `expires` left has
+//   passed, or 5 s before it ends if that is sooner, but not before
+//   half-way nor within 1 s. A refresh that fails is an "error" event and
+//   is tried again on that schedule; if the token expires meanwhile, the
+//   broker closes with `token_expired` and the client reconnects with a
+//   fresh one. A string is sent as it is and never refreshed: once it has
+//   expired, each attempt fails with UNAUTHORIZED until `setToken` gives
+//   a new one. Connecting, an `auth` refused (UNAUTHORIZED) or unanswered
+//   (TIMEOUT), or a function that throws or returns no token (NO_TOKEN),
+//   is an "error" event, and the client backs off as from a failed
+//   connection.
+// - refusals: a request outside the token's rights rejects with FORBIDDEN,
+//   a publish over the broker's limit with RATE_LIMITED; the connection
+//   stays.
+// - notices: `subscription_revoked` (a refreshed token no longer covers
+//   the topic) drops that subscription; `disconnected` (the broker's
+//   `POST /disconnect` of the token's user) closes the client for good, as
+//   `close()` does, with no reconnect: the user was put out. Both are also
+//   "info" events.
 //
 // Events on the client (an EventTarget), each with `detail`:
 // - "state": the connection's state changed (`client.state` is one of
 //   "connecting", "open", "reconnecting", "closed"); detail
 //   `{ state, delayMs }` (the wait before the next attempt, when
-//   reconnecting).
+//   reconnecting), or `{ state: "closed", reason: "disconnected" }` when
+//   the broker put the user out.
 // - "info": a notice from the broker (`topic_deleted`, `server_shutdown`,
-//   `topic_reset`, ...), the message as sent; heartbeats are not reported.
+//   `topic_reset`, `subscription_revoked`, `token_expired`,
+//   `disconnected`, ...), the message as sent; heartbeats are not
+//   reported.
 // - "error": a PubSubError not tied to a pending request (a slow-consumer
-//   cut, a subscription the broker refused when subscribing again).
+//   cut, a subscription the broker refused when subscribing again, a
+//   failed `auth` or token function: see tokens).
 // - "gap": `{ topic, lastSeq }`: a resume could not recover what was
 //   published while disconnected (the broker restarted, or the ring no
 //   longer holds it); events go on after `lastSeq`.
@@ -58,6 +89,13 @@ function defaultUrl() {
   return `${scheme}://${globalThis.location?.host}/ws`;
 }
 
+/** A token refresh comes at least this long before the token expires (if its lifetime allows). */
+const REFRESH_MARGIN_MS = 5000;
+/** ... and at least this long after the last `auth`. */
+const MIN_REFRESH_MS = 1000;
+/** The longest delay setTimeout takes. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 let idCounter = 0;
 
 /** A message id unique enough for one client: time, counter, randomness. */
@@ -71,6 +109,8 @@ export class PubSub extends EventTarget {
   #urls;
   #urlIndex = 0;
   #key;
+  /** A JWT, a function returning one, or "". */
+  #token;
   #clientId;
   #minDelayMs;
   #maxDelayMs;
@@ -78,6 +118,9 @@ export class PubSub extends EventTarget {
   #ws = null;
   #attempt = 0;
   #retryTimer = null;
+  #refreshTimer = null;
+  /** When the last acked token expires, by this machine's clock (ms). */
+  #expiresAt = NaN;
   #nextRequest = 0;
   /** request_id -> { resolve, reject, timer } */
   #pending = new Map();
@@ -87,15 +130,18 @@ export class PubSub extends EventTarget {
   /**
    * options: `url` (default: /ws on the page's host) or `urls` (several
    * nodes of a cluster, tried in turn), `key` (the API key, if the broker
-   * has one), `clientId` (a label in the broker's logs),
+   * has one), `token` (a JWT, or a function, sync or async, returning a
+   * fresh one: see tokens above; used instead of `key` when both are
+   * given), `clientId` (a label in the broker's logs),
    * `minDelayMs` and `maxDelayMs` (the reconnect backoff, default 500 and
    * 5000), `timeoutMs` (how long a request waits for its reply, default
    * 10000).
    */
-  constructor({ url, urls, key, clientId, minDelayMs = 500, maxDelayMs = 5000, timeoutMs = 10000 } = {}) {
+  constructor({ url, urls, key, token, clientId, minDelayMs = 500, maxDelayMs = 5000, timeoutMs = 10000 } = {}) {
     super();
     this.#urls = urls?.length ? [...urls] : [url ?? defaultUrl()];
     this.#key = key || "";
+    this.#token = token || "";
     this.#clientId = clientId ?? `js-${messageId()}`;
     this.#minDelayMs = minDelayMs;
     this.#maxDelayMs = maxDelayMs;
@@ -134,8 +180,9 @@ export class PubSub extends EventTarget {
    * Publishes `payload` (any JSON value) to `topic`. Resolves with the
    * message's `seq` once the broker has it (undefined from a broker whose
    * acks carry no `seq`); rejects with a PubSubError (TOPIC_NOT_FOUND,
-   * NOT_CONNECTED while offline, DISCONNECTED if the connection dropped
-   * before the ack: then it may or may not have been published).
+   * FORBIDDEN, RATE_LIMITED, NOT_CONNECTED while offline, DISCONNECTED if
+   * the connection dropped before the ack: then it may or may not have
+   * been published).
    */
   async publish(topic, payload, { id = messageId() } = {}) {
     const ack = await this.#request({ type: "publish", topic, message: { id, payload } });
@@ -150,17 +197,31 @@ export class PubSub extends EventTarget {
   /** Uses `key` from now on, and connects again with it at once. */
   setKey(key) {
     this.#key = key || "";
-    if (this.state === "closed") return;
-    this.#drop();
-    this.#attempt = 0;
-    this.#open();
+    this.#reconnectNow();
+  }
+
+  /** Uses `token` (a string or a function, as the option) from now on, and connects again with it at once. */
+  setToken(token) {
+    this.#token = token || "";
+    this.#reconnectNow();
   }
 
   /** Closes the connection for good: no reconnect; pending requests reject. */
   close() {
+    this.#shutDown({});
+  }
+
+  #shutDown(detail) {
     this.#drop();
     for (const topic of [...this.#subs.keys()]) this.#forget(topic, "CLOSED");
-    this.#setState("closed");
+    this.#setState("closed", detail);
+  }
+
+  #reconnectNow() {
+    if (this.state === "closed") return;
+    this.#drop();
+    this.#attempt = 0;
+    this.#open();
   }
 
   /** Drops the subscription to `topic`; a subscribe still waiting rejects with `code`. */
@@ -181,31 +242,84 @@ export class PubSub extends EventTarget {
 
   #open() {
     this.#setState("connecting");
-    const url = this.#key
+    const url = this.#key && !this.#token
       ? `${this.url}${this.url.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(this.#key)}`
       : this.url;
     const ws = new WebSocket(url);
     this.#ws = ws;
-    ws.onopen = () => {
-      this.#attempt = 0;
-      this.#setState("open");
-      for (const [topic, sub] of this.#subs) this.#sendSubscribe(topic, sub);
+    ws.onopen = () => (this.#token ? this.#authenticate(ws) : this.#ready());
+    ws.onmessage = (message) => {
+      if (this.#ws === ws) this.#receive(message.data);
     };
-    ws.onmessage = (message) => this.#receive(message.data);
     ws.onclose = () => {
-      if (this.#ws !== ws) return;
-      this.#drop();
-      const delayMs = Math.min(this.#maxDelayMs, this.#minDelayMs * 2 ** this.#attempt) * (0.5 + Math.random() / 2);
-      this.#attempt += 1;
-      this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
-      this.#retryTimer = setTimeout(() => this.#open(), delayMs);
-      this.#setState("reconnecting", { delayMs: Math.round(delayMs) });
+      if (this.#ws === ws) this.#retry();
     };
   }
 
-  /** Forgets the socket and any retry; fails every pending request. */
+  /** Connected (and authenticated): open, and subscribes again to every topic. */
+  #ready() {
+    this.#attempt = 0;
+    this.#setState("open");
+    for (const [topic, sub] of this.#subs) this.#sendSubscribe(topic, sub);
+  }
+
+  /** Drops the connection and connects again after the backoff, to the next URL. */
+  #retry() {
+    this.#drop();
+    const delayMs = Math.min(this.#maxDelayMs, this.#minDelayMs * 2 ** this.#attempt) * (0.5 + Math.random() / 2);
+    this.#attempt += 1;
+    this.#urlIndex = (this.#urlIndex + 1) % this.#urls.length;
+    this.#retryTimer = setTimeout(() => this.#open(), delayMs);
+    this.#setState("reconnecting", { delayMs: Math.round(delayMs) });
+  }
+
+  /**
+   * Sends `auth` on `ws` with the token (a fresh one from the function).
+   * Connecting, the connection is open once it is acked, and backs off if
+   * it is not; refreshing, the old token stays until it expires. Either
+   * way, a function's next refresh is scheduled from the ack.
+   */
+  async #authenticate(ws) {
+    const refreshing = this.state === "open";
+    try {
+      const token = await this.#freshToken();
+      if (this.#ws !== ws) return;
+      const ack = await this.#send({ type: "auth", token });
+      this.#expiresAt = Date.now() + Date.parse(ack.expires) - (Date.parse(ack.ts) || Date.now());
+      if (!refreshing) this.#ready();
+      this.#scheduleRefresh(ws);
+    } catch (error) {
+      if (this.#ws !== ws) return;
+      this.dispatchEvent(new CustomEvent("error", { detail: error }));
+      if (refreshing) this.#scheduleRefresh(ws);
+      else this.#retry();
+    }
+  }
+
+  async #freshToken() {
+    let token;
+    try {
+      token = typeof this.#token === "function" ? await this.#token() : this.#token;
+    } catch (error) {
+      throw new PubSubError("NO_TOKEN", `the token function failed: ${error?.message ?? error}`);
+    }
+    if (typeof token !== "string" || !token) throw new PubSubError("NO_TOKEN", "the token function returned no token");
+    return token;
+  }
+
+  /** With a token function: the next refresh, as "tokens" above says. */
+  #scheduleRefresh(ws) {
+    clearTimeout(this.#refreshTimer);
+    if (typeof this.#token !== "function" || Number.isNaN(this.#expiresAt)) return;
+    const leftMs = this.#expiresAt - Date.now();
+    const delayMs = Math.max(Math.min(leftMs * 0.85, leftMs - REFRESH_MARGIN_MS), leftMs / 2, MIN_REFRESH_MS);
+    this.#refreshTimer = setTimeout(() => this.#authenticate(ws), Math.min(delayMs, MAX_TIMER_MS));
+  }
+
+  /** Forgets the socket, any retry and refresh; fails every pending request. */
   #drop() {
     clearTimeout(this.#retryTimer);
+    clearTimeout(this.#refreshTimer);
     const ws = this.#ws;
     this.#ws = null;
     if (ws && ws.readyState <= WebSocket.OPEN) ws.close();
@@ -218,11 +332,15 @@ export class PubSub extends EventTarget {
 
   /** Sends `frame` with a new request_id; settles with the reply that echoes it. */
   #request(frame) {
+    if (this.state !== "open") {
+      return Promise.reject(new PubSubError("NOT_CONNECTED", "not connected to the broker", frame.topic));
+    }
+    return this.#send(frame);
+  }
+
+  /** `#request` on the socket, open or not yet (the `auth` goes first). */
+  #send(frame) {
     return new Promise((resolve, reject) => {
-      if (this.state !== "open") {
-        reject(new PubSubError("NOT_CONNECTED", "not connected to the broker", frame.topic));
-        return;
-      }
       this.#nextRequest += 1;
       const id = `r${this.#nextRequest}`;
       const timer = setTimeout(() => {
@@ -320,6 +438,8 @@ export class PubSub extends EventTarget {
         if (msg.msg === "ping") return;
         const sub = this.#subs.get(msg.topic);
         if (sub && msg.msg === "topic_deleted") this.#subs.delete(msg.topic);
+        if (sub && msg.msg === "subscription_revoked") this.#forget(msg.topic, "REVOKED");
+        if (msg.msg === "disconnected") this.#shutDown({ reason: "disconnected" });
         if (sub && msg.msg === "topic_reset") {
           sub.epoch = msg.epoch;
           sub.lastSeq = msg.last_seq;

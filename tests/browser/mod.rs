@@ -268,6 +268,18 @@ impl Browser {
             .collect()
     }
 
+    /// The `params` of every event named `method` the browser sent so far
+    /// (`Network.webSocketFrameSent`, say, once `Network.enable` was
+    /// called), in order.
+    pub fn events(&mut self, method: &str) -> Vec<Value> {
+        self.eval("1");
+        self.events
+            .iter()
+            .filter(|e| e["method"] == method)
+            .map(|e| e["params"].clone())
+            .collect()
+    }
+
     /// The JavaScript dialogs the page opened (each was dismissed).
     pub fn dialogs(&mut self) -> Vec<String> {
         self.eval("1");
