@@ -8,6 +8,12 @@
 //! browser gets a fresh profile directory and is started with its
 //! background networking off (nothing but the broker on 127.0.0.1 is
 //! reached); it is killed by its pid when the `Browser` is dropped.
+//!
+//! Shared by two test files (`console.rs`, `console_tokens.rs`), each of
+//! which uses a part of it.
+#![allow(dead_code)]
+
+pub mod page;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
