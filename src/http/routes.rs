@@ -13,7 +13,7 @@ use super::topics::{
 };
 use super::{Request, Response};
 use crate::auth::Access;
-use crate::backplane::Backplane;
+use crate::backplane::{Backend, Local};
 use crate::broker::change::{Change, Outcome};
 use crate::broker::Broker;
 use crate::console::{self, Asset};
@@ -34,11 +34,11 @@ pub struct RestContext<'a> {
     /// Every worker's counters.
     pub metrics: &'a [Arc<WorkerMetrics>],
     /// Where changes go; in cluster mode, what the cluster says.
-    pub backplane: &'a Backplane,
+    pub backplane: &'a dyn Backend,
 }
 
 /// The backplane of a context built without a server.
-static LOCAL: Backplane = Backplane::Local;
+static LOCAL: Local = Local;
 
 impl<'a> RestContext<'a> {
     /// A context over `broker` alone: no key, not draining, no uptime, no
