@@ -264,3 +264,6 @@ impl<H: EventHandler> Follower<H> {
         Ok(filled)
     }
 }
+
+#[cfg(test)]
+mod tests;
