@@ -382,7 +382,8 @@ impl Config {
     }
 
     /// The TLS files go with a `rediss://` URL, a certificate with its key,
-    /// and the client must take them.
+    /// and the client must take them (`redis_client`, which the backplane
+    /// defines: it alone builds the client).
     fn check_redis_tls(&self) -> Result<(), ConfigError> {
         let files = [
             (&REDIS_CA_FILE, &self.redis_ca),
@@ -434,33 +435,6 @@ impl Config {
         }
     }
 
-    /// The client of the cluster's Redis (`None`: a single broker), which
-    /// checks a `rediss://` server against `REDIS_CA_FILE` if set, else
-    /// against the system's CAs, and shows it this node's certificate if
-    /// `REDIS_CLIENT_CERT_FILE` is set.
-    pub fn redis_client(&self) -> Option<redis::RedisResult<redis::Client>> {
-        let url = self.redis_url.as_deref()?;
-        let client_tls = match (&self.redis_client_cert, &self.redis_client_key) {
-            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                client_cert: cert.pem.clone(),
-                client_key: key.pem.clone(),
-            }),
-            _ => None,
-        };
-        let root_cert = self.redis_ca.as_ref().map(|ca| ca.pem.clone());
-        Some(if client_tls.is_none() && root_cert.is_none() {
-            redis::Client::open(url)
-        } else {
-            redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls,
-                    root_cert,
-                },
-            )
-        })
-    }
-
     /// `REDIS_URL` for logs, without its password.
     pub fn redis_url_shown(&self) -> String {
         self.redis_url
@@ -503,15 +477,13 @@ fn without_password(url: &str) -> String {
     }
 }
 
-/// A `redis://` or `rediss://` URL the client accepts; empty means none.
+/// A URL the backplane accepts ([`crate::backplane::check_url`]); empty
+/// means none.
 fn parse_redis_url(text: &str) -> Result<Option<Secret>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    if !text.starts_with("redis://") && !text.starts_with("rediss://") {
-        return Err("expected redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]".into());
-    }
-    redis::Client::open(text).map_err(|e| format!("not a Redis URL: {e}"))?;
+    crate::backplane::check_url(text)?;
     Ok(Some(Secret(text.to_string())))
 }
 

@@ -11,6 +11,9 @@
 //! - [`protocol`]: the JSON messages of `/ws`, decoded and encoded. Pure.
 //! - [`auth`]: client tokens checked, the rights they grant, the publish
 //!   limit. Pure.
+//! - [`backplane`]: where changes are carried out, at once on a single
+//!   broker or through a cluster's backend, behind one seam (`Backend`);
+//!   the backend-neutral follower of a cluster's events.
 //! - [`broker`]: topics, the replay ring, subscriber queues and fan-out.
 //! - [`console`]: the browser console and the JavaScript client, files
 //!   embedded in the binary and served by [`http`]'s routes.

@@ -1,132 +1,103 @@
 //! The backplane: where the changes clients ask for (create, delete,
-//! publish) are carried out, chosen once at start. Everything that changes
-//! topics goes through [`Backplane`]; nothing else in the broker knows
-//! whether it runs alone or in a cluster.
+//! publish, disconnect a user) are carried out, and what the node knows of
+//! its cluster. It is one seam with two sides, after centrifuge's `Broker`
+//! and `BrokerEventHandler`:
 //!
-//! - [`Backplane::Local`]: this process is the whole broker; a change is
-//!   carried out at once on the in-memory [`Broker`].
-//! - [`Backplane::Redis`] (cluster mode, `REDIS_URL`): a change goes to
-//!   Redis ([`cluster`]), and its outcome comes back later to the worker
-//!   that asked, through its mailbox; every node's topics follow Redis's
-//!   events ([`events`]) and fan out to that node's subscribers.
+//! - [`Backend`]: what a backend must do: carry out a change (or answer a
+//!   question), say whether it is up and followed, name this node, count
+//!   the other nodes' subscribers, give its figures to `/health` and
+//!   `/metrics`, and leave on shutdown. Two backends implement it:
+//!   [`Local`] (a single broker: a change is carried out at once on the
+//!   in-memory [`Broker`]) and the Redis backend (`redis`, cluster mode,
+//!   `REDIS_URL`: a change goes to Redis and its outcome comes back later
+//!   to the worker that asked, through its mailbox).
+//! - `handler::EventHandler`: what the node does with what a backend
+//!   reports (apply, fill, reset, mirror, delete, disconnect a user),
+//!   implemented by the [`Broker`]. Between a backend's stream of events
+//!   and the handler sits the `follower`, which keeps each topic's
+//!   messages in order, once each, whatever the backend.
 //!
-//! Workers never block here: a change for Redis is queued, not sent.
+//! Shared by the backends that reach a cluster: `state` (their threads'
+//! shared state), `queue` (the workers' queue of requests) and
+//! `reconnect` (the one reconnect loop).
+//!
+//! Outside this module nothing knows which backend runs, nor names one:
+//! the workers and the REST side see a [`Backplane`] and its `&dyn
+//! Backend`. Workers never block here: a change for a remote backend is
+//! queued, not sent. Nothing here touches a client's socket.
 
-pub mod cluster;
-mod events;
-pub mod keys;
+mod backend;
+mod follower;
+mod handler;
+mod local;
+mod queue;
+mod reconnect;
+mod redis;
+mod state;
 
+pub use backend::{Backend, ReplyTo};
+pub use local::Local;
+
+use crate::broker::carry_out::publish_to;
 use crate::broker::change::{Change, Outcome};
-use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
-use crate::broker::Broker;
+use crate::broker::{Broker, Topic};
 use crate::config::Config;
-use cluster::{ClusterState, Request, Requests};
+use serde_json::value::RawValue;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-/// How long a node in cluster mode waits at start for its first answer
-/// from Redis (or its failure) before it listens: a Redis that hangs must
-/// not keep it from starting.
-const FIRST_ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
-
-pub enum Backplane {
-    Local,
-    Redis {
-        state: Arc<ClusterState>,
-        requests: Requests,
-    },
-}
-
-/// Who asks for a change: the connection `key` of the worker whose
-/// mailbox is `mailbox`.
-pub struct ReplyTo<'a> {
-    pub mailbox: &'a Arc<WorkerMailbox>,
-    pub key: ConnectionKey,
+/// The backend this node runs with, chosen once at start.
+pub struct Backplane {
+    backend: Box<dyn Backend>,
+    /// `backend.carries_out_at_once()`, asked once.
+    at_once: bool,
 }
 
 impl Backplane {
-    /// The backplane `config` asks for: local, or Redis (its threads
-    /// started, and their first attempt to reach Redis made, so that a
-    /// healthy Redis is never reported down; a Redis that cannot be
-    /// reached yet is not an error, the threads keep trying).
+    /// The backend `config` asks for, started: Redis when `REDIS_URL` is
+    /// set (its threads started, and their first attempt to reach Redis
+    /// made, so that a healthy Redis is never reported down; a Redis that
+    /// cannot be reached yet is not an error, the threads keep trying),
+    /// else [`Local`].
     pub fn start(config: &Config, broker: &Arc<Broker>) -> std::io::Result<Backplane> {
-        let Some(client) = config.redis_client() else {
-            return Ok(Backplane::Local);
+        let backend: Box<dyn Backend> = match redis::RedisBackend::start(config, broker)? {
+            Some(redis) => Box::new(redis),
+            None => Box::new(Local),
         };
-        let client = client.map_err(std::io::Error::other)?;
-        let state = Arc::new(ClusterState::new(
-            config.node_id.clone(),
-            client,
-            config.ring_buffer_size,
-        ));
-        let requests = cluster::start_requests(Arc::clone(&state), Arc::clone(broker))?;
-        events::start_events(Arc::clone(&state), Arc::clone(broker))?;
-        log::info!(node = config.node_id.as_str(), redis = config.redis_url_shown().as_str(); "cluster mode");
-        if !state.wait_first_attempts(FIRST_ATTEMPT_LIMIT) {
-            log::warn!(node = config.node_id.as_str(); "the backplane has not answered yet; listening anyway");
-        }
-        Ok(Backplane::Redis { state, requests })
+        let at_once = backend.carries_out_at_once();
+        Ok(Backplane { backend, at_once })
     }
 
-    /// Carries out `change` now if this backplane can; `None` when the
-    /// outcome will be answered later to `reply_to`.
-    pub fn carry_out(
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// A worker's publish of `message` to `topic`. Where the backend
+    /// carries out changes at once, the worker does it here, on
+    /// `local_topic` (the topic as its own cache finds it): no allocation
+    /// and no dynamic call more than a publish on the broker itself.
+    /// Otherwise it is a change like any other; `None` as for
+    /// [`Backend::carry_out`].
+    pub fn publish<'t>(
         &self,
         broker: &Broker,
-        change: &Change,
+        topic: &str,
+        message: &RawValue,
+        local_topic: impl FnOnce() -> Option<&'t Topic>,
         reply_to: ReplyTo<'_>,
     ) -> Option<Outcome> {
-        match self {
-            Backplane::Local => Some(broker.carry_out(change)),
-            Backplane::Redis { state, requests } => {
-                if !state.is_up() {
-                    return Some(Outcome::Unavailable("the backplane is down"));
-                }
-                requests.send(Request {
-                    change: change.clone(),
-                    mailbox: Arc::clone(reply_to.mailbox),
-                    key: reply_to.key,
-                    queued: Instant::now(),
-                });
-                None
-            }
+        if self.at_once {
+            return Some(publish_to(local_topic(), message));
         }
+        let change = Change::Publish {
+            topic: topic.to_owned(),
+            message: message.to_owned(),
+        };
+        self.backend.carry_out(broker, &change, reply_to)
     }
+}
 
-    /// True for the local backplane: publishes go straight to the topic.
-    pub fn is_local(&self) -> bool {
-        matches!(self, Backplane::Local)
-    }
-
-    /// Cluster mode's state; `None` for a single broker.
-    pub fn cluster(&self) -> Option<&ClusterState> {
-        match self {
-            Backplane::Local => None,
-            Backplane::Redis { state, .. } => Some(state),
-        }
-    }
-
-    /// After the last connection closed: cluster mode takes this node's
-    /// counts out of Redis (see `ClusterState::leave`).
-    pub fn leave(&self) {
-        if let Some(cluster) = self.cluster() {
-            cluster.leave();
-        }
-    }
-
-    /// False in cluster mode while Redis cannot be reached.
-    pub fn is_up(&self) -> bool {
-        self.cluster().is_none_or(ClusterState::is_up)
-    }
-
-    /// False in cluster mode until the node reaches Redis and has caught
-    /// up with its events (it knows every topic), and while it has not.
-    pub fn is_ready(&self) -> bool {
-        self.cluster().is_none_or(ClusterState::is_ready)
-    }
-
-    /// Subscribers of `topic` on the other nodes of the cluster.
-    pub fn others_subscribers(&self, topic: &str) -> u64 {
-        self.cluster().map_or(0, |c| c.others_subscribers(topic))
-    }
+/// Whether `url` (`REDIS_URL`) names a backend this broker can reach, and
+/// if not, why.
+pub fn check_url(url: &str) -> Result<(), String> {
+    redis::check_url(url)
 }

@@ -1,11 +1,11 @@
 //! The changes a client can ask of the topics — create one, delete one,
-//! publish to one — and what became of them (and one question that
-//! travels the same way: a topic's last `seq`). A single broker carries them
-//! out at once ([`Broker::carry_out`]); in cluster mode the backplane does,
-//! and the answer comes later. Either way the same [`Outcome`] goes back to
-//! the protocol side, which words the reply.
+//! publish to one, disconnect a user — and what became of them (and one
+//! question that travels the same way: a topic's last `seq`). A single
+//! broker carries them out at once (`carry_out`); in cluster mode the
+//! backplane does, and the answer comes later. Either way the same
+//! [`Outcome`] goes back to the protocol side, which words the reply.
+//! Values only: nothing here acts.
 
-use super::{Broker, CreateError, Topic};
 use serde_json::value::RawValue;
 
 /// A change to the topics, validated and ready to carry out.
@@ -53,39 +53,4 @@ pub enum Outcome {
     /// Cluster mode: the backplane could not be reached or did not answer
     /// in time (a publish may or may not have happened).
     Unavailable(&'static str),
-}
-
-impl Broker {
-    /// Carries out `change` on this broker alone.
-    pub fn carry_out(&self, change: &Change) -> Outcome {
-        match change {
-            Change::Create { name } => match self.create_topic(name) {
-                Ok(_) => Outcome::Created,
-                Err(CreateError::Exists) => Outcome::Exists,
-                Err(CreateError::InvalidName(why)) => Outcome::InvalidName(why),
-            },
-            Change::Delete { name } => match self.delete_topic(name) {
-                true => Outcome::Deleted,
-                false => Outcome::NoTopic,
-            },
-            Change::Publish { topic, message } => publish_to(self.topic(topic).as_deref(), message),
-            Change::ReadLastSeq { topic } => self
-                .topic(topic)
-                .map_or(Outcome::NoTopic, |t| Outcome::LastSeq(t.next_seq() - 1)),
-            Change::Disconnect { sub } => {
-                self.users.disconnect(sub);
-                Outcome::Disconnected
-            }
-        }
-    }
-}
-
-/// Publishes `message` to `topic`, if there is one, as an outcome.
-pub fn publish_to(topic: Option<&Topic>, message: &RawValue) -> Outcome {
-    match topic {
-        Some(topic) => topic
-            .publish(message)
-            .map_or(Outcome::NoTopic, Outcome::Published),
-        None => Outcome::NoTopic,
-    }
 }

@@ -10,6 +10,7 @@
 //! waits for a subscriber: a full queue is a slow consumer, not a reason to
 //! block.
 
+pub mod carry_out;
 pub mod change;
 pub mod delivery;
 mod epoch;

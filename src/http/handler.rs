@@ -6,7 +6,7 @@
 use super::gate::Gate;
 use super::response::Response;
 use crate::auth::Access;
-use crate::backplane::Backplane;
+use crate::backplane::{Backend, Local};
 use crate::broker::change::Change;
 use crate::broker::Broker;
 use crate::metrics::WorkerMetrics;
@@ -26,11 +26,11 @@ pub struct RestContext<'a> {
     /// Every worker's counters.
     pub metrics: &'a [Arc<WorkerMetrics>],
     /// Where changes go; in cluster mode, what the cluster says.
-    pub backplane: &'a Backplane,
+    pub backplane: &'a dyn Backend,
 }
 
 /// The backplane of a context built without a server.
-static LOCAL: Backplane = Backplane::Local;
+static LOCAL: Local = Local;
 
 impl<'a> RestContext<'a> {
     /// A context over `broker` alone: no key, not draining, no uptime, no

@@ -1,16 +1,16 @@
 //! The REST handlers of operations: `/health`, `/readyz`, `/stats`,
 //! `/metrics` and `POST /disconnect`. They read the broker, the workers'
-//! counters and, in cluster mode, the backplane's state; a disconnection is
-//! a change, carried out through the backplane. No sockets.
+//! counters and, in cluster mode, what the backplane says of itself (its
+//! node, health and figures, through `Backend`); a disconnection is a
+//! change, carried out through the backplane. No sockets.
 
 use super::handler::{Action, RestContext};
 use super::response::Response;
 use crate::broker::change::Change;
-use crate::metrics::{render_prometheus, BackplaneFigures, BrokerGauges, MetricsSnapshot};
+use crate::metrics::{render_prometheus, BrokerGauges, MetricsSnapshot};
 use crate::protocol::decode_object;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[derive(Serialize)]
@@ -41,9 +41,9 @@ pub(super) fn health(ctx: &RestContext<'_>) -> Response {
             subscribers: summaries.iter().map(|s| s.subscribers).sum(),
             connections: ctx.connections,
             status: if ctx.draining { "draining" } else { "ok" },
-            cluster: ctx.backplane.cluster().map(|c| ClusterHealth {
-                node: &c.node_id,
-                backplane: if c.is_up() { "up" } else { "down" },
+            cluster: ctx.backplane.node().map(|node| ClusterHealth {
+                node,
+                backplane: if ctx.backplane.is_up() { "up" } else { "down" },
             }),
         },
     )
@@ -141,17 +141,7 @@ pub(super) fn metrics(ctx: &RestContext<'_>) -> Response {
         topics: summaries.len(),
         subscriptions: summaries.iter().map(|s| s.subscribers).sum(),
         uptime_seconds: ctx.uptime.as_secs_f64(),
-        backplane: ctx.backplane.cluster().map(|c| {
-            let rtt = c.rtt();
-            BackplaneFigures {
-                up: c.is_up(),
-                rtt_buckets: rtt.cumulative,
-                rtt_count: rtt.count,
-                rtt_sum_seconds: rtt.sum_seconds,
-                gaps_repaired: c.gaps_repaired.load(Ordering::Relaxed),
-                topic_resets: c.topic_resets.load(Ordering::Relaxed),
-            }
-        }),
+        backplane: ctx.backplane.figures(),
     };
     let snapshot = MetricsSnapshot::sum(ctx.metrics.iter().map(Arc::as_ref));
     Response::text(

@@ -9,7 +9,7 @@ use super::shared::Shared;
 use super::timers::Timers;
 use super::topic_cache::TopicCache;
 use crate::backplane::ReplyTo;
-use crate::broker::change::{publish_to, Change, Outcome};
+use crate::broker::change::{Change, Outcome};
 use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
 use crate::http::gate::Gate;
 use crate::http::handler::RestContext;
@@ -72,27 +72,30 @@ impl WorkerCtx {
         }
     }
 
-    /// Where every WebSocket publish of this worker enters the broker: on
-    /// a single broker, finds the topic (in this worker's cache), assigns
-    /// `seq` and fans out, now; in cluster mode, hands it to the backplane
-    /// and returns `None`: the outcome comes to `reply_to` later.
+    /// Where every WebSocket publish of this worker enters the broker,
+    /// through the backplane: where it carries out changes at once (a
+    /// single broker), this finds the topic (in this worker's cache),
+    /// assigns `seq` and fans out, now; otherwise the backend takes it and
+    /// this returns `None`: the outcome comes to `reply_to` later.
     pub fn publish(
         &mut self,
         topic: &str,
         message: &RawValue,
         reply_to: ConnectionKey,
     ) -> Option<Outcome> {
-        if !self.shared.backplane.is_local() {
-            let change = Change::Publish {
-                topic: topic.to_owned(),
-                message: message.to_owned(),
-            };
-            return self.change(&change, reply_to);
-        }
-        let outcome = publish_to(
-            self.topics.get(&self.shared.broker, topic).map(|t| &**t),
+        let shared = &*self.shared;
+        let topics = &mut self.topics;
+        let reply_to = ReplyTo {
+            mailbox: &self.mailbox,
+            key: reply_to,
+        };
+        let outcome = shared.backplane.publish(
+            &shared.broker,
+            topic,
             message,
-        );
+            || topics.get(&shared.broker, topic).map(|t| &**t),
+            reply_to,
+        )?;
         self.count(&outcome);
         Some(outcome)
     }
@@ -104,10 +107,11 @@ impl WorkerCtx {
             mailbox: &self.mailbox,
             key: reply_to,
         };
-        let outcome = self
-            .shared
+        let shared = &*self.shared;
+        let outcome = shared
             .backplane
-            .carry_out(&self.shared.broker, change, reply_to)?;
+            .backend()
+            .carry_out(&shared.broker, change, reply_to)?;
         self.count(&outcome);
         Some(outcome)
     }
@@ -137,7 +141,7 @@ impl WorkerCtx {
             uptime: shared.started.elapsed(),
             connections: shared.connections.load(Ordering::Relaxed),
             metrics: &shared.metrics,
-            backplane: &shared.backplane,
+            backplane: shared.backplane.backend(),
             ..RestContext::new(&shared.broker)
         }
     }

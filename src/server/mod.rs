@@ -109,7 +109,7 @@ impl Server {
                 log::error!("a worker thread panicked");
             }
         }
-        self.shared.backplane.leave();
+        self.shared.backplane.backend().leave();
     }
 }
 

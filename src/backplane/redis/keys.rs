@@ -1,6 +1,8 @@
-//! How cluster mode lays out its state in Redis, and the Lua scripts that
-//! change it atomically. Every key a script touches is named in its `KEYS`
-//! (one `{name}` hash tag per topic), so that Redis Cluster stays possible.
+//! How the Redis backend lays out its state in Redis, the Lua scripts
+//! that change it atomically, and the text of its events. Every key a
+//! script touches is named in its `KEYS` (one `{name}` hash tag per topic),
+//! so that Redis Cluster stays possible. Names and text only: nothing here
+//! sends a command.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -17,7 +19,11 @@
 //! control character; the message, last, may hold newlines):
 //! `c\n<name>\n<epoch>`, `d\n<name>\n<epoch>`,
 //! `p\n<name>\n<epoch>\n<seq>\n<ts>\n<message>`; and on `pubsub:users`,
-//! `x\n<sub>` (the rest of the text is the `sub`).
+//! `x\n<sub>` (the rest of the text is the `sub`). An [`Event`] is the
+//! backend-neutral form the follower takes; its text form is this
+//! backend's, so it is read here.
+
+use crate::backplane::follower::Event;
 
 pub const TOPICS: &str = "pubsub:topics";
 pub const INCARNATION: &str = "pubsub:incarnation";
@@ -89,37 +95,14 @@ redis.call('PUBLISH', ARGV[2], 'd\n' .. ARGV[1] .. '\n' .. epoch)
 return 1
 "#;
 
-/// One event read from a channel.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Event<'a> {
-    Created {
-        name: &'a str,
-        epoch: &'a str,
-    },
-    Deleted {
-        name: &'a str,
-        epoch: &'a str,
-    },
-    Published {
-        name: &'a str,
-        epoch: &'a str,
-        seq: u64,
-        ts: &'a str,
-        message: &'a str,
-    },
-    /// Close every connection of this user.
-    Disconnected {
-        sub: &'a str,
-    },
-}
-
 /// The event that disconnects `sub` everywhere.
 pub fn disconnect_event(sub: &str) -> String {
     format!("x\n{sub}")
 }
 
 impl<'a> Event<'a> {
-    /// `None` for text no script of ours writes.
+    /// The event a script wrote as `text`; `None` for text no script of
+    /// ours writes.
     pub fn parse(text: &'a str) -> Option<Event<'a>> {
         let (kind, rest) = text.split_once('\n')?;
         match kind {
