@@ -1,6 +1,10 @@
 //! The cross-thread half of fan-out: a connection's bounded event queue
-//! (`SubscriberQueue`) and its worker's list of connections to flush
-//! (`WorkerMailbox`).
+//! (`SubscriberQueue`) and its worker's mailbox (`WorkerMailbox`: the
+//! connections to flush, the backplane's outcomes, other threads'
+//! notices).
+//!
+//! Long on purpose: the written arguments below sit beside the code they
+//! argue about, and the queue's tests beside both.
 //!
 //! Any worker may push into any connection's queue; only the owning worker
 //! pops. After a push the publisher makes sure the owner will look at the
