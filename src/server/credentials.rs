@@ -105,7 +105,8 @@ impl Credentials {
         let left = (grant.expires + leeway)
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        self.deadline = Some(ctx.now + left);
+        // A date too far away for the clock to name is no deadline.
+        self.deadline = ctx.now.checked_add(left);
         self.deadline_moved = true;
         self.access = Access::Token(Box::new(grant));
     }
