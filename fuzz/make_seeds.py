@@ -83,7 +83,14 @@ def in_pieces(data, size):
     return b"".join(bytes([len(step) - 1]) + step for step in steps)
 
 
-UNLIMITED, EOF, TURN = b"\xf4", b"\xf5", b"\xf6"
+UNLIMITED, EOF, TURN, SHUTDOWN = b"\xf4", b"\xf5", b"\xf6", b"\xf7"
+
+# An HS256 token (not signed with any secret the fuzzed broker knows: its
+# checks refuse it, which is what the seeds exercise).
+TOKEN = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1Iiwi"
+    "ZXhwIjo0MTAyNDQ0ODAwfQ.c2lnbmF0dXJl"
+)
 
 SEEDS = {
     "http_request": {
@@ -102,6 +109,9 @@ SEEDS = {
         "http10-wrong-method": b"PUT /health HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
         "chunked": b"POST /topics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "two-lengths": b"POST /topics HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 02\r\n\r\n{}",
+        "bearer": b"GET /topics/orders HTTP/1.1\r\nAuthorization: Bearer %s\r\n\r\n" % TOKEN.encode(),
+        "upgrade-with-token": UPGRADE.replace(b"GET /ws", b"GET /ws?token=" + TOKEN.encode()),
+        "disconnect": post(b"/disconnect", b'{"sub":"u"}'),
     },
     "client_frame": {
         "subscribe": b'{"type":"subscribe","topic":"t","client_id":"c","last_n":5,"request_id":"r1"}',
@@ -115,6 +125,8 @@ SEEDS = {
         "array": b'[{"type":"ping"}]',
         "publish-array-message": b'{"type":"publish","topic":"t","message":["m1",{"k":1}]}',
         "unknown-type": b'{"type":"dance","topic":7,"request_id":null}',
+        "auth": b'{"type":"auth","token":"%s","request_id":"a1"}' % TOKEN.encode(),
+        "auth-not-a-string": b'{"type":"auth","token":{"x":1}}',
     },
     "ws_handshake": {
         "rfc-example": UPGRADE,
@@ -159,6 +171,8 @@ SEEDS = {
         "heartbeats": send(UPGRADE) + advance(121) + send(PING) + advance(255) + advance(255),
         "handshake-timeout": bytes([0x05]) + b"GET /h" + advance(44),
         "eof-mid-request": bytes([0x09]) + b"GET /topic" + EOF,
+        "drain": send(UPGRADE + sub() + pub()) + SHUTDOWN + send(pub() + PING) + advance(8) + advance(255),
+        "auth-message": ALL + UPGRADE + text({"type": "auth", "token": TOKEN}) + sub() + pub(),
         "unsubscribe-topic-missing": ALL
         + UPGRADE
         + sub()

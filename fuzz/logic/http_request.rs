@@ -3,15 +3,17 @@
 //
 // The input is a connection's worth of bytes: every request in it is parsed
 // and, when whole, routed, as the connection does with pipelined requests.
-// Each input runs twice, on fresh brokers: open, and with an API key while
-// draining. A topic is created only from a body that is a JSON object
-// (serde would take `["x"]` for `{"name":"x"}`).
+// Each input runs twice, on fresh brokers: open, and with an API key and
+// HS256 tokens while draining. A topic is created only from a body that is
+// a JSON object (serde would take `["x"]` for `{"name":"x"}`).
 
+use pubsub::auth::{TokenSettings, TokenVerifier};
 use pubsub::broker::Broker;
 use pubsub::http::gate::Gate;
 use pubsub::http::handler::{Action, RestContext};
 use pubsub::http::routes::{handle, settle};
 use pubsub::http::{parse_request, Parsed, Response};
+use std::time::Duration;
 
 pub fn run(data: &[u8]) {
     run_with(data, None, false);
@@ -19,6 +21,16 @@ pub fn run(data: &[u8]) {
 }
 
 fn run_with(data: &[u8], api_key: Option<&str>, draining: bool) {
+    // With a key, tokens too: the gate's every path.
+    let tokens = api_key.map(|_| {
+        TokenVerifier::new(TokenSettings {
+            hmac_secret: Some(b"a-fuzzing-secret-of-thirty-two-bytes"),
+            public_keys: Vec::new(),
+            audience: None,
+            issuer: None,
+            leeway: Duration::from_secs(5),
+        })
+    });
     let broker = Broker::new(4);
     for name in ["orders", "a b"] {
         broker.create_topic(name).expect("a valid, new topic");
@@ -26,6 +38,7 @@ fn run_with(data: &[u8], api_key: Option<&str>, draining: bool) {
     let ctx = RestContext {
         gate: Gate {
             api_key,
+            tokens: tokens.as_ref(),
             ..Gate::default()
         },
         draining,
