@@ -192,6 +192,28 @@ impl Catalog for redis::Connection {
         redis::cmd("HGETALL").arg(keys::TOPICS).query(self)
     }
 
+    fn renew(&mut self, name: &str, old: &str, new: &str) -> redis::RedisResult<Option<String>> {
+        redis::Script::new(keys::RENEW)
+            .key(keys::TOPICS)
+            .key(keys::seq_key(name))
+            .key(keys::RENEWALS)
+            .arg(name)
+            .arg(old)
+            .arg(new)
+            .invoke(self)
+    }
+
+    fn renewal_of(&mut self, epoch: &str) -> redis::RedisResult<Option<(String, u64)>> {
+        let renewal: Option<String> = redis::cmd("HGET")
+            .arg(keys::RENEWALS)
+            .arg(epoch)
+            .query(self)?;
+        Ok(renewal.and_then(|text| {
+            let (old, seq) = text.split_once('\n')?;
+            Some((old.to_string(), seq.parse().ok()?))
+        }))
+    }
+
     fn recreate(&mut self, name: &str, epoch: &str) -> redis::RedisResult<String> {
         let _: i64 = redis::cmd("HSETNX")
             .arg(keys::TOPICS)
