@@ -182,8 +182,20 @@ pub const REDIS_URL: Setting<Option<Secret>> = Setting {
     default: Fallback::Text(""),
     values: Values::Parsed(parse_redis_url),
     meaning:
-        "`redis://HOST:PORT[/DB]` (or `rediss://` for TLS): cluster mode through that Redis server; empty: a single broker",
+        "`redis://HOST:PORT[/DB]` (or `rediss://` for TLS): cluster mode through that Redis server; `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER`: through the master those Redis Sentinels name, followed across failovers (the password goes to the sentinels and the master alike); empty: a single broker",
     shown: Config::redis_url_shown,
+};
+
+pub const REDIS_REPLICAS_ACK: Setting<u32> = Setting {
+    name: "REDIS_REPLICAS_ACK",
+    default: Fallback::Text("0"),
+    values: Values::Whole {
+        min: 0,
+        max: 64,
+        into: |n| n as u32,
+    },
+    meaning: "replicas that must hold a change before it is acked (Redis `WAIT`, one per pipeline, at most a second: else `UNAVAILABLE`, the change may or may not have been made); 0: acked once the master holds it",
+    shown: |c| c.redis_replicas_ack.to_string(),
 };
 
 pub const REDIS_CA_FILE: Setting<Option<PemFile>> = Setting {
@@ -248,6 +260,7 @@ pub const SETTINGS: &[&dyn Described] = &[
     &REDIS_CA_FILE,
     &REDIS_CLIENT_CERT_FILE,
     &REDIS_CLIENT_KEY_FILE,
+    &REDIS_REPLICAS_ACK,
     &NODE_ID,
     &TOKEN_HMAC_SECRET,
     &TOKEN_PUBLIC_KEYS_FILE,
@@ -282,6 +295,8 @@ pub struct Config {
     /// This node's certificate and key, for a backplane that asks for one.
     pub redis_client_cert: Option<PemFile>,
     pub redis_client_key: Option<PemFile>,
+    /// Replicas that must hold a change before it is acked.
+    pub redis_replicas_ack: u32,
     pub node_id: String,
     /// Client tokens: `None` when neither `TOKEN_HMAC_SECRET` nor
     /// `TOKEN_PUBLIC_KEYS_FILE` is set.
@@ -371,6 +386,7 @@ impl Config {
             redis_ca: REDIS_CA_FILE.read(&lookup)?,
             redis_client_cert: REDIS_CLIENT_CERT_FILE.read(&lookup)?,
             redis_client_key: REDIS_CLIENT_KEY_FILE.read(&lookup)?,
+            redis_replicas_ack: REDIS_REPLICAS_ACK.read(&lookup)?,
             node_id: NODE_ID.read(&lookup)?,
             tokens: access::read_tokens(&lookup)?,
             publish_rate,

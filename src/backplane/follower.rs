@@ -5,7 +5,11 @@
 //! `topic_reset`. After every (re)connection, [`Follower::catch_up`] brings
 //! every topic up to date, and notices a backend that lost its data (its
 //! incarnation changed): the topics this node knows are created again and
-//! reset.
+//! reset. A topic whose last `seq` in the backend is below what this node
+//! delivered (a failover lost messages it had seen) is given a new epoch in
+//! the backend and reset: a loss is announced, never silent; every node
+//! follows that renewal into the new epoch rather than taking the topic for
+//! another one.
 //!
 //! The follower owns those rules and nothing else. It reads the backend
 //! only through [`RingSource`] and [`Catalog`] (a backend implements them
@@ -83,7 +87,21 @@ pub trait Catalog: RingSource {
     /// Creates `name` in `epoch` unless the backend has it; returns the
     /// epoch it has then (`epoch`, or another node's).
     fn recreate(&mut self, name: &str, epoch: &str) -> Result<String, Self::Error>;
+
+    /// Gives `name` the epoch `new` if it is still in `old` (the backend
+    /// lost messages of it), recording the renewal; returns the epoch it
+    /// has then (`new`, or another node's renewal), `None` if it has no
+    /// such topic.
+    fn renew(&mut self, name: &str, old: &str, new: &str) -> Result<Option<String>, Self::Error>;
+
+    /// The epoch that `epoch` renewed, and the topic's last `seq` then;
+    /// `None` if `epoch` renewed none.
+    fn renewal_of(&mut self, epoch: &str) -> Result<Option<(String, u64)>, Self::Error>;
 }
+
+/// Renewals followed back at most from a backend's epoch to the one a
+/// node knows.
+const MAX_RENEWALS: usize = 8;
 
 /// The rules of following, over the node `H`.
 pub struct Follower<H> {
@@ -104,7 +122,7 @@ impl<H: EventHandler> Follower<H> {
 
     /// Applies one event: to its topic in order (filling a gap from
     /// `source` first), or to the node.
-    pub fn apply<S: RingSource>(&self, source: &mut S, event: Event<'_>) -> Result<(), S::Error> {
+    pub fn apply<S: Catalog>(&self, source: &mut S, event: Event<'_>) -> Result<(), S::Error> {
         match event {
             Event::Created { name, epoch } => {
                 self.node.mirror(name, epoch, 1);
@@ -120,6 +138,7 @@ impl<H: EventHandler> Follower<H> {
             } => {
                 let topic = match self.node.topic(name) {
                     Some(topic) if topic.is_in_epoch(epoch) => topic,
+                    Some(topic) if self.follow_renewal(source, &topic, epoch)? => topic,
                     // Its creation was missed: take the topic as the
                     // backend has it, this message included.
                     _ => return self.catch_up_topic(source, name, epoch),
@@ -151,8 +170,19 @@ impl<H: EventHandler> Follower<H> {
         }
         let topics = source.topics()?;
         for (name, epoch) in self.node.topics() {
-            if topics.get(&name) != Some(&epoch) {
-                // Deleted while this node was away (or replaced).
+            let Some(now) = topics.get(&name).filter(|now| **now != epoch) else {
+                if !topics.contains_key(&name) {
+                    // Deleted while this node was away.
+                    self.node.delete(&name, &epoch);
+                }
+                continue;
+            };
+            let renewed = match self.node.topic(&name) {
+                Some(topic) => self.follow_renewal(source, &topic, now)?,
+                None => false,
+            };
+            if !renewed {
+                // Deleted and created again while this node was away.
                 self.node.delete(&name, &epoch);
             }
         }
@@ -180,7 +210,7 @@ impl<H: EventHandler> Follower<H> {
     /// Brings one topic up to date: a topic new to this node starts at the
     /// oldest message its ring holds; a known one is repaired from where it
     /// is.
-    fn catch_up_topic<S: RingSource>(
+    fn catch_up_topic<S: Catalog>(
         &self,
         source: &mut S,
         name: &str,
@@ -196,7 +226,15 @@ impl<H: EventHandler> Follower<H> {
                 self.node.mirror(name, epoch, first)
             }
         };
-        let from = topic.next_seq();
+        let mut from = topic.next_seq();
+        if was_known {
+            let (_, newest) = source.newest_from(name, u64::MAX)?;
+            let newest = newest.unwrap_or(0);
+            if newest + 1 < from {
+                self.renew_after_loss(source, &topic, epoch, newest)?;
+                from = topic.next_seq();
+            }
+        }
         // What a known topic missed while this node was not listening is
         // a gap too; a topic new here just starts with what the ring has.
         let filled = self.repair(source, &topic, from, None)?;
@@ -204,6 +242,57 @@ impl<H: EventHandler> Follower<H> {
             self.count_repair(&topic, from, filled);
         }
         Ok(())
+    }
+
+    /// The backend's last `seq` of `topic`, `newest`, is below what this
+    /// node delivered: a failover lost messages. The topic gets a new
+    /// epoch in the backend (unless another node gave it one first, which
+    /// this node then follows) and its subscribers `topic_reset`.
+    fn renew_after_loss<S: Catalog>(
+        &self,
+        source: &mut S,
+        topic: &H::Topic,
+        epoch: &str,
+        newest: u64,
+    ) -> Result<(), S::Error> {
+        log::warn!(
+            topic = topic.name(), delivered = topic.next_seq() - 1, backend = newest;
+            "backplane: the backend lost messages this node delivered; new epoch"
+        );
+        if let Some(renewed) = source.renew(topic.name(), epoch, &new_epoch())? {
+            self.follow_renewal(source, topic, &renewed)?;
+        }
+        Ok(())
+    }
+
+    /// `topic`, in another epoch here, is in `epoch` in the backend: if
+    /// `epoch` renewed this node's (after a loss, perhaps through several
+    /// renewals), the topic moves into it, numbered on from the oldest
+    /// renewal's `seq`, and its subscribers get `topic_reset`. False if
+    /// `epoch` is another topic of the same name.
+    fn follow_renewal<S: Catalog>(
+        &self,
+        source: &mut S,
+        topic: &H::Topic,
+        epoch: &str,
+    ) -> Result<bool, S::Error> {
+        let mut current = epoch.to_string();
+        let mut kept_until = u64::MAX;
+        for _ in 0..MAX_RENEWALS {
+            let Some((renewed, seq)) = source.renewal_of(&current)? else {
+                return Ok(false);
+            };
+            kept_until = kept_until.min(seq);
+            if topic.is_in_epoch(&renewed) {
+                let next_seq = topic.next_seq().min(kept_until + 1);
+                log::warn!(topic = topic.name(), epoch, next_seq; "backplane: topic renewed after a loss; topic reset");
+                topic.reset(next_seq, Some(epoch.to_string()));
+                self.state.count_topic_reset();
+                return Ok(true);
+            }
+            current = renewed;
+        }
+        Ok(false)
     }
 
     /// A gap from `from` in `topic`'s stream, of which the ring gave

@@ -256,6 +256,18 @@ fn redis_urls_may_ask_for_tls_and_are_logged_without_their_password() {
     assert_eq!(shown("rediss://:secret@h:1"), "rediss://:***@h:1");
     assert_eq!(shown("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     assert_eq!(with(&[]).unwrap().redis_url_shown(), "");
+    assert_eq!(
+        shown("redis+sentinel://:secret@h1:26379,h2:26379/mymaster"),
+        "redis+sentinel://:***@h1:26379,h2:26379/mymaster"
+    );
+    let err = with(&[("REDIS_URL", "redis+sentinel://:secret@h1:26379")]).unwrap_err();
+    assert!(err.reason.contains("/MASTER"), "{err}");
+    assert!(!err.to_string().contains("secret"), "{err}");
+    let err = with(&[
+        ("REDIS_URL", "redis+sentinel://h:1/m"),
+        ("REDIS_REPLICAS_ACK", "65"),
+    ]);
+    assert_eq!(err.unwrap_err().variable, "REDIS_REPLICAS_ACK");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod sentinel;
 pub mod tokens;
 
 use serde_json::{json, Value};

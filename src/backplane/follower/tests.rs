@@ -12,6 +12,8 @@ struct Fake {
     incarnation: String,
     ring_size: usize,
     topics: HashMap<String, FakeTopic>,
+    /// A renewed epoch → the epoch it replaced and the `seq` then.
+    renewals: HashMap<String, (String, u64)>,
 }
 
 #[derive(Default)]
@@ -27,6 +29,7 @@ impl Fake {
             incarnation: "I1".into(),
             ring_size,
             topics: HashMap::new(),
+            renewals: HashMap::new(),
         }
     }
 
@@ -101,6 +104,22 @@ impl Catalog for Fake {
             .iter()
             .map(|(name, topic)| (name.clone(), topic.epoch.clone()))
             .collect())
+    }
+
+    fn renew(&mut self, name: &str, old: &str, new: &str) -> Result<Option<String>, Infallible> {
+        let Some(topic) = self.topics.get_mut(name) else {
+            return Ok(None);
+        };
+        if topic.epoch == old {
+            topic.epoch = new.into();
+            let seq = topic.last.unwrap_or(0);
+            self.renewals.insert(new.into(), (old.into(), seq));
+        }
+        Ok(Some(topic.epoch.clone()))
+    }
+
+    fn renewal_of(&mut self, epoch: &str) -> Result<Option<(String, u64)>, Infallible> {
+        Ok(self.renewals.get(epoch).cloned())
     }
 
     fn recreate(&mut self, name: &str, epoch: &str) -> Result<String, Infallible> {
@@ -303,4 +322,62 @@ fn a_backend_that_lost_its_data_resets_every_known_topic() {
     // The same incarnation again is no loss.
     let Ok(()) = follower.catch_up(&mut fake);
     assert_eq!(state.figures().topic_resets, 1);
+}
+
+/// Another node following `fake`'s topic `t` (created already), with a
+/// subscriber.
+fn another_node(fake: &mut Fake) -> (Follower<Broker>, Arc<Broker>, Arc<SubscriberQueue>) {
+    let (mut follower, broker, _) = follower();
+    let Ok(()) = follower.catch_up(fake);
+    let queue = subscribed(&broker.topic("t").unwrap());
+    (follower, broker, queue)
+}
+
+#[test]
+fn a_failover_that_lost_delivered_messages_is_a_new_epoch_and_a_reset() {
+    let mut fake = Fake::new(10);
+    let (mut ahead, broker, state, queue) = following_t(&mut fake);
+    let Ok(()) = ahead.catch_up(&mut fake);
+    // Nodes behind, which deliver 1 and 2 only.
+    let (mut behind, behind_broker, behind_queue) = another_node(&mut fake);
+    let (live, live_broker, live_queue) = another_node(&mut fake);
+    fake.publish("t", 5);
+    for seq in 1..=2 {
+        apply_published(&behind, &mut fake, published("t", seq));
+        apply_published(&live, &mut fake, published("t", seq));
+    }
+    for seq in 1..=5 {
+        apply_published(&ahead, &mut fake, published("t", seq));
+    }
+    let topic = broker.topic("t").unwrap();
+    // The new master had 1 to 3 only.
+    let t = fake.topics.get_mut("t").unwrap();
+    t.last = Some(3);
+    t.ring.retain(|h| h.seq <= 3);
+
+    let Ok(()) = ahead.catch_up(&mut fake);
+    let epoch = fake.topics["t"].epoch.clone();
+    assert_ne!(epoch, "E1", "the backend has the topic in a new epoch");
+    assert!(topic.is_in_epoch(&epoch), "and so has this node");
+    assert_eq!(got(&queue), [1, 2, 3, 4, 5, 0], "the loss is announced");
+    assert_eq!(topic.next_seq(), 4);
+    assert_eq!(state.figures().topic_resets, 1);
+    fake.publish("t", 1);
+    apply_published(&ahead, &mut fake, published("t", 4));
+    assert_eq!(got(&queue), [4]);
+    // Once is enough: the same state is no new loss.
+    let Ok(()) = ahead.catch_up(&mut fake);
+    assert_eq!((state.figures().topic_resets, got(&queue)), (1, vec![]));
+
+    // A node that catches up follows the renewal: the same topic (no
+    // `topic_deleted`), in the new epoch, filled from the renewal on.
+    let Ok(()) = behind.catch_up(&mut fake);
+    let behind_topic = behind_broker.topic("t").unwrap();
+    assert!(behind_topic.is_in_epoch(&epoch));
+    assert_eq!(got(&behind_queue), [1, 2, 0, 3, 4]);
+    // A node that meets the new epoch in an event follows it too.
+    fake.publish("t", 1);
+    apply_published(&live, &mut fake, published("t", 5));
+    assert!(live_broker.topic("t").unwrap().is_in_epoch(&epoch));
+    assert_eq!(got(&live_queue), [1, 2, 0, 3, 4, 5]);
 }

@@ -11,7 +11,7 @@
 //! second), is dropped and made again ([`run_forever`]). The rules of
 //! following are the follower's, not this thread's.
 
-use super::client::REQUEST_TIMEOUT;
+use super::client::{Connector, REQUEST_TIMEOUT};
 use super::keys;
 use crate::backplane::follower::{Catalog, Event, Follower, Held, RingSource};
 use crate::backplane::reconnect::{run_forever, Ended, Reconnect};
@@ -29,13 +29,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn start(
     state: Arc<ClusterState>,
-    client: redis::Client,
+    connector: Connector,
     broker: Arc<Broker>,
 ) -> std::io::Result<()> {
     let mut thread = EventThread {
         follower: Follower::new(broker, Arc::clone(&state)),
         state,
-        client,
+        connector,
         first_attempt_made: false,
     };
     std::thread::Builder::new()
@@ -46,7 +46,7 @@ pub fn start(
 
 struct EventThread {
     state: Arc<ClusterState>,
-    client: redis::Client,
+    connector: Connector,
     follower: Follower<Broker>,
     /// This thread's first attempt to follow Redis has succeeded (it is
     /// caught up) or failed, and `ClusterState` was told.
@@ -82,12 +82,9 @@ impl EventThread {
     /// events until the connection fails; returns why it failed.
     fn follow(&mut self, caught_up: &mut bool) -> Result<Infallible, String> {
         let text = |e: redis::RedisError| e.to_string();
-        let mut listener = self
-            .client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(text)?;
-        let mut commands = self
-            .client
+        // Both connections to the same server: the one the connector found.
+        let (mut listener, server) = self.connector.connect(CONNECT_TIMEOUT).map_err(text)?;
+        let mut commands = server
             .get_connection_with_timeout(CONNECT_TIMEOUT)
             .map_err(text)?;
         commands
@@ -193,6 +190,28 @@ impl Catalog for redis::Connection {
 
     fn topics(&mut self) -> redis::RedisResult<HashMap<String, String>> {
         redis::cmd("HGETALL").arg(keys::TOPICS).query(self)
+    }
+
+    fn renew(&mut self, name: &str, old: &str, new: &str) -> redis::RedisResult<Option<String>> {
+        redis::Script::new(keys::RENEW)
+            .key(keys::TOPICS)
+            .key(keys::seq_key(name))
+            .key(keys::RENEWALS)
+            .arg(name)
+            .arg(old)
+            .arg(new)
+            .invoke(self)
+    }
+
+    fn renewal_of(&mut self, epoch: &str) -> redis::RedisResult<Option<(String, u64)>> {
+        let renewal: Option<String> = redis::cmd("HGET")
+            .arg(keys::RENEWALS)
+            .arg(epoch)
+            .query(self)?;
+        Ok(renewal.and_then(|text| {
+            let (old, seq) = text.split_once('\n')?;
+            Some((old.to_string(), seq.parse().ok()?))
+        }))
     }
 
     fn recreate(&mut self, name: &str, epoch: &str) -> redis::RedisResult<String> {

@@ -14,6 +14,7 @@
 //! | `pubsub:nodes` | sorted set | node → when it last said it was alive (ms) |
 //! | `pubsub:n:<node>` | hash (expires) | topic name → that node's subscribers |
 //! | `pubsub:users` | channel | users to disconnect on every node |
+//! | `pubsub:renewals` | hash | a topic's epoch given after a failover lost messages → `<the epoch it replaced>\n<the seq then>` |
 //!
 //! Events on a channel are text, fields on lines (topic names hold no
 //! control character; the message, last, may hold newlines):
@@ -28,6 +29,8 @@ use crate::backplane::follower::Event;
 pub const TOPICS: &str = "pubsub:topics";
 pub const INCARNATION: &str = "pubsub:incarnation";
 pub const NODES: &str = "pubsub:nodes";
+/// Epochs given to topics whose messages a failover lost (see `RENEW`).
+pub const RENEWALS: &str = "pubsub:renewals";
 /// Every node publishes here once a second, so that a silent subscription
 /// is known to be dead.
 pub const HEARTBEAT: &str = "pubsub:heartbeat";
@@ -93,6 +96,19 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('PUBLISH', ARGV[2], 'd\n' .. ARGV[1] .. '\n' .. epoch)
 return 1
+"#;
+
+/// KEYS: topics, seq, renewals. ARGV: name, old epoch, new epoch.
+/// Gives the topic the new epoch if it is still in the old one, and
+/// records which it replaced and the topic's `seq` then; returns the
+/// topic's epoch (nil: no such topic).
+pub const RENEW: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], ARGV[1])
+if epoch ~= ARGV[2] then return epoch end
+local seq = redis.call('GET', KEYS[2]) or '0'
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[2] .. '\n' .. seq)
+return ARGV[3]
 "#;
 
 /// The event that disconnects `sub` everywhere.

@@ -1,7 +1,8 @@
 //! The Redis backend (cluster mode, `REDIS_URL`): several nodes become one
 //! broker through one Redis server. Its parts:
 //!
-//! - `client`: the Redis client, from the `REDIS_*` settings;
+//! - `client`: how connections reach Redis (one server, or the master
+//!   Sentinel names: `sentinel`), from the `REDIS_*` settings;
 //! - `requests`: the request thread, which carries out the workers'
 //!   changes as script calls and keeps this node's counts in Redis;
 //! - `events`: the event thread, which reads every node's changes from
@@ -16,10 +17,11 @@ mod client;
 mod events;
 mod keys;
 mod requests;
+mod sentinel;
 
 pub use client::check_url;
 
-use client::REQUEST_TIMEOUT;
+use client::{Connector, REQUEST_TIMEOUT};
 
 use super::backend::{Backend, ReplyTo};
 use super::queue::{self, Request, Requests};
@@ -39,7 +41,7 @@ const FIRST_ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
 pub struct RedisBackend {
     state: Arc<ClusterState>,
     requests: Requests,
-    client: redis::Client,
+    connector: Connector,
 }
 
 impl RedisBackend {
@@ -47,20 +49,21 @@ impl RedisBackend {
     /// `REDIS_URL`. Returns once both threads have made their first
     /// attempt to reach Redis (or after `FIRST_ATTEMPT_LIMIT`).
     pub fn start(config: &Config, broker: &Arc<Broker>) -> std::io::Result<Option<RedisBackend>> {
-        let Some(client) = config.redis_client() else {
+        let Some(connector) = config.redis_client() else {
             return Ok(None);
         };
-        let client = client.map_err(std::io::Error::other)?;
+        let connector = connector.map_err(std::io::Error::other)?;
         let state = Arc::new(ClusterState::new(config.node_id.clone()));
         let (requests, receiver) = queue::requests();
         requests::start(
             Arc::clone(&state),
-            client.clone(),
+            connector.clone(),
             config.ring_buffer_size,
+            config.redis_replicas_ack,
             Arc::clone(broker),
             receiver,
         )?;
-        events::start(Arc::clone(&state), client.clone(), Arc::clone(broker))?;
+        events::start(Arc::clone(&state), connector.clone(), Arc::clone(broker))?;
         log::info!(node = config.node_id.as_str(), redis = config.redis_url_shown().as_str(); "cluster mode");
         if !state.wait_first_attempts(FIRST_ATTEMPT_LIMIT) {
             log::warn!(node = config.node_id.as_str(); "the backplane has not answered yet; listening anyway");
@@ -68,7 +71,7 @@ impl RedisBackend {
         Ok(Some(RedisBackend {
             state,
             requests,
-            client,
+            connector,
         }))
     }
 }
@@ -116,9 +119,9 @@ impl Backend for RedisBackend {
     fn leave(&self) {
         let node = self.state.node_id.as_str();
         let left = self
-            .client
-            .get_connection_with_timeout(REQUEST_TIMEOUT)
-            .and_then(|mut conn| {
+            .connector
+            .connect(REQUEST_TIMEOUT)
+            .and_then(|(mut conn, _)| {
                 conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
                 redis::pipe()
                     .del(keys::node_key(node))

@@ -10,8 +10,13 @@
 //! ([`run_forever`]). It never applies an event to a topic: only the event
 //! thread does (a creation it answers is mirrored, so that the creator
 //! finds the topic here at once).
+//!
+//! With `REDIS_REPLICAS_ACK=N`, every pipeline that carries a change ends
+//! with one `WAIT N 1000`: if fewer than N replicas acknowledged, each
+//! change of the pipeline is answered `Unavailable` (it may or may not
+//! have been made) instead of its outcome.
 
-use super::client::REQUEST_TIMEOUT;
+use super::client::{Connector, REQUEST_TIMEOUT};
 use super::keys;
 use crate::backplane::queue::Request;
 use crate::backplane::reconnect::{run_forever, Ended, Reconnect};
@@ -30,19 +35,26 @@ const MAX_PIPELINE: usize = 512;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node not heard from for this long no longer counts.
 const NODE_EXPIRY: Duration = Duration::from_secs(5);
+/// How long a pipeline's `WAIT` waits for its replicas (the contract's
+/// second).
+const REPLICAS_WAIT: Duration = Duration::from_secs(1);
+const NOT_REPLICATED: &str =
+    "the backplane did not replicate the change in time; it may or may not have been made";
 
 /// Starts the request thread, which takes its changes from `receiver`.
 pub fn start(
     state: Arc<ClusterState>,
-    client: redis::Client,
+    connector: Connector,
     ring_size: usize,
+    replicas_ack: u32,
     broker: Arc<Broker>,
     receiver: Receiver<Request>,
 ) -> std::io::Result<()> {
     let mut thread = RequestThread {
         state,
-        client,
+        connector,
         ring_size,
+        replicas_ack,
         broker,
         receiver,
         next_heartbeat: Instant::now(),
@@ -64,8 +76,10 @@ struct Scripts {
 
 struct RequestThread {
     state: Arc<ClusterState>,
-    client: redis::Client,
+    connector: Connector,
     ring_size: usize,
+    /// Replicas that must hold a pipeline's changes (`REDIS_REPLICAS_ACK`).
+    replicas_ack: u32,
     broker: Arc<Broker>,
     receiver: Receiver<Request>,
     next_heartbeat: Instant,
@@ -144,8 +158,14 @@ impl Reconnect for RequestThread {
 
 impl RequestThread {
     fn connect(&self) -> redis::RedisResult<(redis::Connection, Scripts)> {
-        let mut conn = self.client.get_connection_with_timeout(REQUEST_TIMEOUT)?;
-        conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        let (mut conn, _) = self.connector.connect(REQUEST_TIMEOUT)?;
+        // A pipeline's `WAIT` may take its whole second before it answers.
+        let read_timeout = if self.replicas_ack > 0 {
+            REQUEST_TIMEOUT + REPLICAS_WAIT
+        } else {
+            REQUEST_TIMEOUT
+        };
+        conn.set_read_timeout(Some(read_timeout))?;
         conn.set_write_timeout(Some(REQUEST_TIMEOUT))?;
         let load = |conn: &mut redis::Connection, source: &str| -> redis::RedisResult<String> {
             redis::cmd("SCRIPT").arg("LOAD").arg(source).query(conn)
@@ -236,8 +256,17 @@ impl RequestThread {
             .iter()
             .map(|r| self.invoke(&mut pipe, scripts, &r.change, &ts))
             .collect();
+        let wait = self.replicas_ack > 0
+            && batch
+                .iter()
+                .any(|r| !matches!(r.change, Change::ReadLastSeq { .. }));
+        if wait {
+            pipe.cmd("WAIT")
+                .arg(self.replicas_ack)
+                .arg(REPLICAS_WAIT.as_millis() as u64);
+        }
         let started = Instant::now();
-        let replies: Vec<redis::Value> = match pipe.query(conn) {
+        let mut replies: Vec<redis::Value> = match pipe.query(conn) {
             Ok(replies) => replies,
             Err(e) => {
                 for request in batch {
@@ -249,8 +278,13 @@ impl RequestThread {
             }
         };
         self.state.record_rtt(started.elapsed());
+        let replicated = !wait || self.replicated(replies.pop());
         for ((request, reply), epoch) in batch.into_iter().zip(replies).zip(epochs) {
-            let outcome = outcome_of(&request.change, &reply);
+            let outcome = match &request.change {
+                Change::ReadLastSeq { .. } => outcome_of(&request.change, &reply),
+                _ if !replicated => Outcome::Unavailable(NOT_REPLICATED),
+                change => outcome_of(change, &reply),
+            };
             if let (Outcome::Created, Change::Create { name }, Some(epoch)) =
                 (&outcome, &request.change, epoch)
             {
@@ -262,6 +296,21 @@ impl RequestThread {
             request.answer(outcome);
         }
         Ok(())
+    }
+
+    /// Whether `WAIT`'s reply says enough replicas hold the pipeline.
+    fn replicated(&self, reply: Option<redis::Value>) -> bool {
+        match reply {
+            Some(redis::Value::Int(acked)) if acked >= i64::from(self.replicas_ack) => true,
+            Some(redis::Value::Int(acked)) => {
+                log::warn!(node = self.state.node_id.as_str(), acked, wanted = self.replicas_ack; "backplane: too few replicas acknowledged a pipeline");
+                false
+            }
+            reply => {
+                log::error!(reply:? = reply; "unexpected reply to WAIT from the backplane");
+                false
+            }
+        }
     }
 
     /// Adds the script call for `change` to `pipe` (for a question, the
