@@ -230,7 +230,7 @@ impl<H: EventHandler> Follower<H> {
         if was_known {
             let (_, newest) = source.newest_from(name, u64::MAX)?;
             let newest = newest.unwrap_or(0);
-            if newest + 1 < from {
+            if newest + 1 < from || self.renumbered(source, &topic, from - 1)? {
                 self.renew_after_loss(source, &topic, epoch, newest)?;
                 from = topic.next_seq();
             }
@@ -244,8 +244,31 @@ impl<H: EventHandler> Follower<H> {
         Ok(())
     }
 
+    /// The backend holds another message as `delivered`, the last `seq`
+    /// this node delivered: a failover lost messages, and publishes since
+    /// numbered new ones over them (their `seq` alone would not tell).
+    fn renumbered<S: RingSource>(
+        &self,
+        source: &mut S,
+        topic: &H::Topic,
+        delivered: u64,
+    ) -> Result<bool, S::Error> {
+        if delivered == 0 {
+            return Ok(false);
+        }
+        let held = source.range(topic.name(), delivered, delivered)?;
+        let Some(held) = held.iter().find(|h| h.seq == delivered) else {
+            return Ok(false);
+        };
+        let Ok(message) = serde_json::from_str::<&RawValue>(&held.message) else {
+            return Ok(false);
+        };
+        Ok(topic.delivered_as(delivered, message, &held.ts) == Some(false))
+    }
+
     /// The backend's last `seq` of `topic`, `newest`, is below what this
-    /// node delivered: a failover lost messages. The topic gets a new
+    /// node delivered, or it numbered other messages over those this node
+    /// delivered: a failover lost messages. The topic gets a new
     /// epoch in the backend (unless another node gave it one first, which
     /// this node then follows) and its subscribers `topic_reset`.
     fn renew_after_loss<S: Catalog>(

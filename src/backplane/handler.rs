@@ -51,6 +51,10 @@ pub trait FollowedTopic {
     /// The messages before `next_seq` not delivered cannot be had: the
     /// subscribers get `topic_reset` (in `epoch`, if it changed).
     fn reset(&self, next_seq: u64, epoch: Option<String>);
+
+    /// Whether the message delivered as `seq` is `message` stamped `ts`;
+    /// `None` if this node no longer knows.
+    fn delivered_as(&self, seq: u64, message: &RawValue, ts: &str) -> Option<bool>;
 }
 
 impl EventHandler for Broker {
@@ -103,5 +107,9 @@ impl FollowedTopic for Arc<Topic> {
 
     fn reset(&self, next_seq: u64, epoch: Option<String>) {
         Topic::reset(self, next_seq, epoch)
+    }
+
+    fn delivered_as(&self, seq: u64, message: &RawValue, ts: &str) -> Option<bool> {
+        Topic::delivered_as(self, seq, message, ts)
     }
 }

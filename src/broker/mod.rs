@@ -20,7 +20,7 @@ pub mod ring;
 pub mod users;
 
 use crate::protocol::{encode_event, encode_info, encode_reset, timestamp, validate_topic_name};
-use crate::ws::frame::{shared_text_frame, SharedFrame};
+use crate::ws::frame::{shared_text_frame, text_payload, SharedFrame};
 use delivery::{Delivery, SubscriberQueue};
 use ring::ReplayRing;
 use serde_json::value::RawValue;
@@ -165,6 +165,16 @@ impl Topic {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Cluster mode: whether the message this node delivered as `seq` is
+    /// `message` stamped `ts` (`None`: the ring no longer holds `seq`). A
+    /// backend that numbers another message `seq` lost the one delivered.
+    pub fn delivered_as(&self, seq: u64, message: &RawValue, ts: &str) -> Option<bool> {
+        let state = self.lock();
+        let (held, frame) = state.ring.after(seq.checked_sub(1)?, 1).next()?;
+        (held == seq)
+            .then(|| text_payload(frame) == encode_event(&self.name, message, seq, ts).as_bytes())
     }
 
     /// True once the topic was deleted; a connection that still lists it

@@ -381,3 +381,36 @@ fn a_failover_that_lost_delivered_messages_is_a_new_epoch_and_a_reset() {
     assert!(live_broker.topic("t").unwrap().is_in_epoch(&epoch));
     assert_eq!(got(&live_queue), [1, 2, 0, 3, 4, 5]);
 }
+
+#[test]
+fn a_failover_whose_lost_numbers_were_published_again_is_a_new_epoch_and_a_reset() {
+    let mut fake = Fake::new(10);
+    let (mut node, broker, state, queue) = following_t(&mut fake);
+    fake.publish("t", 5);
+    for seq in 1..=5 {
+        apply_published(&node, &mut fake, published("t", seq));
+    }
+    assert_eq!(got(&queue), [1, 2, 3, 4, 5]);
+    // The new master had 1 to 3; another node published three messages
+    // since, numbered 4 to 6: the seq alone is past what this node saw.
+    let t = fake.topics.get_mut("t").unwrap();
+    t.last = Some(3);
+    t.ring.retain(|h| h.seq <= 3);
+    fake.publish("t", 3);
+    for held in &mut fake.topics.get_mut("t").unwrap().ring {
+        if held.seq > 3 {
+            held.ts = "after the failover".into();
+        }
+    }
+
+    let Ok(()) = node.catch_up(&mut fake);
+    let topic = broker.topic("t").unwrap();
+    let epoch = fake.topics["t"].epoch.clone();
+    assert_ne!(epoch, "E1", "the backend has the topic in a new epoch");
+    assert!(topic.is_in_epoch(&epoch), "and so has this node");
+    assert_eq!(state.figures().topic_resets, 1);
+    assert_eq!(got(&queue), [0, 6], "the loss is announced, then 6 follows");
+    // Nothing is renewed again while the backend holds what was delivered.
+    let Ok(()) = node.catch_up(&mut fake);
+    assert_eq!((state.figures().topic_resets, got(&queue)), (1, vec![]));
+}
