@@ -121,6 +121,95 @@ fn a_failover_is_followed_and_loses_nothing_acked_with_replicas_ack() {
 }
 
 #[test]
+fn without_replicas_ack_a_failover_loses_nothing_silently() {
+    // Replication is asynchronous: the promoted replica may lack the last
+    // acked messages. Whatever it lacks, every subscriber's stream has no
+    // gap that was not announced with `topic_reset`, no message twice,
+    // nothing nobody published; and what was acked after the failover is
+    // delivered as acked.
+    let mut set = SentinelSet::start();
+    let a = Node::start(&set.url(), "a", &[]);
+    let b = Node::start(&set.url(), "b", &[]);
+    create_topic(a.addr(), "t");
+    eventually("t listed on b", || subscribers(b.addr(), "t").is_some());
+    let collectors = [
+        Collector::subscribe("on a", a.client(), "t").0,
+        Collector::subscribe("on b", b.client(), "t").0,
+    ];
+    let publisher = Publisher::start(
+        a.client(),
+        PublisherPlan {
+            topic: "t",
+            prefix: "m",
+            window: 8,
+            pause: Duration::from_millis(2),
+            limit: 1_000_000,
+            payload_bytes: 16,
+        },
+    );
+    publisher.wait_acked(100, WAIT);
+    let killed = Instant::now();
+    set.master.kill();
+    set.wait_master(set.replica.port, FAILOVER);
+    a.wait_ready(FAILOVER);
+    b.wait_ready(FAILOVER);
+    publisher.wait_acked(100, FAILOVER);
+    let sent = publisher.finish();
+    let published: HashMap<&str, &Sent> = sent.iter().map(|s| (s.id.as_str(), s)).collect();
+    let after: Vec<(u64, &str)> = sent
+        .iter()
+        .filter(|s| s.answered > killed)
+        .filter_map(|s| Some((*s.outcome.as_ref().ok()?, s.id.as_str())))
+        .collect();
+    let last = after
+        .iter()
+        .map(|(seq, _)| *seq)
+        .max()
+        .expect("acks after the failover");
+    let mut announced = 0;
+    for collector in collectors {
+        collector.wait_until("the last ack after the failover", WAIT, |seen| {
+            runs(seen, "t")
+                .last()
+                .is_some_and(|(_, events)| events.iter().any(|(seq, _)| *seq == last))
+        });
+        let seen = collector.finish();
+        let runs = runs(&seen, "t");
+        announced += runs.len() - 1;
+        let mut delivered: HashMap<&str, u64> = HashMap::new();
+        for (i, (reset, events)) in runs.iter().enumerate() {
+            if let Some((first, _)) = events.first() {
+                assert_consecutive(&format!("run {i} (after {reset:?})"), events, *first);
+            }
+            for (seq, id) in events {
+                assert!(
+                    published.contains_key(id.as_str()),
+                    "{id}: nobody published it"
+                );
+                assert!(delivered.insert(id, *seq).is_none(), "{id} delivered twice");
+            }
+        }
+        let (_, final_run) = runs.last().unwrap();
+        let in_final: HashMap<&str, u64> = final_run
+            .iter()
+            .map(|(seq, id)| (id.as_str(), *seq))
+            .collect();
+        for (seq, id) in &after {
+            assert_eq!(
+                in_final.get(id),
+                Some(seq),
+                "{id}, acked after the failover"
+            );
+        }
+    }
+    eprintln!(
+        "failover without REDIS_REPLICAS_ACK: {} published, {} acked after it, {announced} resets announced",
+        sent.len(),
+        after.len()
+    );
+}
+
+#[test]
 fn a_replica_that_stops_answering_gets_publishes_refused_within_a_second() {
     let set = SentinelSet::start();
     let a = Node::start(&set.url(), "a", &[("REDIS_REPLICAS_ACK", "1")]);
