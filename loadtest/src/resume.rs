@@ -334,16 +334,17 @@ impl ResumeOutcome {
 }
 
 /// A small seeded generator (SplitMix64): each subscriber has its own, so
-/// its drops do not depend on how subscribers are spread over threads.
+/// its drops do not depend on how subscribers are spread over threads
+/// (`nemesis` draws its faults and offline spells from it too).
 #[derive(Debug)]
-struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn new(seed: u64, stream: u64) -> SplitMix64 {
+    pub fn new(seed: u64, stream: u64) -> SplitMix64 {
         SplitMix64(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
     }
 
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -352,7 +353,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
