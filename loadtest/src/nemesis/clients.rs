@@ -37,15 +37,14 @@ impl Cuts {
         sockets[client] = stream;
     }
 
-    /// Shuts down client `target mod clients`' socket both ways.
-    pub fn cut(&self, target: usize) {
+    /// Shuts down client `target mod clients`' socket both ways, if it
+    /// has one; returns that client's index.
+    pub fn cut(&self, target: usize) -> Option<usize> {
         let sockets = self.0.lock().expect("not poisoned");
-        if sockets.is_empty() {
-            return;
-        }
-        if let Some(stream) = &sockets[target % sockets.len()] {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        let client = target.checked_rem(sockets.len())?;
+        let stream = sockets[client].as_ref()?;
+        let _ = stream.shutdown(Shutdown::Both);
+        Some(client)
     }
 }
 

@@ -57,8 +57,8 @@ pub fn schedule(seed: u64, duration: Duration) -> Vec<Fault> {
     let mut at = Duration::ZERO;
     loop {
         let wait = Duration::from_secs_f64(0.5 + 2.5 * rng.unit());
-        let kind = KINDS[(rng.next() % KINDS.len() as u64) as usize];
-        let target = (rng.next() % 1024) as usize;
+        let kind = KINDS[(rng.next_u64() % KINDS.len() as u64) as usize];
+        let target = (rng.next_u64() % 1024) as usize;
         let hold = match kind {
             Kind::RedisClientKill | Kind::ClientCut => Duration::ZERO,
             _ => Duration::from_secs_f64(0.3 + 2.7 * rng.unit()),
@@ -92,11 +92,15 @@ pub fn inject(
         if sleep_unless(&stop, fault.wait) {
             break;
         }
+        let target = match fault.kind {
+            Kind::NodeKill | Kind::NodePause => format!(" n{}", fault.target % nodes),
+            Kind::ClientCut => " a client".to_string(),
+            Kind::RedisKill | Kind::RedisClientKill => String::new(),
+        };
         eprintln!(
-            "nemesis: {:7.1}s {:?} target {} for {:.1}s",
+            "nemesis: {:6.1}s {:?}{target} for {:.1}s",
             started.elapsed().as_secs_f64(),
             fault.kind,
-            fault.target,
             fault.hold.as_secs_f64()
         );
         if let Err(e) = apply(&mut cluster, &cuts, fault, fault.target % nodes) {
@@ -128,7 +132,10 @@ fn apply(cluster: &mut Cluster, cuts: &Cuts, fault: Fault, node: usize) -> Resul
         }
         Kind::RedisClientKill => cluster.client_kill_pubsub().map(drop),
         Kind::ClientCut => {
-            cuts.cut(fault.target);
+            match cuts.cut(fault.target) {
+                Some(client) => eprintln!("nemesis:        cut client {client}"),
+                None => eprintln!("nemesis:        no client to cut"),
+            }
             Ok(())
         }
     }
