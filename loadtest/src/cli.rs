@@ -2,10 +2,12 @@
 //! one per node of a cluster, or a server or a cluster this harness spawns
 //! and stops), where publishers connect, CPU pinning, and output format.
 //! `execute` prepares the process (file limit, timer slack, pinning), runs
-//! the scenario and stops what it spawned.
+//! the scenario and stops what it spawned. `nemesis`, which starts and
+//! breaks its own cluster, is only parsed here and run by `nemesis::run`.
 
 use crate::affinity::CpuList;
 use crate::endpoint::{Endpoint, TargetKind};
+use crate::nemesis::NemesisOptions;
 use crate::nodes::{Nodes, PublishOn};
 use crate::report::Report;
 use crate::run::ServerPids;
@@ -57,6 +59,14 @@ pub enum ScenarioCommand {
         server: ServerOptions,
         #[command(flatten)]
         options: ResumeOptions,
+    },
+    /// Faults injected from a seed (nodes killed and paused, Redis killed
+    /// and restarted from its AOF, Redis pub/sub clients and client
+    /// sockets cut) into a cluster it starts, under acked publishers and
+    /// resuming subscribers; then a checker's verdict. pubsub only.
+    Nemesis {
+        #[command(flatten)]
+        options: NemesisOptions,
     },
 }
 
@@ -125,19 +135,24 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 }
 
 impl ScenarioCommand {
-    pub fn server(&self) -> &ServerOptions {
+    /// The server options of a measuring scenario; `nemesis` starts its
+    /// own cluster and has none.
+    pub fn server(&self) -> Option<&ServerOptions> {
         match self {
             ScenarioCommand::Fanout { server, .. }
             | ScenarioCommand::Conns { server, .. }
             | ScenarioCommand::Slow { server, .. }
-            | ScenarioCommand::Resume { server, .. } => server,
+            | ScenarioCommand::Resume { server, .. } => Some(server),
+            ScenarioCommand::Nemesis { .. } => None,
         }
     }
 }
 
 /// Runs the scenario the command line asks for and returns its report.
 pub fn execute(cli: &Cli) -> Result<Report> {
-    let server = cli.scenario.server();
+    let Some(server) = cli.scenario.server() else {
+        bail!("nemesis is run by nemesis::run, and has no report");
+    };
     if let ScenarioCommand::Resume { .. } = cli.scenario {
         // Before a NATS server is spawned for nothing.
         scenario::check_resume_target(server.target)?;
@@ -194,6 +209,7 @@ pub fn execute(cli: &Cli) -> Result<Report> {
         ScenarioCommand::Conns { options, .. } => scenario::conns(&nodes, options, &pids),
         ScenarioCommand::Slow { options, .. } => scenario::slow(&nodes, options, &pids),
         ScenarioCommand::Resume { options, .. } => scenario::resume(&nodes, options, &pids),
+        ScenarioCommand::Nemesis { .. } => unreachable!("refused above"),
     };
     if let Some(spawned) = spawned {
         spawned.stop();
@@ -391,7 +407,7 @@ mod tests {
 
     fn server(args: &[&str]) -> ServerOptions {
         let cli = Cli::try_parse_from(["loadtest", "fanout"].iter().chain(args)).expect("parses");
-        cli.scenario.server().clone()
+        cli.scenario.server().expect("fanout").clone()
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`tally`]: what each thread counts, merged at the end.
 //! - [`connect`]: opening a connection: TCP, WebSocket upgrade, subscribe.
 //! - [`slow_consumers`]: subscribers that never read, and their fate.
+//! - [`nemesis`]: faults injected into a cluster it starts, under
+//!   publishers and resuming subscribers, and the checker of what they saw.
 //! - [`resume`]: subscribers that drop and resume: their `seq` stream
 //!   across reconnects, drop schedule, counts and verdict.
 //! - [`wire`], [`nats`], [`wsframe`], [`probe`], [`sequence`]: pure
@@ -30,6 +32,7 @@ pub mod connect;
 pub mod endpoint;
 pub mod event_loop;
 pub mod nats;
+pub mod nemesis;
 pub mod nodes;
 pub mod probe;
 pub mod report;

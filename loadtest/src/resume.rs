@@ -83,7 +83,7 @@ impl ResumeStream {
         // Counted from the coin, not from the bool it gives: rustc 1.95
         // drops `u64::from(abrupt)` once this is inlined next to a branch
         // on `abrupt` (rust-lang/rust#158206, SimplifyComparisonIntegral).
-        let coin = self.rng.next() & 1;
+        let coin = self.rng.next_u64() & 1;
         tally.reconnects += 1;
         tally.abrupt_drops += coin;
         coin == 1
@@ -334,16 +334,17 @@ impl ResumeOutcome {
 }
 
 /// A small seeded generator (SplitMix64): each subscriber has its own, so
-/// its drops do not depend on how subscribers are spread over threads.
+/// its drops do not depend on how subscribers are spread over threads
+/// (`nemesis` draws its faults and offline spells from it too).
 #[derive(Debug)]
-struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn new(seed: u64, stream: u64) -> SplitMix64 {
+    pub fn new(seed: u64, stream: u64) -> SplitMix64 {
         SplitMix64(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
     }
 
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -352,8 +353,8 @@ impl SplitMix64 {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -3,7 +3,7 @@
 //! `listening on` line it prints), or `nats-server` with a generated config
 //! file whose WebSocket listener is on a free loopback port; for
 //! `--spawn-cluster N`, a `redis-server` on a free loopback port (no
-//! persistence) and N brokers in cluster mode on it, each waited for until
+//! persistence; for `nemesis`, with an fsynced AOF) and N brokers in cluster mode on it, each waited for until
 //! its `/readyz` says it is ready. Optionally pinned to CPUs. Stopped with
 //! SIGTERM (brokers first, then Redis), then killed after a few seconds;
 //! killed if dropped while running (the run failed).
@@ -128,6 +128,33 @@ impl SpawnedServer {
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
         let child = spawn_quiet(command, path, "redis-server", cpus)?;
+        SpawnedServer {
+            child,
+            stop_signal: Signal::SIGTERM,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _config: None,
+        }
+        .listening(path)
+    }
+
+    /// Starts `redis-server` (`path`) on loopback `port` with an
+    /// append-only file fsynced on every write, in `dir`: started again on
+    /// the same port and directory, it reloads what it acked.
+    pub fn redis_aof(path: &Path, port: u16, dir: &Path) -> Result<SpawnedServer> {
+        let mut command = Command::new(path);
+        command
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--daemonize", "no", "--dir"])
+            .arg(dir);
+        let child = spawn_quiet(command, path, "redis-server", None)?;
         SpawnedServer {
             child,
             stop_signal: Signal::SIGTERM,
@@ -309,7 +336,7 @@ fn spawn_quiet(
 }
 
 /// A loopback port that was free a moment ago.
-fn free_loopback_port() -> Result<u16> {
+pub fn free_loopback_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
