@@ -228,6 +228,30 @@ impl Session {
         true
     }
 
+    /// What a subscribe and an unsubscribe of `name` begin with: the
+    /// `client_id` kept for logs, the token's rights checked (before the
+    /// topic is looked up: a forbidden topic reveals nothing), the topic
+    /// found. `None` once the refusal is in the output.
+    fn topic_to_follow(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        name: &str,
+        client_id: &str,
+        request_id: Option<&str>,
+        out: &mut Output,
+    ) -> Option<Arc<Topic>> {
+        self.client_id = Some(client_id.to_string());
+        if !self.credentials.access().may_subscribe(name) {
+            forbid(ctx, out, name, request_id);
+            return None;
+        }
+        let topic = ctx.topics.get(&ctx.shared.broker, name).cloned();
+        if topic.is_none() {
+            reply_topic_not_found(out, name, request_id);
+        }
+        topic
+    }
+
     fn subscribe(
         &mut self,
         ctx: &mut WorkerCtx,
@@ -237,12 +261,8 @@ impl Session {
         request_id: Option<&str>,
         out: &mut Output,
     ) {
-        self.client_id = Some(client_id.to_string());
-        if !self.credentials.access().may_subscribe(name) {
-            return forbid(ctx, out, name, request_id);
-        }
-        let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
-            return reply_topic_not_found(out, name, request_id);
+        let Some(topic) = self.topic_to_follow(ctx, name, client_id, request_id, out) else {
+            return;
         };
         let replay = match start {
             Start::LastN(n) => Replay::LastN(*n),
@@ -326,12 +346,8 @@ impl Session {
         request_id: Option<&str>,
         out: &mut Output,
     ) {
-        self.client_id = Some(client_id.to_string());
-        if !self.credentials.access().may_subscribe(name) {
-            return forbid(ctx, out, name, request_id);
-        }
-        let Some(topic) = ctx.topics.get(&ctx.shared.broker, name).cloned() else {
-            return reply_topic_not_found(out, name, request_id);
+        let Some(topic) = self.topic_to_follow(ctx, name, client_id, request_id, out) else {
+            return;
         };
         if let Some(queue) = &self.queue {
             topic.unsubscribe(queue);
