@@ -46,6 +46,17 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// A bodiless REST request with `token` as its bearer.
+fn with_token(addr: std::net::SocketAddr, method: &str, path: &str, token: &str) -> (u16, Value) {
+    http_json(
+        addr,
+        method,
+        path,
+        None,
+        &[("Authorization", &bearer(token))],
+    )
+}
+
 fn auth_failures(addr: std::net::SocketAddr, reason: &str) -> f64 {
     let response = http(addr, "GET", "/metrics", None, &[("X-API-Key", "k")]);
     let needle = format!("pubsub_auth_failures_total{{reason=\"{reason}\"}} ");
@@ -128,13 +139,7 @@ fn every_bad_token_is_refused_with_401_on_the_upgrade_and_over_rest() {
             Some(401),
             "{what}: query"
         );
-        let (status, body) = http_json(
-            broker.addr,
-            "GET",
-            "/topics",
-            None,
-            &[("Authorization", &bearer(&token))],
-        );
+        let (status, body) = with_token(broker.addr, "GET", "/topics", &token);
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (401, Some("UNAUTHORIZED")),
@@ -149,13 +154,7 @@ fn every_bad_token_is_refused_with_401_on_the_upgrade_and_over_rest() {
     // The good one passes everywhere, as admin.
     let token = hs256(&good);
     assert!(connect_with(&broker.ws_url(), &[("Authorization", &bearer(&token))]).is_ok());
-    let (status, _) = http_json(
-        broker.addr,
-        "GET",
-        "/stats",
-        None,
-        &[("Authorization", &bearer(&token))],
-    );
+    let (status, _) = with_token(broker.addr, "GET", "/stats", &token);
     assert_eq!(status, 200);
 }
 
@@ -544,13 +543,7 @@ fn public_keys_from_a_file_are_chosen_by_kid_or_tried_in_turn() {
         second.sign(&claims, Some("1")),
         second.sign(&claims, None),
     ] {
-        let (status, _) = http_json(
-            broker.addr,
-            "GET",
-            "/stats",
-            None,
-            &[("Authorization", &bearer(&token))],
-        );
+        let (status, _) = with_token(broker.addr, "GET", "/stats", &token);
         assert_eq!(status, 200);
     }
     let stranger = Ed25519::generate();
@@ -561,13 +554,7 @@ fn public_keys_from_a_file_are_chosen_by_kid_or_tried_in_turn() {
         signed_as("EdDSA", &claims, first.public_pem.as_bytes()),
         signed_as("HS256", &claims, first.public_pem.as_bytes()),
     ] {
-        let (status, _) = http_json(
-            broker.addr,
-            "GET",
-            "/stats",
-            None,
-            &[("Authorization", &bearer(&token))],
-        );
+        let (status, _) = with_token(broker.addr, "GET", "/stats", &token);
         assert_eq!(status, 401);
     }
 }
