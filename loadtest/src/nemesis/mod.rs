@@ -6,7 +6,8 @@
 //! object. This module owns the run's timeline and its options; the
 //! processes are `cluster`'s, the faults `faults`', the clients
 //! `clients`', the judgement `check`'s. It must never reach beyond
-//! loopback nor outlive `--duration` plus its bounded set-up and grace.
+//! loopback nor outlive `--duration` plus its bounded set-up, the fault in
+//! progress (a master failover: at most 2 min) and grace.
 
 pub mod check;
 pub mod clients;
