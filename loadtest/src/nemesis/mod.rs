@@ -317,3 +317,17 @@ fn offline_recovered_false(histories: &[Subscriber]) -> u64 {
         .filter(|e| matches!(e, Entry::Subscribed { resume: Some(r), .. } if !r.recovered))
         .count() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_gives_count_min_mean_max_or_null() {
+        assert_eq!(spread(&[]), serde_json::Value::Null);
+        assert_eq!(
+            spread(&[2.0, 1.004, 3.5]),
+            json!({"count": 3, "min": 1.0, "mean": 2.17, "max": 3.5})
+        );
+    }
+}
