@@ -197,11 +197,12 @@ impl Cluster {
     }
 
     /// Seconds each promotion took (kill to every sentinel naming the new
-    /// master), and each rejoin (restart to in-sync replica).
-    pub fn failover_times(&self) -> (Vec<f64>, Vec<f64>) {
+    /// master), and each rejoin (restart to a settled set).
+    /// And how many failovers the sentinels made by themselves.
+    pub fn failover_times(&self) -> (Vec<f64>, Vec<f64>, u64) {
         match &self.sentinel {
-            Some(set) => (set.promotions.clone(), set.rejoins.clone()),
-            None => (Vec::new(), Vec::new()),
+            Some(set) => (set.promotions.clone(), set.rejoins.clone(), set.unprompted),
+            None => (Vec::new(), Vec::new(), 0),
         }
     }
 

@@ -150,7 +150,7 @@ fn apply(cluster: &mut Cluster, cuts: &Cuts, fault: Fault, node: usize) -> Resul
         }
         Kind::MasterFailover => {
             let (old, new) = cluster.master_failover(fault.hold)?;
-            eprintln!("nemesis:        master {old} -> {new}; {old} rejoined as replica");
+            eprintln!("nemesis:        master {old} killed; {new} master, {old} its replica");
             Ok(())
         }
         Kind::RedisClientKill => cluster.client_kill_pubsub().map(drop),

@@ -173,7 +173,13 @@ pub fn run(options: &NemesisOptions) -> Result<bool> {
         let faults = faults::schedule(seed, duration, options.sentinel);
         std::thread::spawn(move || faults::inject(cluster, faults, cuts, stop))
     };
-    std::thread::sleep(duration);
+    // The injector ends early only on an error: then stop at once.
+    let end = Instant::now() + duration;
+    while Instant::now() < end && !injector.is_finished() {
+        std::thread::sleep(
+            Duration::from_millis(100).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
     shared.stop_publishing.store(true, Ordering::Relaxed);
     stop_faults.store(true, Ordering::Relaxed);
     let publishes: Vec<_> = publishers
@@ -188,7 +194,7 @@ pub fn run(options: &NemesisOptions) -> Result<bool> {
         .into_iter()
         .map(|s| s.join().expect("a subscriber panicked"))
         .collect();
-    let (promotions, rejoins) = cluster.failover_times();
+    let (promotions, rejoins, unprompted) = cluster.failover_times();
     cluster.stop();
     let faults_done = faults_done?;
     let verdict = check::check(&publishes, &histories);
@@ -223,6 +229,7 @@ pub fn run(options: &NemesisOptions) -> Result<bool> {
         "caught_up": caught_up,
         "failover_promotion_secs": spread(&promotions),
         "failover_rejoin_secs": spread(&rejoins),
+        "failovers_by_the_sentinels_alone": unprompted,
         "passed": failures.is_empty(),
     });
     println!("{summary}");

@@ -41,6 +41,11 @@ pub struct SentinelSet {
     /// Seconds from each restart of an old master to it being an in-sync
     /// replica seen by every sentinel.
     pub rejoins: Vec<f64>,
+    /// Failovers the sentinels made by themselves: after a rejoin, the
+    /// master was not the one they had promoted (the promoted master
+    /// judged down, e.g. while it forked for the resync, on this loaded
+    /// machine with `down-after-milliseconds 1000`).
+    pub unprompted: u64,
 }
 
 impl SentinelSet {
@@ -62,6 +67,7 @@ impl SentinelSet {
             sentinels: Vec::new(),
             promotions: Vec::new(),
             rejoins: Vec::new(),
+            unprompted: 0,
         };
         set.start_slot(0, None)?;
         let master = set.slots[0].port;
@@ -147,11 +153,11 @@ impl SentinelSet {
     /// The master failover: SIGKILL on the master, wait until every
     /// sentinel names the replica and it says it is a master, hold `hold`,
     /// then start the old server again (from its AOF, as a replica of the
-    /// new master) and wait until it is in sync and every sentinel sees it
-    /// as a healthy replica. Returns the old and the new master's ports.
+    /// new master) and wait until the set is settled. Returns the old
+    /// master's port and the master's once settled.
     pub fn failover(&mut self, hold: Duration) -> Result<(u16, u16)> {
         self.heal()?;
-        let old = self.master_port()?;
+        let old = self.wait_settled(Instant::now() + REJOIN_TIMEOUT)?;
         let Some(index) = self.slots.iter().position(|s| s.port == old) else {
             bail!("the sentinels name {old} as master, which is none of ours");
         };
@@ -181,28 +187,81 @@ impl SentinelSet {
         }
         self.promotions.push(killed.elapsed().as_secs_f64());
         std::thread::sleep(hold);
-        self.rejoin(index, new)?;
-        Ok((old, new))
+        let master = self.rejoin(index, new)?;
+        Ok((old, master))
     }
 
     /// Starts the server of `index` as a replica of `master` and waits
-    /// until it is in sync and every sentinel lists it as a healthy replica.
-    fn rejoin(&mut self, index: usize, master: u16) -> Result<()> {
+    /// until the set is settled (see `settled`); returns the master then,
+    /// which is `master` unless the sentinels failed over again by
+    /// themselves meanwhile (counted in `unprompted`).
+    fn rejoin(&mut self, index: usize, master: u16) -> Result<u16> {
         let started = Instant::now();
         let deadline = started + REJOIN_TIMEOUT;
         self.start_slot(index, Some(master))?;
-        self.wait_in_sync(index, deadline)?;
-        let port = self.slots[index].port;
-        for sentinel in self.sentinel_ports() {
-            while !healthy_replica(sentinel, port).unwrap_or(false) {
-                if Instant::now() > deadline {
-                    bail!("sentinel {sentinel} does not see {port} as a healthy replica in time");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        let settled = self.wait_settled(deadline).with_context(|| {
+            format!(
+                "{} restarted as a replica of {master}",
+                self.slots[index].port
+            )
+        })?;
+        if settled != master {
+            self.unprompted += 1;
+            eprintln!(
+                "nemesis:        the sentinels failed over by themselves: master {master} -> {settled}"
+            );
         }
         self.rejoins.push(started.elapsed().as_secs_f64());
-        Ok(())
+        Ok(settled)
+    }
+
+    /// Waits (until `deadline`) for the set to be settled; the master's
+    /// port.
+    fn wait_settled(&self, deadline: Instant) -> Result<u16> {
+        loop {
+            match self.settled() {
+                Ok(master) => return Ok(master),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context("the master and its replica not settled in time"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// The master's port if the set is settled: every sentinel names it,
+    /// it answers `ROLE` master, and the other server is its replica with
+    /// the link up, which every sentinel lists as a healthy replica.
+    fn settled(&self) -> Result<u16> {
+        let mut named = None;
+        for sentinel in self.sentinel_ports() {
+            let port = master_addr(sentinel)?;
+            if named.is_some_and(|n| n != port) {
+                bail!("the sentinels name different masters");
+            }
+            named = Some(port);
+        }
+        let master = named.context("no sentinel")?;
+        let Some(index) = self.slots.iter().position(|s| s.port == master) else {
+            bail!("the sentinels name {master}, none of ours");
+        };
+        if role(master)? != "master" {
+            bail!("{master} is named master but is not");
+        }
+        let replica = self.slots[1 - index].port;
+        let info = command(replica, &["INFO", "replication"])?.text()?;
+        if info_field(&info, "role") != Some("slave")
+            || info_field(&info, "master_port") != Some(master.to_string().as_str())
+            || info_field(&info, "master_link_status") != Some("up")
+        {
+            bail!("{replica} is not an in-sync replica of {master}");
+        }
+        for sentinel in self.sentinel_ports() {
+            if !healthy_replica(sentinel, replica)? {
+                bail!("sentinel {sentinel} does not see {replica} as a healthy replica");
+            }
+        }
+        Ok(master)
     }
 
     /// Starts again, as a replica of the master the sentinels name, any
