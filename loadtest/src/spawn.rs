@@ -141,6 +141,17 @@ impl SpawnedServer {
     /// append-only file fsynced on every write, in `dir`: started again on
     /// the same port and directory, it reloads what it acked.
     pub fn redis_aof(path: &Path, port: u16, dir: &Path) -> Result<SpawnedServer> {
+        SpawnedServer::redis_aof_with(path, port, dir, &[])
+    }
+
+    /// As [`SpawnedServer::redis_aof`], with `extra` arguments after the
+    /// others (for `nemesis --sentinel`: `--replicaof 127.0.0.1 PORT`).
+    pub fn redis_aof_with(
+        path: &Path,
+        port: u16,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<SpawnedServer> {
         let mut command = Command::new(path);
         command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
@@ -153,7 +164,24 @@ impl SpawnedServer {
                 "always",
             ])
             .args(["--daemonize", "no", "--dir"])
-            .arg(dir);
+            .arg(dir)
+            .args(extra);
+        let child = spawn_quiet(command, path, "redis-server", None)?;
+        SpawnedServer {
+            child,
+            stop_signal: Signal::SIGTERM,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _config: None,
+        }
+        .listening(path)
+    }
+
+    /// Starts `redis-server` (`path`) as a Sentinel (`--sentinel`) with the
+    /// configuration file `conf` (which it rewrites), listening on loopback
+    /// `port` as that file says.
+    pub fn redis_sentinel(path: &Path, port: u16, conf: &Path) -> Result<SpawnedServer> {
+        let mut command = Command::new(path);
+        command.arg(conf).arg("--sentinel");
         let child = spawn_quiet(command, path, "redis-server", None)?;
         SpawnedServer {
             child,

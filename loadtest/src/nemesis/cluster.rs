@@ -1,19 +1,20 @@
 //! The processes a nemesis run owns, and the faults done to them: a
-//! `redis-server` with an fsynced AOF in a directory of its own, and
+//! `redis-server` with an fsynced AOF in a directory of its own (or, with
+//! `--sentinel`, a master, a replica and three sentinels: `sentinel`), and
 //! pubsub nodes on fixed loopback ports (so that a restarted node is where
 //! clients look for it). Kill (SIGKILL) and restart, pause (SIGSTOP) and
-//! continue, `CLIENT KILL TYPE pubsub`. It must not decide when or which
+//! continue, `CLIENT KILL TYPE pubsub`, the master failover. It must not decide when or which
 //! fault happens (that is `faults`), and it touches no process it did not
 //! start.
 
+use super::sentinel::{self, SentinelSet};
 use crate::endpoint::{Endpoint, TargetKind};
 use crate::rest;
 use crate::spawn::{free_loopback_port, SpawnedServer};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,17 +38,21 @@ pub struct Cluster {
     dir: PathBuf,
     redis_port: u16,
     redis: Option<SpawnedServer>,
+    /// With `--sentinel`, the backplane instead of `redis`.
+    sentinel: Option<SentinelSet>,
     nodes: Vec<Node>,
 }
 
 impl Cluster {
-    /// Starts Redis (AOF, `appendfsync always`) and `nodes` brokers with
-    /// `env`, and waits until every node is ready.
+    /// Starts Redis (AOF, `appendfsync always`; with `sentinel`, a master,
+    /// a replica and three sentinels) and `nodes` brokers with `env`, and
+    /// waits until every node is ready.
     pub fn start(
         broker: &Path,
         redis_path: &Path,
         nodes: usize,
         env: &[(String, String)],
+        sentinel: bool,
     ) -> Result<Cluster> {
         let dir = std::env::temp_dir().join(format!("loadtest-nemesis-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -59,9 +64,17 @@ impl Cluster {
             dir,
             redis_port: free_loopback_port()?,
             redis: None,
+            sentinel: None,
             nodes: Vec::with_capacity(nodes),
         };
-        cluster.start_redis()?;
+        if sentinel {
+            cluster.sentinel = Some(
+                SentinelSet::start(redis_path, &cluster.dir)
+                    .context("starting the master, its replica and the sentinels")?,
+            );
+        } else {
+            cluster.start_redis()?;
+        }
         for index in 0..nodes {
             cluster.nodes.push(Node {
                 name: format!("n{index}"),
@@ -94,11 +107,12 @@ impl Cluster {
 
     fn start_node(&mut self, index: usize) -> Result<()> {
         let node = &self.nodes[index];
+        let url = match &self.sentinel {
+            Some(set) => set.url(),
+            None => format!("redis://127.0.0.1:{}", self.redis_port),
+        };
         let mut env = vec![
-            (
-                "REDIS_URL".to_string(),
-                format!("redis://127.0.0.1:{}", self.redis_port),
-            ),
+            ("REDIS_URL".to_string(), url),
             ("NODE_ID".to_string(), node.name.clone()),
             ("ADDR".to_string(), node.addr.to_string()),
         ];
@@ -155,27 +169,54 @@ impl Cluster {
         drop(self.redis.take());
     }
 
-    /// Starts Redis again from its AOF, on the same port.
+    /// Starts Redis again from its AOF, on the same port (with
+    /// `--sentinel`, any server down, as a replica of the master).
     pub fn restart_redis(&mut self) -> Result<()> {
+        if let Some(set) = &mut self.sentinel {
+            return set.heal();
+        }
         if self.redis.is_none() {
             self.start_redis()?;
         }
         Ok(())
     }
 
-    /// `CLIENT KILL TYPE pubsub` on Redis: every node loses its
-    /// subscriptions' connection. Returns how many connections Redis cut.
+    /// Whether the backplane is a master, a replica and sentinels.
+    pub fn is_sentinel(&self) -> bool {
+        self.sentinel.is_some()
+    }
+
+    /// The master failover (`--sentinel` only): the master SIGKILLed, the
+    /// replica's promotion awaited, the old master restarted as a replica
+    /// after `hold`. Returns the old and the new master's ports.
+    pub fn master_failover(&mut self, hold: Duration) -> Result<(u16, u16)> {
+        match &mut self.sentinel {
+            Some(set) => set.failover(hold),
+            None => bail!("a master failover needs --sentinel"),
+        }
+    }
+
+    /// Seconds each promotion took (kill to every sentinel naming the new
+    /// master), and each rejoin (restart to a settled set).
+    /// And how many failovers the sentinels made by themselves.
+    pub fn failover_times(&self) -> (Vec<f64>, Vec<f64>, u64) {
+        match &self.sentinel {
+            Some(set) => (set.promotions.clone(), set.rejoins.clone(), set.unprompted),
+            None => (Vec::new(), Vec::new(), 0),
+        }
+    }
+
+    /// `CLIENT KILL TYPE pubsub` on Redis (the master, with `--sentinel`):
+    /// every node loses its subscriptions' connection. Returns how many
+    /// connections Redis cut.
     pub fn client_kill_pubsub(&self) -> Result<u64> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.redis_port));
-        let mut redis = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-        redis.set_read_timeout(Some(Duration::from_secs(2)))?;
-        redis.write_all(b"*4\r\n$6\r\nCLIENT\r\n$4\r\nKILL\r\n$4\r\nTYPE\r\n$6\r\npubsub\r\n")?;
-        let mut reply = [0u8; 64];
-        let n = redis.read(&mut reply)?;
-        let reply = String::from_utf8_lossy(&reply[..n]);
-        match reply.strip_prefix(':') {
-            Some(count) => Ok(count.trim().parse()?),
-            None => bail!("CLIENT KILL answered {reply:?}"),
+        let port = match &self.sentinel {
+            Some(set) => set.master_port()?,
+            None => self.redis_port,
+        };
+        match sentinel::command(port, &["CLIENT", "KILL", "TYPE", "pubsub"])? {
+            sentinel::Resp::Integer(count) => Ok(count as u64),
+            reply => bail!("CLIENT KILL answered {reply:?}"),
         }
     }
 
@@ -203,6 +244,9 @@ impl Cluster {
         if let Some(redis) = self.redis.take() {
             let _ = redis.stop();
         }
+        if let Some(set) = self.sentinel.take() {
+            set.stop();
+        }
     }
 
     /// SIGCONT on every paused node, so that it can hear SIGTERM.
@@ -223,6 +267,7 @@ impl Drop for Cluster {
             drop(node.server.take());
         }
         drop(self.redis.take());
+        drop(self.sentinel.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

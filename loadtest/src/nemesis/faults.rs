@@ -24,6 +24,10 @@ pub enum Kind {
     NodePause,
     /// SIGKILL on Redis, restarted from its AOF after the hold.
     RedisKill,
+    /// With `--sentinel`, in place of `RedisKill`: SIGKILL on the master;
+    /// once the sentinels have promoted the replica, and after the hold,
+    /// the old master restarted from its AOF as the new one's replica.
+    MasterFailover,
     /// `CLIENT KILL TYPE pubsub` on Redis.
     RedisClientKill,
     /// A client's socket shut down both ways (a publisher or subscriber).
@@ -34,6 +38,16 @@ const KINDS: [Kind; 5] = [
     Kind::NodeKill,
     Kind::NodePause,
     Kind::RedisKill,
+    Kind::RedisClientKill,
+    Kind::ClientCut,
+];
+
+/// The kinds with `--sentinel`: the master failover in `RedisKill`'s place
+/// (so that a seed draws the same schedule, one kind renamed).
+const SENTINEL_KINDS: [Kind; 5] = [
+    Kind::NodeKill,
+    Kind::NodePause,
+    Kind::MasterFailover,
     Kind::RedisClientKill,
     Kind::ClientCut,
 ];
@@ -50,14 +64,18 @@ pub struct Fault {
 
 /// The faults of a run of `duration` from `seed`: waits of 0.5 to 3 s,
 /// holds of 0.3 to 3 s (none for instant kinds); the last ends before
-/// `duration`.
-pub fn schedule(seed: u64, duration: Duration) -> Vec<Fault> {
+/// `duration` (a master failover also takes the sentinels' promotion and
+/// the resync, which the schedule does not count: the run stops the
+/// faults at `duration` whatever is left). With `sentinel`, master
+/// failovers in place of Redis kills.
+pub fn schedule(seed: u64, duration: Duration, sentinel: bool) -> Vec<Fault> {
+    let kinds = if sentinel { SENTINEL_KINDS } else { KINDS };
     let mut rng = SplitMix64::new(seed, 0xFA17);
     let mut faults = Vec::new();
     let mut at = Duration::ZERO;
     loop {
         let wait = Duration::from_secs_f64(0.5 + 2.5 * rng.unit());
-        let kind = KINDS[(rng.next_u64() % KINDS.len() as u64) as usize];
+        let kind = kinds[(rng.next_u64() % kinds.len() as u64) as usize];
         let target = (rng.next_u64() % 1024) as usize;
         let hold = match kind {
             Kind::RedisClientKill | Kind::ClientCut => Duration::ZERO,
@@ -95,7 +113,7 @@ pub fn inject(
         let target = match fault.kind {
             Kind::NodeKill | Kind::NodePause => format!(" n{}", fault.target % nodes),
             Kind::ClientCut => " a client".to_string(),
-            Kind::RedisKill | Kind::RedisClientKill => String::new(),
+            Kind::RedisKill | Kind::RedisClientKill | Kind::MasterFailover => String::new(),
         };
         eprintln!(
             "nemesis: {:6.1}s {:?}{target} for {:.1}s",
@@ -130,6 +148,11 @@ fn apply(cluster: &mut Cluster, cuts: &Cuts, fault: Fault, node: usize) -> Resul
             std::thread::sleep(fault.hold);
             cluster.restart_redis()
         }
+        Kind::MasterFailover => {
+            let (old, new) = cluster.master_failover(fault.hold)?;
+            eprintln!("nemesis:        master {old} killed; {new} master, {old} its replica");
+            Ok(())
+        }
         Kind::RedisClientKill => cluster.client_kill_pubsub().map(drop),
         Kind::ClientCut => {
             match cuts.cut(fault.target) {
@@ -162,9 +185,9 @@ mod tests {
     #[test]
     fn a_seed_replays_the_same_schedule_within_the_duration() {
         let duration = Duration::from_secs(120);
-        let faults = schedule(42, duration);
-        assert_eq!(faults, schedule(42, duration));
-        assert_ne!(faults, schedule(43, duration));
+        let faults = schedule(42, duration, false);
+        assert_eq!(faults, schedule(42, duration, false));
+        assert_ne!(faults, schedule(43, duration, false));
         let total: Duration = faults.iter().map(|f| f.wait + f.hold).sum();
         assert!(total < duration);
         for kind in KINDS {
@@ -173,8 +196,41 @@ mod tests {
                 "{kind:?} never drawn"
             );
         }
+        assert!(!faults.iter().any(|f| f.kind == Kind::MasterFailover));
         for fault in &faults {
             assert!(fault.hold <= Duration::from_secs(3), "{fault:?}");
+        }
+    }
+
+    #[test]
+    fn with_sentinel_a_seed_replays_master_failovers_in_place_of_redis_kills() {
+        let duration = Duration::from_secs(600);
+        let faults = schedule(7, duration, true);
+        assert_eq!(faults, schedule(7, duration, true));
+        assert_ne!(faults, schedule(8, duration, true));
+        for kind in SENTINEL_KINDS {
+            assert!(
+                faults.iter().any(|f| f.kind == kind),
+                "{kind:?} never drawn"
+            );
+        }
+        assert!(!faults.iter().any(|f| f.kind == Kind::RedisKill));
+        // The same draws as without --sentinel, Redis kills renamed.
+        let single = schedule(7, duration, false);
+        assert_eq!(faults.len(), single.len());
+        for (f, s) in faults.iter().zip(&single) {
+            let kind = if s.kind == Kind::RedisKill {
+                Kind::MasterFailover
+            } else {
+                s.kind
+            };
+            assert_eq!(
+                (f.wait, f.kind, f.target, f.hold),
+                (s.wait, kind, s.target, s.hold)
+            );
+        }
+        for fault in faults.iter().filter(|f| f.kind == Kind::MasterFailover) {
+            assert!(fault.hold >= Duration::from_millis(300), "{fault:?}");
         }
     }
 }

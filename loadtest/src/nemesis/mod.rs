@@ -1,17 +1,20 @@
 //! `loadtest nemesis`: a fault-injection run against a cluster this
-//! harness starts on loopback (Redis with an fsynced AOF, and pubsub
+//! harness starts on loopback (Redis with an fsynced AOF, or with
+//! `--sentinel` a master, a replica and three sentinels; and pubsub
 //! nodes), with acked publishers and resuming subscribers, while faults
 //! drawn from a seed are injected; then the checker's verdict as one JSON
 //! object. This module owns the run's timeline and its options; the
 //! processes are `cluster`'s, the faults `faults`', the clients
 //! `clients`', the judgement `check`'s. It must never reach beyond
-//! loopback nor outlive `--duration` plus its bounded set-up and grace.
+//! loopback nor outlive `--duration` plus its bounded set-up, the fault in
+//! progress (a master failover: at most 2 min) and grace.
 
 pub mod check;
 pub mod clients;
 pub mod cluster;
 pub mod faults;
 pub mod history;
+pub mod sentinel;
 
 use crate::rest;
 use crate::spawn::default_broker_path;
@@ -75,9 +78,19 @@ pub struct NemesisOptions {
     /// target/release/pubsub).
     #[arg(long)]
     pub broker: Option<PathBuf>,
-    /// The redis-server binary (default: from PATH).
+    /// The redis-server binary (default: from PATH); with --sentinel it
+    /// also runs the sentinels (`redis-server CONF --sentinel`).
     #[arg(long, default_value = "redis-server")]
     pub redis_server: PathBuf,
+    /// A master, one replica and three sentinels (down after 1 s) instead
+    /// of one Redis; the nodes use `redis+sentinel://`, and master
+    /// failovers take the place of Redis kills among the faults.
+    #[arg(long)]
+    pub sentinel: bool,
+    /// The nodes' REDIS_REPLICAS_ACK (with --sentinel): 1 means nothing is
+    /// acked before the replica holds it.
+    #[arg(long, requires = "sentinel")]
+    pub replicas_ack: Option<u64>,
 }
 
 /// Runs the nemesis, prints its JSON summary; the summary's verdict.
@@ -91,8 +104,13 @@ pub fn run(options: &NemesisOptions) -> Result<bool> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let duration = Duration::from_secs_f64(options.duration);
+    let sentinel_flags = match (options.sentinel, options.replicas_ack) {
+        (false, _) => String::new(),
+        (true, None) => " --sentinel".to_string(),
+        (true, Some(n)) => format!(" --sentinel --replicas-ack {n}"),
+    };
     eprintln!(
-        "nemesis: seed {seed} (replay: loadtest nemesis --seed {seed} --duration {})",
+        "nemesis: seed {seed} (replay: loadtest nemesis{sentinel_flags} --seed {seed} --duration {})",
         options.duration
     );
     let broker = options.broker.clone().unwrap_or_else(default_broker_path);
@@ -101,8 +119,18 @@ pub fn run(options: &NemesisOptions) -> Result<bool> {
         ("SUBSCRIBER_QUEUE_SIZE".to_string(), "10000".to_string()),
         ("LOG_LEVEL".to_string(), "error".to_string()),
     ];
-    let cluster = Cluster::start(&broker, &options.redis_server, options.nodes, &env)
-        .context("starting the cluster")?;
+    let mut env = env;
+    if let Some(n) = options.replicas_ack {
+        env.push(("REDIS_REPLICAS_ACK".to_string(), n.to_string()));
+    }
+    let cluster = Cluster::start(
+        &broker,
+        &options.redis_server,
+        options.nodes,
+        &env,
+        options.sentinel,
+    )
+    .context("starting the cluster")?;
     let topics: Vec<String> = (0..options.topics)
         .map(|t| format!("nemesis-{t}"))
         .collect();
@@ -142,10 +170,16 @@ pub fn run(options: &NemesisOptions) -> Result<bool> {
     let stop_faults = Arc::new(AtomicBool::new(false));
     let injector = {
         let (cuts, stop) = (Arc::clone(&shared.cuts), Arc::clone(&stop_faults));
-        let faults = faults::schedule(seed, duration);
+        let faults = faults::schedule(seed, duration, options.sentinel);
         std::thread::spawn(move || faults::inject(cluster, faults, cuts, stop))
     };
-    std::thread::sleep(duration);
+    // The injector ends early only on an error: then stop at once.
+    let end = Instant::now() + duration;
+    while Instant::now() < end && !injector.is_finished() {
+        std::thread::sleep(
+            Duration::from_millis(100).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
     shared.stop_publishing.store(true, Ordering::Relaxed);
     stop_faults.store(true, Ordering::Relaxed);
     let publishes: Vec<_> = publishers
@@ -160,6 +194,7 @@ pub fn run(options: &NemesisOptions) -> Result<bool> {
         .into_iter()
         .map(|s| s.join().expect("a subscriber panicked"))
         .collect();
+    let (promotions, rejoins, unprompted) = cluster.failover_times();
     cluster.stop();
     let faults_done = faults_done?;
     let verdict = check::check(&publishes, &histories);
@@ -185,11 +220,16 @@ pub fn run(options: &NemesisOptions) -> Result<bool> {
         "publishers": options.publishers,
         "subscribers": histories.len(),
         "ring": options.ring,
+        "sentinel": options.sentinel,
+        "replicas_ack": options.replicas_ack.unwrap_or(0),
         "faults": faults_done,
         "faults_total": faults_done.values().sum::<u64>(),
         "checker": verdict,
         "offline_recovered_false": offline_not_recovered,
         "caught_up": caught_up,
+        "failover_promotion_secs": spread(&promotions),
+        "failover_rejoin_secs": spread(&rejoins),
+        "failovers_by_the_sentinels_alone": unprompted,
         "passed": failures.is_empty(),
     });
     println!("{summary}");
@@ -259,6 +299,22 @@ fn catch_up(
     false
 }
 
+/// The count, least, mean and most of `times` (null when there are none).
+fn spread(times: &[f64]) -> serde_json::Value {
+    if times.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = times.iter().copied().fold(0.0, f64::max);
+    json!({
+        "count": times.len(),
+        "min": round(min),
+        "mean": round(times.iter().sum::<f64>() / times.len() as f64),
+        "max": round(max),
+    })
+}
+
 /// Resumes of the offline subscribers acked `recovered: false`.
 fn offline_recovered_false(histories: &[Subscriber]) -> u64 {
     histories
@@ -267,4 +323,18 @@ fn offline_recovered_false(histories: &[Subscriber]) -> u64 {
         .flat_map(|h| &h.entries)
         .filter(|e| matches!(e, Entry::Subscribed { resume: Some(r), .. } if !r.recovered))
         .count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_gives_count_min_mean_max_or_null() {
+        assert_eq!(spread(&[]), serde_json::Value::Null);
+        assert_eq!(
+            spread(&[2.0, 1.004, 3.5]),
+            json!({"count": 3, "min": 1.0, "mean": 2.17, "max": 3.5})
+        );
+    }
 }
