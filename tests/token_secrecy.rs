@@ -89,6 +89,16 @@ fn no_token_key_or_signature_reaches_the_log_at_trace() {
         let log = process.stop();
 
         assert!(log.contains("user-1"), "the sub is logged: {log}");
+        let names_sub = match format {
+            "text" => "sub=user-1",
+            _ => r#""sub":"user-1""#,
+        };
+        assert!(
+            log.lines().any(|line| line.contains("request")
+                && line.contains("/topics")
+                && line.contains(names_sub)),
+            "{format}: the REST request line names the token's sub:\n{log}"
+        );
         for secret in secrets(&[good, fresh, forged, expired], &[api_key, SECRET]) {
             assert!(
                 !log.contains(&secret),

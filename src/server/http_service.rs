@@ -58,8 +58,8 @@ struct Awaiting {
 
 /// What the debug log says of a request.
 struct RequestLine {
-    /// Method and path, when debug logging is on.
-    text: Option<(String, String)>,
+    /// Method, path and the token's user, when debug logging is on.
+    text: Option<(String, String, Option<String>)>,
     started: Instant,
 }
 
@@ -109,8 +109,13 @@ impl HttpInput {
             };
             *requests += 1;
             let line = RequestLine {
-                text: log::log_enabled!(log::Level::Debug)
-                    .then(|| (request.method.to_string(), request.path.to_string())),
+                text: log::log_enabled!(log::Level::Debug).then(|| {
+                    // The gate checks the token again for the log line
+                    // alone (at debug only): its `sub`, once verified.
+                    let sub = ctx.rest_context().gate.admit(&request, false).ok();
+                    let sub = sub.and_then(|access| access.sub().map(str::to_owned));
+                    (request.method.to_string(), request.path.to_string(), sub)
+                }),
                 started: Instant::now(),
             };
             let close = !request.keep_alive || draining;
@@ -196,10 +201,11 @@ fn respond(
 }
 
 fn log_request(line: &RequestLine, status: u16, peer: SocketAddr) {
-    if let Some((method, path)) = &line.text {
+    if let Some((method, path, sub)) = &line.text {
         log::debug!(
             method = method.as_str(), path = path.as_str(), status,
-            micros = line.started.elapsed().as_micros() as u64, peer:% = peer;
+            micros = line.started.elapsed().as_micros() as u64, peer:% = peer,
+            sub = sub.as_deref().unwrap_or("-");
             "request"
         );
     }
