@@ -3,8 +3,9 @@
 //! `listening on` line it prints), or `nats-server` with a generated config
 //! file whose WebSocket listener is on a free loopback port; for
 //! `--spawn-cluster N`, a `redis-server` on a free loopback port (no
-//! persistence; for `nemesis`, with an fsynced AOF) and N brokers in cluster mode on it, each waited for until
-//! its `/readyz` says it is ready. Optionally pinned to CPUs. Stopped with
+//! persistence; for `nemesis`, with an fsynced AOF) and N brokers in
+//! cluster mode on it, each waited for until its `/readyz` says it is
+//! ready. Optionally pinned to CPUs. Stopped with
 //! SIGTERM (brokers first, then Redis), then killed after a few seconds;
 //! killed if dropped while running (the run failed).
 
@@ -127,14 +128,7 @@ impl SpawnedServer {
         command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
-        let child = spawn_quiet(command, path, "redis-server", cpus)?;
-        SpawnedServer {
-            child,
-            stop_signal: Signal::SIGTERM,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            _config: None,
-        }
-        .listening(path)
+        SpawnedServer::redis_process(command, path, port, cpus)
     }
 
     /// Starts `redis-server` (`path`) on loopback `port` with an
@@ -166,14 +160,7 @@ impl SpawnedServer {
             .args(["--daemonize", "no", "--dir"])
             .arg(dir)
             .args(extra);
-        let child = spawn_quiet(command, path, "redis-server", None)?;
-        SpawnedServer {
-            child,
-            stop_signal: Signal::SIGTERM,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            _config: None,
-        }
-        .listening(path)
+        SpawnedServer::redis_process(command, path, port, None)
     }
 
     /// Starts `redis-server` (`path`) as a Sentinel (`--sentinel`) with the
@@ -182,7 +169,18 @@ impl SpawnedServer {
     pub fn redis_sentinel(path: &Path, port: u16, conf: &Path) -> Result<SpawnedServer> {
         let mut command = Command::new(path);
         command.arg(conf).arg("--sentinel");
-        let child = spawn_quiet(command, path, "redis-server", None)?;
+        SpawnedServer::redis_process(command, path, port, None)
+    }
+
+    /// Spawns `command` (a `redis-server` at `path`, as a server or a
+    /// sentinel, on loopback `port`) and waits until it listens.
+    fn redis_process(
+        command: Command,
+        path: &Path,
+        port: u16,
+        cpus: Option<&CpuList>,
+    ) -> Result<SpawnedServer> {
+        let child = spawn_quiet(command, path, "redis-server", cpus)?;
         SpawnedServer {
             child,
             stop_signal: Signal::SIGTERM,
