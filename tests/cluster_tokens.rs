@@ -31,17 +31,7 @@ fn disconnect_on_one_node_closes_the_users_connections_on_every_node() {
     for client in alices.iter_mut().chain(bobs.iter_mut()) {
         client.ping("connected");
     }
-    let (status, body) = http_json(
-        cluster.nodes[1].addr(),
-        "POST",
-        "/disconnect",
-        Some(r#"{"sub":"alice"}"#),
-        &[("X-API-Key", "k")],
-    );
-    assert_eq!(
-        (status, body),
-        (200, json!({"status":"disconnected","sub":"alice"}))
-    );
+    disconnect_user(cluster.nodes[1].addr(), "k", "alice");
     for (i, client) in alices.iter_mut().enumerate() {
         let (code, _, seen) = client.read_until_close();
         assert_eq!(code, Some(1008), "node {i}: {seen:?}");

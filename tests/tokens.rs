@@ -453,17 +453,7 @@ fn disconnect_closes_every_connection_of_that_user_and_no_other() {
     for client in &mut alice {
         client.subscribe("news", 0);
     }
-    let (status, body) = http_json(
-        broker.addr,
-        "POST",
-        "/disconnect",
-        Some(r#"{"sub":"alice"}"#),
-        &[("X-API-Key", "k")],
-    );
-    assert_eq!(
-        (status, body),
-        (200, json!({"status":"disconnected","sub":"alice"}))
-    );
+    disconnect_user(broker.addr, "k", "alice");
     for client in &mut alice {
         let (code, _, seen) = client.read_until_close();
         assert_eq!(code, Some(1008));

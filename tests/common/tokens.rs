@@ -124,3 +124,19 @@ pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, u16> 
         Err(e) => panic!("upgrade to {url}: {e}"),
     }
 }
+
+/// `POST /disconnect` of `sub` with the API key `key`, which must answer
+/// 200 `{"status":"disconnected","sub":...}`.
+pub fn disconnect_user(addr: std::net::SocketAddr, key: &str, sub: &str) {
+    let (status, body) = http_json(
+        addr,
+        "POST",
+        "/disconnect",
+        Some(&json!({ "sub": sub }).to_string()),
+        &[("X-API-Key", key)],
+    );
+    assert_eq!(
+        (status, body),
+        (200, json!({"status":"disconnected","sub":sub}))
+    );
+}
