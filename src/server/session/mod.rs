@@ -82,6 +82,15 @@ enum AwaitedRequest {
     },
 }
 
+impl AwaitedRequest {
+    fn topic(&self) -> &str {
+        match self {
+            AwaitedRequest::Publish { topic } => topic,
+            AwaitedRequest::Resume { topic, .. } => topic.name(),
+        }
+    }
+}
+
 impl Session {
     /// A session for the connection `key`, with the access its upgrade
     /// was given (a token's user is known by the broker from now on).
@@ -210,17 +219,23 @@ impl Session {
                         .publish(topic, message, self.key)
                         .map_or(Answer::Due, Answer::Outcome),
                 };
-                let awaited = Awaited {
-                    request: AwaitedRequest::Publish {
-                        topic: topic.clone(),
-                    },
-                    request_id: request_id.map(str::to_owned),
-                    answer,
-                };
-                match awaited.answer {
-                    Answer::Due => self.awaiting.push_back(awaited),
-                    _ if !self.awaiting.is_empty() => self.awaiting.push_back(awaited),
-                    answer => self.reply_to(ctx, awaited.request, request_id, answer, out),
+                // Answered at once unless replies awaited before it must go
+                // first; only then is anything kept (nothing is allocated
+                // for a publish a single broker carries out now).
+                match answer {
+                    Answer::Outcome(outcome) if self.awaiting.is_empty() => {
+                        reply_to_publish(out, topic, request_id, outcome)
+                    }
+                    Answer::Refused(code, why) if self.awaiting.is_empty() => {
+                        reply_error(out, code, why, request_id, Some(topic))
+                    }
+                    answer => self.awaiting.push_back(Awaited {
+                        request: AwaitedRequest::Publish {
+                            topic: topic.clone(),
+                        },
+                        request_id: request_id.map(str::to_owned),
+                        answer,
+                    }),
                 }
             }
             ClientRequest::Auth { .. } => {}
@@ -406,11 +421,8 @@ impl Session {
     ) {
         let outcome = match (answer, &request) {
             (Answer::Outcome(outcome), _) => outcome,
-            (Answer::Refused(code, why), AwaitedRequest::Publish { topic }) => {
-                return reply_error(out, code, why, request_id, Some(topic))
-            }
-            (Answer::Refused(code, why), AwaitedRequest::Resume { topic, .. }) => {
-                return reply_error(out, code, why, request_id, Some(topic.name()))
+            (Answer::Refused(code, why), request) => {
+                return reply_error(out, code, why, request_id, Some(request.topic()))
             }
             (Answer::Due, _) => return,
         };
