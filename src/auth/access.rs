@@ -5,7 +5,6 @@
 //! is a lookup, never a parse.
 
 use super::{Grant, Rights};
-use std::time::SystemTime;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
@@ -62,14 +61,6 @@ impl Access {
     pub fn sub(&self) -> Option<&str> {
         match self {
             Access::Token(grant) => Some(&grant.sub),
-            Access::Full | Access::Pending => None,
-        }
-    }
-
-    /// The token's `exp`.
-    pub fn expires(&self) -> Option<SystemTime> {
-        match self {
-            Access::Token(grant) => Some(grant.expires),
             Access::Full | Access::Pending => None,
         }
     }

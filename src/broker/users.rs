@@ -64,7 +64,8 @@ impl Users {
     }
 
     /// Connections of `sub` on this node.
-    pub fn count(&self, sub: &str) -> usize {
+    #[cfg(test)]
+    fn count(&self, sub: &str) -> usize {
         self.lock().get(sub).map_or(0, Vec::len)
     }
 
