@@ -31,11 +31,12 @@ impl Gate<'_> {
         if self.api_key.is_none() && self.tokens.is_none() {
             return Ok(Access::Full);
         }
-        let key = req
-            .header("X-API-Key")
-            .map(|k| k.to_vec())
-            .or_else(|| upgrade.then(|| req.query_param("api_key").map(String::into_bytes))?);
-        if let Some(key) = key {
+        let header_key = req.header("X-API-Key");
+        let query_key = match header_key {
+            None if upgrade => req.query_param("api_key"),
+            _ => None,
+        };
+        if let Some(key) = header_key.or(query_key.as_deref().map(str::as_bytes)) {
             return match self.api_key {
                 Some(expected) if bool::from(key.ct_eq(expected.as_bytes())) => Ok(Access::Full),
                 _ => Err(refused(401, AuthFailure::Invalid, "wrong API key")),
