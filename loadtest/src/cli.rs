@@ -1,23 +1,31 @@
 //! The command line: which scenario, which servers (running ones by URL,
 //! one per node of a cluster, or a server or a cluster this harness spawns
-//! and stops), where publishers connect, CPU pinning, and output format.
-//! `execute` prepares the process (file limit, timer slack, pinning), runs
-//! the scenario and stops what it spawned. `nemesis`, which starts and
-//! breaks its own cluster, is only parsed here and run by `nemesis::run`.
+//! and stops), TLS (the files for `wss://` URLs, or certificates generated
+//! for spawned servers), where publishers connect, CPU pinning, and output
+//! format. `execute` prepares the process (file limit, timer slack,
+//! pinning), runs the scenario and stops what it spawned. `nemesis`, which
+//! starts and breaks its own cluster, is only parsed here and run by
+//! `nemesis::run`.
 
 use crate::affinity::CpuList;
+use crate::certs::Pki;
 use crate::endpoint::{Endpoint, TargetKind};
 use crate::nemesis::NemesisOptions;
 use crate::nodes::{Nodes, PublishOn};
 use crate::report::Report;
 use crate::run::ServerPids;
-use crate::scenario::{self, ConnsOptions, FanoutOptions, ResumeOptions, SlowOptions};
-use crate::spawn::{self, Spawned, SpawnedServer};
+use crate::scenario::{
+    self, ConnsOptions, FanoutOptions, HandshakeOptions, ResumeOptions, SlowOptions,
+};
+use crate::spawn::{self, ServerTls, Spawned, SpawnedServer};
+use crate::tls;
 use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use rustls::ClientConfig;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Load-test harness for the pubsub broker (and NATS, for comparison).
 #[derive(Debug, Parser)]
@@ -60,6 +68,15 @@ pub enum ScenarioCommand {
         #[command(flatten)]
         options: ResumeOptions,
     },
+    /// Connections set up (TCP, TLS handshake, optionally the WebSocket
+    /// upgrade) and closed, as fast as the server takes them: handshakes
+    /// per second, server CPU per handshake, sessions resumed.
+    Handshakes {
+        #[command(flatten)]
+        server: ServerOptions,
+        #[command(flatten)]
+        options: HandshakeOptions,
+    },
     /// Faults injected from a seed (nodes killed and paused, Redis killed
     /// and restarted from its AOF, Redis pub/sub clients and client
     /// sockets cut) into a cluster it starts, under acked publishers and
@@ -76,10 +93,33 @@ pub struct ServerOptions {
     #[arg(long, value_enum, default_value_t = TargetKind::Pubsub)]
     pub target: TargetKind,
     /// WebSocket URL of a running server (loopback only), e.g.
-    /// ws://127.0.0.1:8080/ws; once per node of a cluster (subscribers are
-    /// spread over them, REST calls go to the first).
+    /// ws://127.0.0.1:8080/ws, or wss://127.0.0.1:8443/ws with --ca-file;
+    /// once per node of a cluster (subscribers are spread over them, REST
+    /// calls go to the first, over https:// for wss://).
     #[arg(long = "url", value_name = "URL", group = "servers")]
     pub urls: Vec<String>,
+    /// wss:// URLs: the PEM certificate of the CA that signed the
+    /// servers' certificates (the only CA trusted).
+    #[arg(long, value_name = "PATH", conflicts_with = "spawning")]
+    pub ca_file: Option<PathBuf>,
+    /// wss:// URLs: a PEM certificate chain to present to servers that
+    /// require client certificates (mutual TLS); with --client-key.
+    #[arg(long, value_name = "PATH", requires_all = ["ca_file", "client_key"])]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, value_name = "PATH", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// With --spawn or --spawn-cluster: serve TLS only, with a CA and a
+    /// server certificate (localhost, 127.0.0.1, ::1) generated for the
+    /// run (pubsub: TLS_CERT_FILE and TLS_KEY_FILE; NATS: tls on its
+    /// WebSocket listener); the harness connects over wss:// and https://.
+    #[arg(long, requires = "spawning")]
+    pub tls: bool,
+    /// With --tls: the servers also require a client certificate signed by
+    /// the generated CA (pubsub: TLS_CLIENT_CA_FILE; NATS: verify), and
+    /// the harness presents one it generated.
+    #[arg(long, requires = "tls")]
+    pub mtls: bool,
     /// Start the server on a free loopback port, and stop it at the end.
     #[arg(long, group = "servers", group = "spawning")]
     pub spawn: bool,
@@ -142,7 +182,8 @@ impl ScenarioCommand {
             ScenarioCommand::Fanout { server, .. }
             | ScenarioCommand::Conns { server, .. }
             | ScenarioCommand::Slow { server, .. }
-            | ScenarioCommand::Resume { server, .. } => Some(server),
+            | ScenarioCommand::Resume { server, .. }
+            | ScenarioCommand::Handshakes { server, .. } => Some(server),
             ScenarioCommand::Nemesis { .. } => None,
         }
     }
@@ -162,7 +203,15 @@ pub fn execute(cli: &Cli) -> Result<Report> {
     // Open-loop pacing wakes on timers; the default 50 µs of slack would
     // show up as send lag.
     let _ = nix::sys::prctl::set_timerslack(1);
-    let spawned = spawn_servers(server)?;
+    // Kept until the servers are stopped.
+    let pki = server.tls.then(|| Pki::generate(server.mtls)).transpose()?;
+    let client_tls = client_tls(server, pki.as_ref())?;
+    let server_tls = pki.as_ref().map(|pki| ServerTls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: server.mtls.then(|| pki.ca.clone()),
+    });
+    let spawned = spawn_servers(server, server_tls.as_ref(), client_tls.as_ref())?;
     let (nodes, pids) = match &spawned {
         Some(spawned) => {
             let path = match server.target {
@@ -172,6 +221,9 @@ pub fn execute(cli: &Cli) -> Result<Report> {
             let mut endpoints = Vec::with_capacity(spawned.servers.len());
             for node in &spawned.servers {
                 let mut endpoint = Endpoint::local(server.target, node.addr, path)?;
+                if let Some(config) = &client_tls {
+                    endpoint = endpoint.with_tls(config)?;
+                }
                 endpoint.api_key = server.api_key.clone();
                 endpoint.token = server.token.clone();
                 endpoints.push(endpoint);
@@ -187,8 +239,12 @@ pub fn execute(cli: &Cli) -> Result<Report> {
                 .urls
                 .iter()
                 .map(|url| {
-                    let mut endpoint =
-                        Endpoint::from_url(server.target, url, server.api_key.clone())?;
+                    let mut endpoint = Endpoint::from_url(
+                        server.target,
+                        url,
+                        server.api_key.clone(),
+                        client_tls.as_ref(),
+                    )?;
                     endpoint.token = server.token.clone();
                     Ok(endpoint)
                 })
@@ -209,12 +265,32 @@ pub fn execute(cli: &Cli) -> Result<Report> {
         ScenarioCommand::Conns { options, .. } => scenario::conns(&nodes, options, &pids),
         ScenarioCommand::Slow { options, .. } => scenario::slow(&nodes, options, &pids),
         ScenarioCommand::Resume { options, .. } => scenario::resume(&nodes, options, &pids),
+        ScenarioCommand::Handshakes { options, .. } => scenario::handshakes(&nodes, options, &pids),
         ScenarioCommand::Nemesis { .. } => unreachable!("refused above"),
     };
     if let Some(spawned) = spawned {
         spawned.stop();
     }
+    drop(pki);
     report
+}
+
+/// The TLS client configuration: for servers spawned with `--tls`, the
+/// generated CA (and client certificate, `--mtls`); for `--url`, the
+/// `--ca-file` (and `--client-cert`, `--client-key`); none for plain
+/// servers.
+fn client_tls(server: &ServerOptions, pki: Option<&Pki>) -> Result<Option<Arc<ClientConfig>>> {
+    if let Some(pki) = pki {
+        return tls::client_config(&pki.ca, pki.client_identity()).map(Some);
+    }
+    let Some(ca) = &server.ca_file else {
+        return Ok(None);
+    };
+    let identity = server
+        .client_cert
+        .as_deref()
+        .zip(server.client_key.as_deref());
+    tls::client_config(ca, identity).map(Some)
 }
 
 /// Refuses, before anything is started, servers that cannot be tested as
@@ -248,8 +324,17 @@ fn check_servers(server: &ServerOptions) -> Result<()> {
     server.publish_on.check(nodes)
 }
 
-/// Starts what `--spawn` or `--spawn-cluster` asks for, if either does.
-fn spawn_servers(server: &ServerOptions) -> Result<Option<Spawned>> {
+/// Starts what `--spawn` or `--spawn-cluster` asks for, if either does,
+/// serving TLS with `tls` (and asked whether ready with `client_tls`).
+fn spawn_servers(
+    server: &ServerOptions,
+    tls: Option<&ServerTls>,
+    client_tls: Option<&Arc<ClientConfig>>,
+) -> Result<Option<Spawned>> {
+    let mut env = server.env.clone();
+    if let Some(tls) = tls {
+        env.extend(tls.pubsub_env());
+    }
     if !server.spawn && server.spawn_cluster.is_none() {
         return Ok(None);
     }
@@ -275,18 +360,16 @@ fn spawn_servers(server: &ServerOptions) -> Result<Option<Spawned>> {
             &broker()?,
             &redis,
             nodes,
-            &server.env,
+            &env,
             server.server_cpus.as_ref(),
+            client_tls,
         )?;
         return Ok(Some(spawned));
     }
     let spawned = match server.target {
-        TargetKind::Pubsub => SpawnedServer::pubsub(
-            &broker()?,
-            &server.env,
-            server.server_cpus.as_ref(),
-            "broker",
-        )?,
+        TargetKind::Pubsub => {
+            SpawnedServer::pubsub(&broker()?, &env, server.server_cpus.as_ref(), "broker")?
+        }
         TargetKind::Nats => {
             if !server.env.is_empty() {
                 bail!("--env applies to the pubsub broker only");
@@ -295,7 +378,7 @@ fn spawn_servers(server: &ServerOptions) -> Result<Option<Spawned>> {
                 .broker
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("nats-server"));
-            SpawnedServer::nats(&path, server.server_cpus.as_ref())
+            SpawnedServer::nats(&path, server.server_cpus.as_ref(), tls)
                 .context("starting nats-server")?
         }
     };

@@ -1,16 +1,19 @@
 //! Opening a client connection, blocking and bounded by a deadline: the TCP
 //! connect (from a chosen loopback source address, with a chosen receive
-//! buffer), the WebSocket upgrade written by hand, then the first exchange
-//! that makes it a subscriber or a publisher (pubsub: `subscribe` and its
-//! ack; NATS: `CONNECT`, `SUB`, `PING` and the `PONG` that proves the `SUB`
-//! was applied). The socket and any bytes already read past that exchange
-//! are then handed to an event loop.
+//! buffer), for `wss://` the TLS handshake, the WebSocket upgrade written
+//! by hand, then the first exchange that makes it a subscriber or a
+//! publisher (pubsub: `subscribe` and its ack; NATS: `CONNECT`, `SUB`,
+//! `PING` and the `PONG` that proves the `SUB` was applied). The socket,
+//! its TLS state and any bytes already read past that exchange are then
+//! handed to an event loop (see [`crate::tls`] for why set-up blocks).
 
 use crate::endpoint::{Endpoint, TargetKind};
 use crate::nats::{self, NatsEvent, NatsParser};
+use crate::tls::BlockingStream;
 use crate::wire;
 use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 use anyhow::{anyhow, bail, Context, Result};
+use rustls::ClientConnection;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -30,6 +33,8 @@ pub struct SocketOptions {
 #[derive(Debug)]
 pub struct Opened {
     pub stream: TcpStream,
+    /// `wss://`: the TLS session, past its handshake.
+    pub tls: Option<Box<ClientConnection>>,
     /// Bytes received after the setup exchange, not yet parsed.
     pub unread: Vec<u8>,
     /// NATS only: the parser, with any partial message it holds.
@@ -88,10 +93,10 @@ pub fn open_publisher(endpoint: &Endpoint, deadline: Instant) -> Result<Opened> 
     }
 }
 
-/// A WebSocket over a blocking socket, for the setup exchange only
+/// A WebSocket over a blocking connection, for the setup exchange only
 /// (it allocates freely; the event loop does not).
 struct BlockingWs {
-    stream: TcpStream,
+    stream: BlockingStream,
     /// Received bytes not yet consumed.
     buf: Vec<u8>,
     deadline: Instant,
@@ -99,7 +104,7 @@ struct BlockingWs {
 
 impl BlockingWs {
     fn open(endpoint: &Endpoint, options: SocketOptions, deadline: Instant) -> Result<BlockingWs> {
-        let stream = tcp_connect(endpoint.addr, options, deadline)?;
+        let stream = connect(endpoint, options, deadline)?;
         let mut ws = BlockingWs {
             stream,
             buf: Vec::with_capacity(1024),
@@ -109,22 +114,16 @@ impl BlockingWs {
         Ok(ws)
     }
 
-    fn remaining(&self) -> Result<std::time::Duration> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            bail!("setup deadline passed");
-        }
-        Ok(left)
-    }
-
     fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        self.stream.set_write_timeout(Some(self.remaining()?))?;
+        let left = remaining(self.deadline)?;
+        self.stream.socket().set_write_timeout(Some(left))?;
         self.stream.write_all(bytes).context("write")
     }
 
     /// Reads more bytes into `buf`; EOF is an error here.
     fn fill(&mut self) -> Result<()> {
-        self.stream.set_read_timeout(Some(self.remaining()?))?;
+        let left = remaining(self.deadline)?;
+        self.stream.socket().set_read_timeout(Some(left))?;
         let mut chunk = [0u8; 16 << 10];
         loop {
             match self.stream.read(&mut chunk) {
@@ -218,13 +217,43 @@ impl BlockingWs {
     }
 
     fn into_opened(self, nats: Option<NatsParser>) -> Opened {
+        let mut unread = self.buf;
+        let (stream, tls) = self.stream.into_parts(&mut unread);
         Opened {
-            stream: self.stream,
-            unread: self.buf,
+            stream,
+            tls,
+            unread,
             nats,
             subscribe_ack: None,
         }
     }
+}
+
+/// The time left before `deadline`; an error once it has passed.
+fn remaining(deadline: Instant) -> Result<std::time::Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        bail!("setup deadline passed");
+    }
+    Ok(left)
+}
+
+/// A blocking connection to `endpoint`: TCP, and for `wss://` the TLS
+/// handshake, done by `deadline`.
+pub fn connect(
+    endpoint: &Endpoint,
+    options: SocketOptions,
+    deadline: Instant,
+) -> Result<BlockingStream> {
+    let socket = tcp_connect(endpoint.addr, options, deadline)?;
+    let Some(tls) = &endpoint.tls else {
+        return Ok(BlockingStream::Plain(socket));
+    };
+    let left = remaining(deadline)?;
+    socket.set_read_timeout(Some(left))?;
+    socket.set_write_timeout(Some(left))?;
+    BlockingStream::handshake(socket, tls)
+        .with_context(|| format!("TLS handshake with {}", endpoint.addr))
 }
 
 /// The HTTP upgrade request for `endpoint`, and the `Sec-WebSocket-Key` it

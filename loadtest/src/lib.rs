@@ -27,10 +27,12 @@
 //!   loopback-only target address.
 
 pub mod affinity;
+pub mod certs;
 pub mod cli;
 pub mod connect;
 pub mod endpoint;
 pub mod event_loop;
+pub mod handshakes;
 pub mod nats;
 pub mod nemesis;
 pub mod nodes;
@@ -45,5 +47,6 @@ pub mod slow_consumers;
 pub mod spawn;
 pub mod sysstat;
 pub mod tally;
+pub mod tls;
 pub mod wire;
 pub mod wsframe;

@@ -40,6 +40,63 @@ impl Percentiles {
     }
 }
 
+/// `handshakes`: connections set up (TCP, TLS, and the upgrade if asked)
+/// and closed at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandshakeOutcome {
+    /// Over TLS (`wss://`), or TCP alone (`ws://`).
+    pub tls: bool,
+    /// Each connection also upgraded to WebSocket (`--upgrade`).
+    pub upgrade: bool,
+    /// Sessions resumed when they could be (`--resume`).
+    pub resume: bool,
+    /// Connections set up, and per second of the run.
+    pub completed: u64,
+    pub completed_per_sec: f64,
+    /// TLS handshakes that resumed a session (rustls's `handshake_kind`).
+    pub resumed: u64,
+    /// CPU time per connection set up, in µs: the servers' (summed over a
+    /// cluster's nodes) and the harness's, over the whole run.
+    pub server_cpu_us_per_handshake: Option<f64>,
+    pub harness_cpu_us_per_handshake: Option<f64>,
+}
+
+impl HandshakeOutcome {
+    pub fn new(outcome: &Outcome, tls: bool, upgrade: bool, resume: bool) -> HandshakeOutcome {
+        let completed = outcome.tally.connected;
+        let secs = outcome.measured_secs;
+        let per_handshake = |pct: Option<f64>| {
+            (completed > 0).then_some(pct? / 100.0 * secs * 1e6 / completed as f64)
+        };
+        HandshakeOutcome {
+            tls,
+            upgrade,
+            resume,
+            completed,
+            completed_per_sec: completed as f64 / secs.max(f64::MIN_POSITIVE),
+            resumed: outcome.tally.resumed_handshakes,
+            server_cpu_us_per_handshake: per_handshake(outcome.server_cpu_pct),
+            harness_cpu_us_per_handshake: per_handshake(outcome.harness_cpu_pct),
+        }
+    }
+
+    /// What a run of connections of this kind set up: `TLS handshake`,
+    /// `TCP connect`, `+ upgrade`, `(resuming)`.
+    fn kind(&self) -> String {
+        let mut kind = String::from(match self.tls {
+            true => "TLS handshake",
+            false => "TCP connect",
+        });
+        if self.upgrade {
+            kind.push_str(" + upgrade");
+        }
+        if self.resume {
+            kind.push_str(", resuming");
+        }
+        kind
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
@@ -95,6 +152,9 @@ pub struct Report {
     /// `seq` once (set by the scenario, which asks the broker for each
     /// topic's last `seq`).
     pub resume: Option<ResumeOutcome>,
+    /// `handshakes`: how many, how fast, how many resumed, CPU per
+    /// handshake (set by the scenario).
+    pub handshakes: Option<HandshakeOutcome>,
 }
 
 impl Report {
@@ -153,7 +213,14 @@ impl Report {
             redis_cpu_pct: outcome.redis_cpu_pct,
             slow: outcome.slow,
             resume: None,
+            handshakes: None,
         }
+    }
+
+    /// Whether the scenario publishes (`fanout`, `slow`, `resume`), or
+    /// only connects (`conns`, `handshakes`).
+    fn publishes(&self) -> bool {
+        !matches!(self.scenario, "conns" | "handshakes")
     }
 
     /// Why the run fails, if it does: `fanout`, `slow` and `resume` must
@@ -162,7 +229,8 @@ impl Report {
     /// reply and every scheduled message sent (`resume`: except what the
     /// broker said a resume could not recover; and see
     /// [`ResumeOutcome::failures`]); `conns` must set up and hold every
-    /// connection. Empty if the run passed.
+    /// connection, `handshakes` set up every one it started and, with
+    /// `--resume`, resume at least one session. Empty if the run passed.
     pub fn failures(&self) -> Vec<String> {
         let mut failures = Vec::new();
         let mut fail_if = |failed: bool, why: String| {
@@ -170,7 +238,7 @@ impl Report {
                 failures.push(why);
             }
         };
-        if self.scenario == "conns" {
+        if !self.publishes() {
             let asked = self.connections + self.connect_failures;
             fail_if(self.connections == 0, "no connection was set up".into());
             fail_if(
@@ -180,6 +248,14 @@ impl Report {
                     self.connect_failures
                 ),
             );
+            if let Some(handshakes) = &self.handshakes {
+                fail_if(
+                    handshakes.resume && handshakes.completed > 0 && handshakes.resumed == 0,
+                    "--resume, but no handshake resumed a session: the server gave no \
+                     usable ticket or session ID"
+                        .into(),
+                );
+            }
         } else {
             fail_if(
                 self.published == 0,
@@ -267,7 +343,7 @@ impl Report {
             ),
             ("measured window", format!("{:.1} s", self.measured_secs)),
         ];
-        if self.scenario != "conns" {
+        if self.publishes() {
             rows.extend([
                 (
                     "published",
@@ -353,6 +429,34 @@ impl Report {
                 format!("{total} ({per:.1} messages each)")
                     + &self.per_node(|n| n.backplane_round_trips.map(|r| r.to_string())),
             ));
+        }
+        if let Some(handshakes) = &self.handshakes {
+            let cpu = |us: Option<f64>| optional(us.map(|us| format!("{us:.0} µs")));
+            rows.extend([
+                (
+                    "handshakes",
+                    format!(
+                        "{} ({:.0}/s; {})",
+                        handshakes.completed,
+                        handshakes.completed_per_sec,
+                        handshakes.kind()
+                    ),
+                ),
+                (
+                    "CPU per handshake",
+                    format!(
+                        "server {}, harness {}",
+                        cpu(handshakes.server_cpu_us_per_handshake),
+                        cpu(handshakes.harness_cpu_us_per_handshake)
+                    ),
+                ),
+            ]);
+            if handshakes.resume {
+                rows.push((
+                    "resumed",
+                    format!("{} of {}", handshakes.resumed, handshakes.completed),
+                ));
+            }
         }
         if let Some(per) = self.server_kib_per_connection {
             rows.push(("server KiB per connection", format!("{per:.1}")));

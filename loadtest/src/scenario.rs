@@ -1,19 +1,22 @@
-//! The four scenarios as library functions: their options (also the
-//! command line's, through clap) and how each turns into a run [`Plan`] and
-//! a [`Report`]. Each takes the servers' endpoints (one broker, or a
+//! The five scenarios as library functions: their options (also the
+//! command line's, through clap) and how each turns into a run [`Plan`]
+//! (`handshakes`: per-thread [`handshakes::ThreadPlan`]s) and a
+//! [`Report`]. Each takes the servers' endpoints (one broker, or a
 //! cluster's nodes), so a test can point one at a broker it started
 //! in-process.
 
 use crate::endpoint::TargetKind;
 use crate::event_loop::Pacing;
+use crate::handshakes::{self, ThreadPlan};
 use crate::nodes::Nodes;
-use crate::report::Report;
+use crate::report::{HandshakeOutcome, Report};
 use crate::rest;
 use crate::resume::{ResumeOutcome, ResumePlan};
 use crate::run::{self, Plan, ServerPids};
+use crate::tls::{self, TlsTarget};
 use anyhow::{anyhow, bail, Result};
 use clap::builder::RangedU64ValueParser;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Options every scenario has.
 #[derive(Debug, Clone, clap::Args)]
@@ -158,6 +161,38 @@ pub struct ResumeOptions {
     pub run: RunOptions,
 }
 
+/// `handshakes`: connections set up and closed at once, as fast as the
+/// server takes them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HandshakeOptions {
+    /// Seconds to open connections for (more than 0); those in flight
+    /// then finish.
+    #[arg(long, default_value_t = 5.0, value_parser = window_arg)]
+    pub duration: f64,
+    /// Connections to open at most, in all.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Connections in flight at once, per thread.
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
+    pub concurrency: usize,
+    /// Event-loop threads in the harness.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one())]
+    pub threads: usize,
+    /// Also upgrade each connection to WebSocket (up to its 101) before
+    /// closing it.
+    #[arg(long)]
+    pub upgrade: bool,
+    /// Resume TLS sessions (TLS 1.3 tickets, TLS 1.2 session IDs or
+    /// tickets) from one in-memory cache; the report says how many were
+    /// resumed. wss:// only.
+    #[arg(long)]
+    pub resume: bool,
+    /// Seconds a connection may take to be set up before it counts as
+    /// failed (more than 0).
+    #[arg(long, default_value_t = 5.0, value_parser = window_arg)]
+    pub timeout: f64,
+}
+
 /// Connections per source address before another one is used.
 const CONNECTIONS_PER_SOURCE_ADDR: usize = 20_000;
 
@@ -276,6 +311,47 @@ pub fn resume(nodes: &Nodes, options: &ResumeOptions, pids: &ServerPids) -> Resu
     );
     let mut report = Report::new("resume", nodes.kind(), outcome, true);
     report.resume = Some(resume);
+    Ok(report)
+}
+
+pub fn handshakes(nodes: &Nodes, options: &HandshakeOptions, pids: &ServerPids) -> Result<Report> {
+    let mut endpoints = nodes.endpoints().to_vec();
+    let tls = endpoints[0].tls.clone();
+    if options.resume {
+        let Some(TlsTarget { config, .. }) = &tls else {
+            bail!("--resume resumes TLS sessions: give wss:// URLs, or --spawn --tls");
+        };
+        // One session cache for every connection of the run.
+        let resuming = tls::with_resumption(config);
+        for endpoint in &mut endpoints {
+            if let Some(tls) = &mut endpoint.tls {
+                tls.config = resuming.clone();
+            }
+        }
+    }
+    let duration = window("--duration", options.duration)?;
+    let timeout = window("--timeout", options.timeout)?;
+    let threads = options.threads.max(1);
+    let deadline = Instant::now() + duration;
+    let plans: Vec<ThreadPlan> = (0..threads)
+        .map(|thread| ThreadPlan {
+            endpoints: endpoints.clone(),
+            thread,
+            threads,
+            quota: options.count / threads as u64
+                + u64::from((thread as u64) < options.count % threads as u64),
+            concurrency: options.concurrency.max(1),
+            upgrade: options.upgrade,
+            resume: options.resume,
+            deadline,
+            timeout,
+        })
+        .collect();
+    let outcome = handshakes::run(&plans, pids)?;
+    let handshakes =
+        HandshakeOutcome::new(&outcome, tls.is_some(), options.upgrade, options.resume);
+    let mut report = Report::new("handshakes", nodes.kind(), outcome, false);
+    report.handshakes = Some(handshakes);
     Ok(report)
 }
 

@@ -7,6 +7,7 @@
 use crate::connect::{self, Opened, SocketOptions};
 use crate::nats::NatsEvent;
 use crate::nodes::Nodes;
+use crate::tls::BlockingStream;
 use crate::wire;
 use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_TEXT};
 use anyhow::Result;
@@ -91,14 +92,16 @@ struct Fate {
 
 fn read_one(connection: Opened) -> Fate {
     let Opened {
-        mut stream,
+        stream,
+        tls,
         unread: mut buf,
         nats,
         ..
     } = connection;
+    let mut stream = BlockingStream::from_parts(stream, tls);
     let mut nats = nats;
     let mut fate = Fate::default();
-    if stream.set_read_timeout(Some(QUIET)).is_err() {
+    if stream.socket().set_read_timeout(Some(QUIET)).is_err() {
         return fate;
     }
     let limit = Instant::now() + READ_OUT_LIMIT;

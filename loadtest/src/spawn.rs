@@ -1,7 +1,9 @@
 //! Starting and stopping the servers under test: for `--spawn`, the pubsub
 //! broker binary on `127.0.0.1:0` (its address read from the
 //! `listening on` line it prints), or `nats-server` with a generated config
-//! file whose WebSocket listener is on a free loopback port; for
+//! file whose WebSocket listener is on a free loopback port (with `--tls`,
+//! its `tls` block; pubsub gets `TLS_CERT_FILE` and the rest through its
+//! environment, from [`ServerTls::pubsub_env`]); for
 //! `--spawn-cluster N`, a `redis-server` on a free loopback port (no
 //! persistence; for `nemesis`, with an fsynced AOF) and N brokers in
 //! cluster mode on it, each waited for until its `/readyz` says it is
@@ -15,17 +17,63 @@ use crate::rest;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rustls::ClientConfig;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// How long a server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a server may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TLS for spawned servers: their certificate chain and key, and for
+/// mutual TLS the CA their clients' certificates must be signed by.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ServerTls {
+    /// The pubsub broker's settings: `TLS_CERT_FILE`, `TLS_KEY_FILE` and,
+    /// for mutual TLS, `TLS_CLIENT_CA_FILE`.
+    pub fn pubsub_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("TLS_CERT_FILE".to_string(), path_text(&self.cert)),
+            ("TLS_KEY_FILE".to_string(), path_text(&self.key)),
+        ];
+        if let Some(ca) = &self.client_ca {
+            env.push(("TLS_CLIENT_CA_FILE".to_string(), path_text(ca)));
+        }
+        env
+    }
+
+    /// The `tls` block of a NATS `websocket` listener.
+    fn nats_block(&self) -> String {
+        let mut block = format!(
+            "  tls {{\n    cert_file: {:?}\n    key_file: {:?}\n",
+            path_text(&self.cert),
+            path_text(&self.key)
+        );
+        if let Some(ca) = &self.client_ca {
+            block.push_str(&format!(
+                "    ca_file: {:?}\n    verify: true\n",
+                path_text(ca)
+            ));
+        }
+        block.push_str("  }\n");
+        block
+    }
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
 
 /// A server process this harness started; killed if dropped while running.
 pub struct SpawnedServer {
@@ -101,11 +149,19 @@ impl SpawnedServer {
     }
 
     /// Starts `nats-server` (`path`) with a config file that serves
-    /// WebSocket, without TLS, on a free loopback port.
-    pub fn nats(path: &Path, cpus: Option<&CpuList>) -> Result<SpawnedServer> {
+    /// WebSocket on a free loopback port, over TLS with `tls`.
+    pub fn nats(
+        path: &Path,
+        cpus: Option<&CpuList>,
+        tls: Option<&ServerTls>,
+    ) -> Result<SpawnedServer> {
         let ws_port = free_loopback_port()?;
+        let security = match tls {
+            Some(tls) => tls.nats_block(),
+            None => "  no_tls: true\n".to_string(),
+        };
         let config = ConfigFile::create(&format!(
-            "host: 127.0.0.1\nport: -1\nwebsocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}\n"
+            "host: 127.0.0.1\nport: -1\nwebsocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n{security}}}\n"
         ))?;
         let mut command = Command::new(path);
         command.arg("-c").arg(&config.path);
@@ -251,13 +307,15 @@ impl Spawned {
     /// Starts `redis` (the `redis-server` binary), then `nodes` brokers
     /// (`broker`) in cluster mode on it, each with `REDIS_URL`,
     /// `NODE_ID=n0`, `n1`, ... and `env`, and waits until every node is
-    /// ready. Everything is pinned to `cpus`, if given.
+    /// ready (asking over `https://` with `client_tls`, for brokers that
+    /// `env` puts behind TLS). Everything is pinned to `cpus`, if given.
     pub fn cluster(
         broker: &Path,
         redis: &Path,
         nodes: usize,
         env: &[(String, String)],
         cpus: Option<&CpuList>,
+        client_tls: Option<&Arc<ClientConfig>>,
     ) -> Result<Spawned> {
         if let Some((key, _)) = env.iter().find(|(k, _)| k == "REDIS_URL" || k == "NODE_ID") {
             bail!("--spawn-cluster sets {key} itself: leave it out of --env");
@@ -286,10 +344,11 @@ impl Spawned {
         }
         let deadline = Instant::now() + START_TIMEOUT;
         for node in &spawned.servers {
-            rest::wait_ready(
-                &Endpoint::local(TargetKind::Pubsub, node.addr, "/ws")?,
-                deadline,
-            )?;
+            let mut endpoint = Endpoint::local(TargetKind::Pubsub, node.addr, "/ws")?;
+            if let Some(config) = client_tls {
+                endpoint = endpoint.with_tls(config)?;
+            }
+            rest::wait_ready(&endpoint, deadline)?;
         }
         Ok(spawned)
     }

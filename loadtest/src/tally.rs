@@ -1,7 +1,7 @@
 //! What one event-loop thread counted and measured over a run, merged
 //! across threads at the end: latency histograms, delivery and order
-//! counts, connection set-up results, disconnects and errors by kind, and
-//! (`resume`) drops and resumes.
+//! counts, connection set-up results, disconnects and errors by kind,
+//! (`resume`) drops and resumes, and (`handshakes`) resumed TLS sessions.
 
 use crate::resume::ResumeTally;
 use hdrhistogram::Histogram;
@@ -51,6 +51,8 @@ pub struct Tally {
     pub unwritten_bytes: u64,
     /// `resume`: drops, resumes and the subscribers' streams.
     pub resume: ResumeTally,
+    /// `handshakes`: TLS handshakes that resumed a session.
+    pub resumed_handshakes: u64,
 }
 
 impl Default for Tally {
@@ -74,6 +76,7 @@ impl Default for Tally {
             unsent: 0,
             unwritten_bytes: 0,
             resume: ResumeTally::default(),
+            resumed_handshakes: 0,
         }
     }
 }
@@ -137,5 +140,6 @@ impl Tally {
         self.unsent += other.unsent;
         self.unwritten_bytes += other.unwritten_bytes;
         self.resume.merge(other.resume);
+        self.resumed_handshakes += other.resumed_handshakes;
     }
 }

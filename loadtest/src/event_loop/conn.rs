@@ -1,5 +1,6 @@
-//! One connection's state: its socket, read carry and fragment buffers,
-//! output buffer and its flushing, its role (subscriber or publisher) and,
+//! One connection's state: its socket and, for `wss://`, its TLS session,
+//! read carry and fragment buffers, output buffer and its flushing
+//! (through TLS or not: one branch), its role (subscriber or publisher) and,
 //! while a resuming subscriber reconnects, its handshake step; also the
 //! thread's schedule of resume drops. It must not reach the loop thread or
 //! [`super::Shared`]: it imports no sibling, and everything above uses it.
@@ -8,7 +9,9 @@ use crate::connect;
 use crate::nats::NatsParser;
 use crate::resume::ResumeStream;
 use crate::sequence::SequenceCheck;
-use crate::wsframe::{self, OP_TEXT};
+use crate::tls;
+use crate::wsframe::{self, OP_CLOSE, OP_TEXT};
+use rustls::ClientConnection;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, ErrorKind, Write};
@@ -45,6 +48,8 @@ impl DropQueue {
 
 pub(super) struct Conn {
     pub(super) stream: mio::net::TcpStream,
+    /// `wss://`: the TLS session every byte goes through.
+    pub(super) tls: Option<Box<ClientConnection>>,
     pub(super) role: Role,
     /// A frame that the last read cut short.
     pub(super) carry: Vec<u8>,
@@ -156,15 +161,25 @@ impl Conn {
         self.out.len() - self.out_written
     }
 
-    /// Writes pending output until done or the socket is full.
+    /// Writes pending output until done or the socket is full (over TLS:
+    /// until rustls has taken it all and written its records, or the
+    /// socket is full).
     pub(super) fn flush(&mut self) -> io::Result<()> {
-        while self.out_written < self.out.len() {
-            match self.stream.write(&self.out[self.out_written..]) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+        match self.tls.as_deref_mut() {
+            None => {
+                while self.out_written < self.out.len() {
+                    match self.stream.write(&self.out[self.out_written..]) {
+                        Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                        Ok(n) => self.out_written += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Some(tls) => {
+                self.out_written +=
+                    tls::write(tls, &mut self.stream, &self.out[self.out_written..])?;
             }
         }
         if self.out_written == self.out.len() {
@@ -175,6 +190,22 @@ impl Conn {
             self.out_written = 0;
         }
         Ok(())
+    }
+}
+
+impl Conn {
+    /// Replaces any pending output by a close frame with `code` (over TLS,
+    /// followed by close_notify) and writes what the socket takes: a clean
+    /// close, best effort.
+    pub(super) fn send_close(&mut self, code: u16) {
+        self.out.clear();
+        self.out_written = 0;
+        wsframe::append_client_frame(&mut self.out, OP_CLOSE, &code.to_be_bytes());
+        let _ = self.flush();
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.send_close_notify();
+            let _ = tls::write_pending(tls, &mut self.stream);
+        }
     }
 }
 

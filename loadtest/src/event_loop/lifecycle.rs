@@ -1,14 +1,14 @@
 //! A connection's life on the loop thread: opening and registering it
 //! before the run, a resuming subscriber's reconnect (non-blocking connect,
-//! then the upgrade request), writing, closing and reaping. It must not
-//! parse received bytes (`receive`) or generate publishes (`publish`).
+//! then, over TLS, a new session whose handshake goes out with the upgrade
+//! request), writing, closing and reaping. It must not parse received
+//! bytes (`receive`) or generate publishes (`publish`).
 
 use super::conn::{io_reason, Conn, Handshake, Publisher, Role, Subscriber};
 use super::{ConnSpec, LoopPlan, LoopThread};
 use crate::connect::{self, Opened, SocketOptions};
 use crate::resume::ResumeStream;
 use crate::sequence::SequenceCheck;
-use crate::wsframe::{self, OP_CLOSE};
 use mio::{Interest, Token};
 use std::io;
 use std::sync::atomic::Ordering;
@@ -63,6 +63,7 @@ impl LoopThread {
     fn register(&mut self, spec: ConnSpec, opened: Opened) -> io::Result<()> {
         let Opened {
             stream,
+            tls,
             unread,
             nats,
             subscribe_ack,
@@ -112,6 +113,7 @@ impl LoopThread {
         };
         self.conns.push(Some(Conn {
             stream,
+            tls,
             role,
             carry: unread,
             fragments: Vec::new(),
@@ -144,29 +146,35 @@ impl LoopThread {
         // Resumes on the next node (the same one, against one server).
         *node = self.nodes.next_node(*node);
         let next = *node;
-        let addr = self.nodes.endpoints()[next].addr;
+        let endpoint = &self.nodes.endpoints()[next];
         if stream.reconnect(now_ns, &mut self.tally.resume) {
             // SO_LINGER 0: closing the socket resets the connection.
             let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
         } else {
-            conn.out.clear();
-            conn.out_written = 0;
-            wsframe::append_client_frame(&mut conn.out, OP_CLOSE, &1000u16.to_be_bytes());
-            let _ = conn.flush();
+            conn.send_close(1000);
         }
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        let connected = mio::net::TcpStream::connect(addr).and_then(|mut stream| {
+        // Over TLS, a new session: its handshake runs on this loop as
+        // the upgrade request is written (see `write_connection`).
+        let tls = endpoint
+            .tls
+            .as_ref()
+            .map(|tls| tls.connection())
+            .transpose();
+        let connected = tls.and_then(|tls| {
+            let mut stream = mio::net::TcpStream::connect(endpoint.addr)?;
             self.poll.registry().register(
                 &mut stream,
                 Token(index),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(stream)
+            Ok((stream, tls))
         });
         match connected {
-            Ok(stream) => {
+            Ok((stream, tls)) => {
                 // The old socket is closed here.
                 conn.stream = stream;
+                conn.tls = tls.map(Box::new);
                 conn.carry.clear();
                 conn.fragments.clear();
                 conn.in_fragmented_message = false;

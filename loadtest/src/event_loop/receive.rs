@@ -1,10 +1,11 @@
 //! The receive path: draining a connection's socket into the thread's
-//! scratch buffer, finishing a reconnect's upgrade, parsing WebSocket
-//! frames, and handling each message (pubsub JSON or NATS): deliveries
-//! (order check, counts, latency), acks, errors, pings. It must not
-//! allocate once buffers have grown, must not write to [`super::Shared`]
-//! (progress goes out once per turn, in `record`), and writes to a socket
-//! only to answer a ping or a close.
+//! scratch buffer (decrypted on the way, for `wss://`), finishing a
+//! reconnect's upgrade, parsing WebSocket frames, and handling each
+//! message (pubsub JSON or NATS): deliveries (order check, counts,
+//! latency), acks, errors, pings. It must not allocate once buffers have
+//! grown, must not write to [`super::Shared`] (progress goes out once per
+//! turn, in `record`), and writes to a socket only to answer a ping, a
+//! close, or the TLS layer (handshake messages, alerts, key updates).
 
 use super::conn::{io_reason, Conn, DropQueue, Handshake, Role, Subscriber};
 use super::{LoopThread, Window, READ_CHUNK};
@@ -13,6 +14,7 @@ use crate::nats::{self, NatsEvent, NatsParser};
 use crate::probe::ProbeFinder;
 use crate::sequence::Arrival;
 use crate::tally::Tally;
+use crate::tls;
 use crate::wire;
 use crate::wsframe::{self, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 use std::io::{ErrorKind, Read};
@@ -56,14 +58,20 @@ impl LoopThread {
             self.scratch[..carried].copy_from_slice(&conn.carry);
             let mut drained = false;
             let filled = if from_socket {
-                match conn.stream.read(&mut self.scratch[carried..]) {
-                    Ok(0) => break Some("eof".to_string()),
-                    Ok(n) => {
-                        // A short read emptied the socket: skip the read
-                        // that would only say WouldBlock. Data arriving
-                        // later raises a new edge (epoll signals every
-                        // arrival), as tokio also relies on.
-                        drained = carried + n < self.scratch.len();
+                let buf = &mut self.scratch[carried..];
+                // A short read emptied the socket: skip the read that
+                // would only say WouldBlock. Data arriving later raises a
+                // new edge (epoll signals every arrival), as tokio also
+                // relies on. Over TLS, `tls::read` says when the socket
+                // is empty.
+                let read = match conn.tls.as_deref_mut() {
+                    None => conn.stream.read(buf).map(|n| (n, n < buf.len())),
+                    Some(tls) => tls::read(tls, &mut conn.stream, buf),
+                };
+                match read {
+                    Ok((0, _)) => break Some("eof".to_string()),
+                    Ok((n, empty)) => {
+                        drained = empty;
                         carried + n
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break None,

@@ -8,7 +8,6 @@ use super::conn::{Conn, Role, Subscriber};
 use super::publish::planned_messages;
 use super::{LoopThread, Pacing, Shared};
 use crate::tally::Tally;
-use crate::wsframe::{self, OP_CLOSE};
 use std::sync::atomic::Ordering;
 
 impl LoopThread {
@@ -89,10 +88,7 @@ impl LoopThread {
                 }
             }
             if conn.open && conn.handshake.is_none() {
-                conn.out.clear();
-                conn.out_written = 0;
-                wsframe::append_client_frame(&mut conn.out, OP_CLOSE, &1000u16.to_be_bytes());
-                let _ = conn.flush();
+                conn.send_close(1000);
             }
         }
         self.tally
