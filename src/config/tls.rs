@@ -121,11 +121,13 @@ impl TlsFiles {
             Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
         };
         let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-            let reason = match e {
+            let reason = match &e {
                 rustls::Error::InconsistentKeys(_) => {
                     "does not match the certificate of TLS_CERT_FILE".to_string()
                 }
-                e => format!("not usable with TLS_CERT_FILE: {e}"),
+                // Not quoted: rustls's words for a key it could not load
+                // are not ours to vouch for.
+                _ => "is not a usable private key (RSA, ECDSA or Ed25519)".to_string(),
             };
             file_error(&TLS_KEY_FILE, &self.key_file, &reason)
         })?;

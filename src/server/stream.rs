@@ -167,17 +167,19 @@ impl<S: Transport> Transport for Stream<S> {
     /// TLS first says `close_notify`: a few bytes into a socket that has
     /// just taken everything before them.
     fn shutdown_write(&mut self) {
-        if let Stream::Tls(tls) = self {
-            tls.tls.send_close_notify();
-            let _ = tls.send_records();
-        }
+        self.close();
         self.socket_mut().shutdown_write();
     }
 
+    /// TLS says `close_notify` to a peer it has spoken TLS with; one that
+    /// never got an answer (a handshake timed out before it began) gets
+    /// none now either.
     fn close(&mut self) {
         if let Stream::Tls(tls) = self {
-            tls.tls.send_close_notify();
-            let _ = tls.send_records();
+            if tls.answered {
+                tls.tls.send_close_notify();
+                let _ = tls.send_records();
+            }
         }
     }
 }
