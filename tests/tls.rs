@@ -378,7 +378,9 @@ fn bad_tls_settings_stop_the_broker_with_exit_code_2_naming_the_variable() {
         garbage.to_str().unwrap(),
         missing.to_str().unwrap(),
     );
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    // The settings, the variable named, and the reason given.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("TLS_CERT_FILE", cert)],
             "TLS_CERT_FILE",
