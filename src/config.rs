@@ -3,9 +3,9 @@
 //! becomes a field of [`Config`]. The parser ([`Config::from_vars`]),
 //! `--help`, the start-up log ([`Config::shown`]) and the README check (a
 //! test below) all read it; a new setting is one entry here (or in a
-//! submodule: `access` has the token and limit settings), one line of
-//! [`SETTINGS`] and one field. `setting` is how an entry is read;
-//! `pem_file` the PEM files of Redis TLS.
+//! submodule: `access` has the token and limit settings, `tls` the
+//! listener's TLS), one line of [`SETTINGS`] and one field. `setting` is
+//! how an entry is read; `pem_file` the PEM files of Redis TLS.
 //!
 //! This module only turns text into a [`Config`]; it never reads the process
 //! environment itself except in [`Config::from_env`], so every rule here is
@@ -23,6 +23,7 @@ use std::time::Duration;
 mod access;
 mod pem_file;
 mod setting;
+mod tls;
 
 pub use access::{
     ALLOWED_ORIGINS, PUBLISH_BURST, PUBLISH_RATE, TOKEN_AUDIENCE, TOKEN_HMAC_SECRET, TOKEN_ISSUER,
@@ -31,6 +32,7 @@ pub use access::{
 pub use pem_file::PemFile;
 use pem_file::{read_certificates, read_private_key};
 pub use setting::{Described, Fallback, Setting, Values};
+pub use tls::{ServerTls, TlsFiles, TLS_CERT_FILE, TLS_CLIENT_CA_FILE, TLS_KEY_FILE};
 
 pub const ADDR: Setting<SocketAddr> = Setting {
     name: "ADDR",
@@ -147,7 +149,7 @@ pub const HANDSHAKE_TIMEOUT_SECS: Setting<Duration> = Setting {
     name: "HANDSHAKE_TIMEOUT_SECS",
     default: Fallback::Text("10"),
     values: Values::Whole { min: 1, max: 3600, into: Duration::from_secs },
-    meaning: "an HTTP connection that has not completed a request within this time (since it opened or since its last response) is closed",
+    meaning: "an HTTP connection that has not completed a request within this time (since it opened, its TLS handshake included, or since its last response) is closed",
     shown: |c| c.handshake_timeout.as_secs().to_string(),
 };
 
@@ -270,6 +272,9 @@ pub const SETTINGS: &[&dyn Described] = &[
     &PUBLISH_RATE,
     &PUBLISH_BURST,
     &ALLOWED_ORIGINS,
+    &TLS_CERT_FILE,
+    &TLS_KEY_FILE,
+    &TLS_CLIENT_CA_FILE,
 ];
 
 /// The broker's settings, parsed and range-checked.
@@ -307,6 +312,8 @@ pub struct Config {
     pub publish_burst: u32,
     /// The origins a WebSocket upgrade may come from; empty: any.
     pub allowed_origins: Vec<String>,
+    /// The TLS the listener speaks; `None`: plain TCP.
+    pub tls: Option<ServerTls>,
 }
 
 /// The text of a setting that is or may hold a secret (the API key, a
@@ -392,6 +399,7 @@ impl Config {
             publish_rate,
             publish_burst,
             allowed_origins: ALLOWED_ORIGINS.read(&lookup)?,
+            tls: tls::read_server_tls(&lookup)?,
         };
         config.check_redis_tls()?;
         Ok(config)

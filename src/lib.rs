@@ -43,4 +43,4 @@ pub use config::Config;
 /// deleted.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-pub use server::{Server, ShutdownHandle};
+pub use server::{ReloadHandle, Server, ShutdownHandle};

@@ -1,15 +1,17 @@
 //! The `pubsub` binary: `--help` and `--version`, configuration from the
-//! environment, logging, signals, and exit codes (0 after a graceful
-//! shutdown, 2 for a bad setting, 1 if the server cannot start or a second
-//! signal cuts the drain short).
+//! environment, logging, signals (SIGINT and SIGTERM drain, SIGHUP reloads
+//! the TLS certificate), and exit codes (0 after a graceful shutdown, 2 for
+//! a bad setting, 1 if the server cannot start or a second SIGINT or
+//! SIGTERM cuts the drain short).
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use log::Level;
 use pubsub::config::{LOG_FORMAT, SETTINGS};
 use pubsub::logging::{self, LogFormat};
-use pubsub::{Config, Server};
+use pubsub::{Config, ReloadHandle, Server, ShutdownHandle};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// An in-memory publish/subscribe broker: WebSocket fan-out at /ws, topics
 /// over REST. Every setting comes from the environment.
@@ -78,22 +80,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let shutdown = server.shutdown_handle();
-    let signals = AtomicUsize::new(0);
-    let handler = move || {
-        if signals.fetch_add(1, Ordering::SeqCst) == 0 {
-            log::info!("signal received: draining (a second signal exits at once)");
-            shutdown.shutdown();
-        } else {
-            logging::announce(format, Level::Warn, "pubsub: second signal, exiting now");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = ctrlc::set_handler(handler) {
+    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).and_then(|signals| {
+        let (shutdown, reload) = (server.shutdown_handle(), server.reload_handle());
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || handle_signals(signals, shutdown, reload, format))
+    });
+    if let Err(e) = signals {
         logging::announce(
             format,
             Level::Error,
-            &format!("pubsub: cannot install the signal handler: {e}"),
+            &format!("pubsub: cannot install the signal handlers: {e}"),
         );
         return ExitCode::from(1);
     }
@@ -107,4 +104,29 @@ fn main() -> ExitCode {
     server.wait();
     log::info!("shutdown complete");
     ExitCode::SUCCESS
+}
+
+/// The signal thread: the first SIGINT or SIGTERM drains, a second one
+/// exits at once; SIGHUP reloads the TLS certificate. signal-hook's
+/// handler only writes to a pipe that this thread reads, so none of this
+/// runs in a signal handler.
+fn handle_signals(
+    mut signals: Signals,
+    shutdown: ShutdownHandle,
+    reload: ReloadHandle,
+    format: LogFormat,
+) {
+    let mut draining = false;
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            reload.reload_tls();
+        } else if !draining {
+            draining = true;
+            log::info!("signal received: draining (a second signal exits at once)");
+            shutdown.shutdown();
+        } else {
+            logging::announce(format, Level::Warn, "pubsub: second signal, exiting now");
+            std::process::exit(1);
+        }
+    }
 }

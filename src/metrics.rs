@@ -23,10 +23,13 @@ pub enum DisconnectReason {
     TokenExpired,
     /// Its user was disconnected (`POST /disconnect`).
     Disconnected,
+    /// TLS refused it: not TLS at all, or a handshake that failed (no
+    /// client certificate, one not trusted, no common version or cipher).
+    TlsError,
 }
 
 impl DisconnectReason {
-    pub const ALL: [DisconnectReason; 9] = [
+    pub const ALL: [DisconnectReason; 10] = [
         DisconnectReason::Normal,
         DisconnectReason::SlowConsumer,
         DisconnectReason::DeadPeer,
@@ -36,6 +39,7 @@ impl DisconnectReason {
         DisconnectReason::ConnectionError,
         DisconnectReason::TokenExpired,
         DisconnectReason::Disconnected,
+        DisconnectReason::TlsError,
     ];
 
     /// The label value in metrics and the `reason` field in logs.
@@ -50,6 +54,7 @@ impl DisconnectReason {
             DisconnectReason::ConnectionError => "connection_error",
             DisconnectReason::TokenExpired => "token_expired",
             DisconnectReason::Disconnected => "disconnected",
+            DisconnectReason::TlsError => "tls_error",
         }
     }
 }

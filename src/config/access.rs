@@ -197,7 +197,7 @@ fn read_public_keys(path: &str) -> Result<Option<Vec<PublicKey>>, String> {
 }
 
 /// Trimmed text; empty means none.
-fn optional_text(text: &str) -> Result<Option<String>, String> {
+pub(super) fn optional_text(text: &str) -> Result<Option<String>, String> {
     Ok((!text.is_empty()).then(|| text.to_string()))
 }
 

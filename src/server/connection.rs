@@ -17,15 +17,15 @@ use super::context::WorkerCtx;
 use super::http_service::{HttpInput, Served};
 use super::lifecycle::{CloseWait, Lifecycle, CLOSE_GRACE, MAX_LINGER_BYTES};
 use super::output::{Output, Written};
+use super::stream::Transport;
 use super::websocket_service::{Deadline, Names, Reading, WebSocketService};
 use crate::auth::Access;
 use crate::broker::change::Outcome;
 use crate::broker::delivery::{ConnectionKey, Notice, SubscriberQueue};
 use crate::metrics::{ConnectionKind, DisconnectReason};
 use crate::ws::SessionKind;
-use mio::net::TcpStream;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -38,22 +38,7 @@ enum Phase {
     WebSocket(Box<WebSocketService>),
 }
 
-/// What a connection reads from and writes to: a non-blocking socket in
-/// the worker; a byte buffer in tests and fuzzing, so that the whole state
-/// machine runs without sockets.
-pub trait Transport: Read + Write {
-    /// Ends our half of the stream: the peer reads end of stream after our
-    /// last byte.
-    fn shutdown_write(&mut self);
-}
-
-impl Transport for TcpStream {
-    fn shutdown_write(&mut self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-}
-
-pub struct Connection<S = TcpStream> {
+pub struct Connection<S> {
     socket: S,
     slot: usize,
     generation: u64,
@@ -249,6 +234,12 @@ impl<S: Transport> Connection<S> {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // The stream's word for TLS refusing the peer (see
+                // `server::tls`); the TLS handshake is read here.
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    log::debug!(conn:% = self.key(), peer:% = self.peer, worker = ctx.id, error:% = e; "TLS refused");
+                    return self.end(ctx, DisconnectReason::TlsError);
+                }
                 Err(_) => return self.end(ctx, DisconnectReason::ConnectionError),
             };
             ctx.metrics.record_received(n);

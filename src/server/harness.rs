@@ -4,8 +4,9 @@
 //! by the caller. For fuzzing (`fuzz/`) and for tests that replay the
 //! inputs the fuzzer found; not built into the broker.
 
-use super::connection::{Connection, Transport};
+use super::connection::Connection;
 use super::shared::Shared;
+use super::stream::Transport;
 use super::worker::{Ready, Sockets, Worker};
 use crate::broker::delivery::WorkerMailbox;
 use crate::config::Config;

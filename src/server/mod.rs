@@ -16,6 +16,7 @@ mod lifecycle;
 mod output;
 mod session;
 mod shared;
+mod stream;
 mod timers;
 mod topic_cache;
 mod websocket_service;
@@ -59,6 +60,38 @@ impl ShutdownHandle {
     }
 }
 
+/// Reads the TLS certificate and key again (SIGHUP), from any thread.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    shared: Arc<Shared>,
+}
+
+impl ReloadHandle {
+    /// New connections get the certificate and key the files hold now; if
+    /// they cannot be used, the current pair stays and the error is logged
+    /// naming the file. Returns false then, or when TLS is off.
+    pub fn reload_tls(&self) -> bool {
+        let Some(tls) = &self.shared.tls else {
+            log::info!("reload asked for: nothing to reload (TLS is off)");
+            return false;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                let files = tls.files();
+                log::info!(cert_file = files.cert_file, key_file = files.key_file; "TLS certificate reloaded");
+                true
+            }
+            Err(e) => {
+                log::error!(
+                    variable = e.variable, file = e.value, error = e.reason;
+                    "TLS reload failed; new connections keep the current certificate"
+                );
+                false
+            }
+        }
+    }
+}
+
 impl Server {
     /// Binds `config.addr` and starts `config.workers` event loops.
     pub fn start(config: Config) -> io::Result<Server> {
@@ -75,7 +108,7 @@ impl Server {
         let shared = Arc::new(Shared::new(config, mailboxes)?);
         let mut workers = Vec::new();
         for (id, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
-            let sockets = worker::MioSockets::new(poll, listener)?;
+            let sockets = worker::MioSockets::new(poll, listener, shared.tls.clone())?;
             let worker = worker::Worker::new(id, sockets, Arc::clone(&shared));
             workers.push(
                 std::thread::Builder::new()
@@ -97,6 +130,12 @@ impl Server {
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
             shared: Arc::clone(&self.shared),
         }
     }

@@ -5,7 +5,8 @@
 //! replay, control frames, and the rest of a batch the socket did not take)
 //! waits in its [`Output`], in order, and goes out before any queued event.
 //! Writing stops at `WouldBlock` with the offset kept; an error or a zero
-//! write is final for the connection. Queued events are gathered by the
+//! write is final for the connection. Everything is written only once the
+//! stream's own buffer is empty too (`flush`: the records TLS holds). Queued events are gathered by the
 //! caller into one batch and written through [`Output::write_batch`]
 //! straight from the batch, so the common case copies nothing per
 //! connection.
@@ -106,7 +107,12 @@ fn write_some(socket: &mut impl Write, bytes: &[u8], metrics: &WorkerMetrics) ->
             Err(_) => return (written, Written::Failed),
         }
     }
-    (written, Written::All)
+    // What the stream itself still holds (TLS records) counts as unwritten.
+    match socket.flush() {
+        Ok(()) => (written, Written::All),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => (written, Written::Blocked),
+        Err(_) => (written, Written::Failed),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! What every worker of one broker shares: the settings, the broker's
 //! topics, the backplane, the shutdown request, the connection count, each
-//! worker's mailbox and counters; and the process-wide numbering of
-//! connections. Workers and connections reach it through `WorkerCtx`.
+//! worker's mailbox and counters, the TLS configuration; and the
+//! process-wide numbering of connections. Workers and connections reach it through `WorkerCtx`.
 
+use super::stream::TlsAcceptor;
 use crate::backplane::Backplane;
 use crate::broker::delivery::WorkerMailbox;
 use crate::broker::Broker;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub mailboxes: Vec<Arc<WorkerMailbox>>,
     /// Each worker's counters, summed by `/metrics` and `/stats`.
     pub metrics: Vec<Arc<WorkerMetrics>>,
+    /// The TLS new connections get, when the broker serves it.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 impl Shared {
@@ -36,6 +39,10 @@ impl Shared {
         let broker = Arc::new(Broker::new(config.ring_buffer_size));
         Ok(Shared {
             backplane: Backplane::start(&config, &broker)?,
+            tls: config
+                .tls
+                .as_ref()
+                .map(|tls| Arc::new(TlsAcceptor::new(tls))),
             broker,
             config,
             started: Instant::now(),

@@ -22,10 +22,12 @@
 //! Connections are only freed in `reap`, so no event, post or timer of a
 //! turn can name a slot that was reused.
 
-use super::connection::{Connection, Transport};
+use super::connection::Connection;
 use super::context::{Drain, WorkerCtx};
 use super::lifecycle::CLOSE_GRACE;
 use super::shared::Shared;
+use super::stream::Transport;
+use super::stream::{Stream, TlsAcceptor};
 use crate::broker::change::Outcome;
 use crate::broker::delivery::{self, ConnectionKey, Notice};
 use crate::http::Response;
@@ -74,43 +76,54 @@ pub trait Sockets {
     fn stop_listening(&mut self);
 }
 
-/// The broker's sockets: a non-blocking listener and a `Poll`.
+/// The broker's sockets: a non-blocking listener and a `Poll`; TLS over
+/// every connection when the broker serves it.
 pub struct MioSockets {
     poll: Poll,
     listener: Option<TcpListener>,
+    tls: Option<Arc<TlsAcceptor>>,
 }
 
 impl MioSockets {
-    pub fn new(poll: Poll, mut listener: TcpListener) -> io::Result<MioSockets> {
+    pub fn new(
+        poll: Poll,
+        mut listener: TcpListener,
+        tls: Option<Arc<TlsAcceptor>>,
+    ) -> io::Result<MioSockets> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(MioSockets {
             poll,
             listener: Some(listener),
+            tls,
         })
     }
 }
 
 impl Sockets for MioSockets {
-    type Socket = TcpStream;
+    type Socket = Stream<TcpStream>;
 
-    fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+    fn accept(&mut self) -> io::Result<(Stream<TcpStream>, SocketAddr)> {
         let listener = self.listener.as_ref().ok_or(ErrorKind::WouldBlock)?;
         let (socket, peer) = listener.accept()?;
         let _ = socket.set_nodelay(true);
-        Ok((socket, peer))
+        let stream = match &self.tls {
+            Some(tls) => tls.accept(socket)?,
+            None => Stream::Plain(socket),
+        };
+        Ok((stream, peer))
     }
 
-    fn register(&mut self, socket: &mut TcpStream, slot: usize) -> io::Result<()> {
+    fn register(&mut self, stream: &mut Stream<TcpStream>, slot: usize) -> io::Result<()> {
         self.poll.registry().register(
-            socket,
+            stream.socket_mut(),
             Token(slot + FIRST_CONNECTION),
             Interest::READABLE | Interest::WRITABLE,
         )
     }
 
-    fn deregister(&mut self, socket: &mut TcpStream) {
-        let _ = self.poll.registry().deregister(socket);
+    fn deregister(&mut self, stream: &mut Stream<TcpStream>) {
+        let _ = self.poll.registry().deregister(stream.socket_mut());
     }
 
     fn stop_listening(&mut self) {
@@ -336,6 +349,8 @@ impl<S: Sockets> Worker<S> {
                     peer:% = peer, worker = self.ctx.id, max_connections = shared.config.max_connections;
                     "connection refused: MAX_CONNECTIONS reached"
                 );
+                // Over TLS, nothing is sent before a handshake: the
+                // refusal stays in rustls and the connection just closes.
                 let mut refusal = Vec::new();
                 Response::error(503, "SERVICE_UNAVAILABLE", "too many open connections")
                     .closing()
@@ -487,6 +502,7 @@ impl<S: Sockets> Worker<S> {
             let Some(mut conn) = self.connections.try_remove(slot) else {
                 continue;
             };
+            conn.socket_mut().close();
             self.sockets.deregister(conn.socket_mut());
             conn.release(&self.ctx);
             self.ctx.shared.connections.fetch_sub(1, Ordering::AcqRel);

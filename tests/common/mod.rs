@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod sentinel;
+pub mod tls;
 pub mod tokens;
 
 use serde_json::{json, Value};
@@ -349,9 +350,10 @@ pub fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, b
 
 // ---- WebSocket --------------------------------------------------------------------
 
-/// A WebSocket client speaking the JSON protocol.
-pub struct Client {
-    pub ws: WebSocket<MaybeTlsStream<TcpStream>>,
+/// A WebSocket client speaking the JSON protocol, over plain TCP or, with
+/// `tls::wss_client`, over TLS.
+pub struct Client<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocket<S>,
 }
 
 impl Client {
@@ -375,7 +377,9 @@ impl Client {
             stream.set_read_timeout(Some(timeout)).unwrap();
         }
     }
+}
 
+impl<S: Read + Write> Client<S> {
     pub fn send(&mut self, value: Value) {
         self.ws
             .send(Message::text(value.to_string()))
