@@ -448,9 +448,130 @@ mod tests {
             &["resume", "--rate", "0"],
             &["resume", "--subscribers", "0"],
             &["resume", "--reconnect-every", "0"],
+            &["handshakes", "--count", "0"],
+            &["handshakes", "--concurrency", "0"],
+            &["handshakes", "--threads", "0"],
+            &["handshakes", "--duration", "0"],
+            &["handshakes", "--timeout", "0"],
         ] {
             refusal(args);
         }
+    }
+
+    #[test]
+    fn tls_options_parse_with_what_they_need() {
+        let options = server(&[
+            "--url",
+            "wss://127.0.0.1:8443/ws",
+            "--ca-file",
+            "ca.pem",
+            "--client-cert",
+            "client.pem",
+            "--client-key",
+            "client-key.pem",
+        ]);
+        assert_eq!(options.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(options.client_cert, Some(PathBuf::from("client.pem")));
+        assert_eq!(options.client_key, Some(PathBuf::from("client-key.pem")));
+        assert!(!options.tls);
+        let options = server(&["--spawn", "--tls", "--mtls"]);
+        assert!(options.tls && options.mtls);
+        let options = server(&["--spawn-cluster", "2", "--tls"]);
+        assert!(options.tls && !options.mtls);
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "handshakes",
+            "--spawn",
+            "--tls",
+            "--resume",
+            "--upgrade",
+            "--count",
+            "500",
+        ])
+        .expect("parses");
+        let ScenarioCommand::Handshakes { options, server } = cli.scenario else {
+            panic!("handshakes")
+        };
+        assert!(options.resume && options.upgrade && server.tls);
+        assert_eq!(
+            (options.count, options.concurrency, options.threads),
+            (500, 4, 1)
+        );
+    }
+
+    #[test]
+    fn tls_options_without_what_they_need_are_refused() {
+        for args in [
+            // Generated certificates are for spawned servers.
+            &["fanout", "--tls", "--url", "ws://127.0.0.1:1/ws"][..],
+            &["fanout", "--mtls", "--spawn"],
+            // A CA file is for running servers: spawned ones get theirs.
+            &["fanout", "--spawn", "--ca-file", "ca.pem"],
+            &[
+                "fanout",
+                "--url",
+                "wss://127.0.0.1:1/ws",
+                "--client-cert",
+                "c.pem",
+            ],
+            &[
+                "fanout",
+                "--url",
+                "wss://127.0.0.1:1/ws",
+                "--client-cert",
+                "c.pem",
+                "--client-key",
+                "k.pem",
+            ],
+            &[
+                "fanout",
+                "--url",
+                "wss://127.0.0.1:1/ws",
+                "--client-key",
+                "k.pem",
+            ],
+        ] {
+            let args = std::iter::once("loadtest").chain(args.iter().copied());
+            let error = Cli::try_parse_from(args).expect_err("refused");
+            assert!(
+                matches!(
+                    error.kind(),
+                    ErrorKind::ArgumentConflict | ErrorKind::MissingRequiredArgument
+                ),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_read_is_refused_before_anything_is_sent() {
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "fanout",
+            "--url",
+            "wss://127.0.0.1:1/ws",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+        ])
+        .expect("parses");
+        let error = execute(&cli).expect_err("refused");
+        assert!(
+            format!("{error:#}").contains("/nonexistent/ca.pem"),
+            "{error:#}"
+        );
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "handshakes",
+            "--url",
+            "ws://127.0.0.1:1/ws",
+            "--resume",
+        ])
+        .expect("parses");
+        let error = execute(&cli).expect_err("refused");
+        assert!(
+            error.to_string().contains("--resume resumes TLS sessions"),
+            "{error:#}"
+        );
     }
 
     #[test]

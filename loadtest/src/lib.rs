@@ -1,18 +1,26 @@
 //! loadtest: the pubsub broker's load-test harness. It talks to a broker
 //! (or, for comparison, a NATS server over WebSocket) only as any client
-//! would, on loopback, and measures throughput, latency, loss, order,
-//! connection capacity and slow-consumer handling. See the README.
+//! would, on loopback, over plain TCP or TLS, and measures throughput,
+//! latency, loss, order, connection capacity, TLS handshakes and
+//! slow-consumer handling. See the README.
 //!
 //! The module map, from the command line down to the wire:
 //! - [`cli`]: options, spawning the servers, pinning, running a scenario.
 //! - [`nodes`]: one server or a cluster's nodes, and which node each
 //!   connection goes to.
-//! - [`scenario`]: `fanout`, `conns`, `slow` and `resume` as library functions.
+//! - [`scenario`]: `fanout`, `conns`, `slow`, `resume` and `handshakes` as
+//!   library functions.
 //! - [`run`]: one run's timeline: set-up, window, progress, stop.
 //! - [`report`]: the summary table and the JSON object.
 //! - [`event_loop`]: the mio threads that own the connections; the hot path.
 //! - [`tally`]: what each thread counts, merged at the end.
-//! - [`connect`]: opening a connection: TCP, WebSocket upgrade, subscribe.
+//! - [`connect`]: opening a connection: TCP, TLS, WebSocket upgrade,
+//!   subscribe.
+//! - [`tls`]: the TLS client configuration, and a connection's bytes
+//!   through rustls, blocking (set-up) or not (the loops); [`certs`]: the
+//!   CA and certificates generated for servers spawned with `--tls`.
+//! - [`handshakes`]: the `handshakes` scenario's own non-blocking loop:
+//!   connections set up and closed as fast as the server takes them.
 //! - [`slow_consumers`]: subscribers that never read, and their fate.
 //! - [`nemesis`]: faults injected into a cluster it starts, under
 //!   publishers and resuming subscribers, and the checker of what they saw.

@@ -742,11 +742,13 @@ mod tests {
         let mut report = resumed(0, true);
         report.slow = Some(SlowOutcome::default());
         report.nodes = vec![NodeOutcome::default()];
+        report.handshakes = Some(handshakes(true, 10, 0));
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         let mut keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         keys.extend(json["slow"].as_object().unwrap().keys());
         keys.extend(json["nodes"][0].as_object().unwrap().keys());
         keys.extend(json["resume"].as_object().unwrap().keys());
+        keys.extend(json["handshakes"].as_object().unwrap().keys());
         keys.extend(json["resume"]["first_event_us"].as_object().unwrap().keys());
         keys.extend(json["latency_us"].as_object().unwrap().keys());
         for key in keys {
@@ -784,6 +786,68 @@ mod tests {
         // One server: no per-node detail.
         report.nodes.truncate(1);
         assert!(!report.table().contains("per node"), "{}", report.table());
+    }
+
+    /// `handshakes` figures: `completed` connections over one second with
+    /// `--resume` or not, `resumed` of them; the server used 50% of a core.
+    fn handshakes(resume: bool, completed: u64, resumed: u64) -> HandshakeOutcome {
+        let outcome = Outcome {
+            tally: Tally {
+                connected: completed,
+                resumed_handshakes: resumed,
+                ..Tally::default()
+            },
+            published: 0,
+            expected: 0,
+            measured_secs: 1.0,
+            connect_secs: 1.0,
+            harness_cpu_pct: None,
+            server_cpu_pct: Some(50.0),
+            server_rss_kib: None,
+            server_rss_before_kib: None,
+            nodes: Vec::new(),
+            redis_cpu_pct: None,
+            slow: None,
+        };
+        HandshakeOutcome::new(&outcome, true, true, resume)
+    }
+
+    #[test]
+    fn handshakes_fail_on_a_failed_connection_or_no_resumed_session() {
+        let mut report = passing("handshakes");
+        (report.published, report.expected, report.delivered) = (0, 0, 0);
+        report.handshakes = Some(handshakes(false, 3, 0));
+        assert_eq!(report.failures(), Vec::<String>::new());
+        let figures = report.handshakes.as_ref().unwrap();
+        assert_eq!(figures.completed_per_sec, 3.0);
+        // Half a core over a second for three handshakes.
+        assert_eq!(figures.server_cpu_us_per_handshake, Some(500_000.0 / 3.0));
+        assert_eq!(figures.harness_cpu_us_per_handshake, None);
+        let table = report.table();
+        assert!(
+            table.contains("3 (3/s; TLS handshake + upgrade)"),
+            "{table}"
+        );
+        assert!(table.contains("server 166667 µs, harness -"), "{table}");
+        assert!(!table.contains("resumed"), "{table}");
+        assert!(!table.contains("published"), "{table}");
+        report.handshakes = Some(handshakes(true, 3, 0));
+        assert_eq!(
+            report.failures(),
+            [
+                "--resume, but no handshake resumed a session: the server gave no usable ticket \
+              or session ID"
+            ]
+        );
+        report.handshakes = Some(handshakes(true, 3, 2));
+        assert!(report.failures().is_empty());
+        assert!(
+            report.table().contains("resumed            2 of 3"),
+            "{}",
+            report.table()
+        );
+        report.connect_failures = 1;
+        assert_eq!(report.failures(), ["1 of 4 connections failed to set up"]);
     }
 
     #[test]

@@ -6,91 +6,16 @@
 //! And the binary's exit status: a run that falls short, or options that
 //! leave nothing to measure, fail.
 
-use loadtest::endpoint::{Endpoint, TargetKind};
-use loadtest::nodes::Nodes;
-use loadtest::report::Report;
+mod common;
+
+use common::{assert_clean, run_options, Broker};
 use loadtest::run::ServerPids;
-use loadtest::scenario::{
-    self, ConnsOptions, FanoutOptions, ResumeOptions, RunOptions, SlowOptions,
-};
-use std::collections::HashMap;
+use loadtest::scenario::{self, ConnsOptions, FanoutOptions, ResumeOptions, SlowOptions};
 use std::process::{Command, Output};
-
-/// A pubsub broker in this process; shut down when dropped.
-struct Broker {
-    endpoint: Endpoint,
-    server: Option<pubsub::Server>,
-}
-
-impl Broker {
-    fn start(vars: &[(&str, &str)]) -> Broker {
-        let mut settings: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        settings.insert("ADDR".into(), "127.0.0.1:0".into());
-        settings
-            .entry("WORKERS".into())
-            .or_insert_with(|| "2".into());
-        let config =
-            pubsub::Config::from_vars(|name| settings.get(name).cloned()).expect("valid config");
-        let server = pubsub::Server::start(config).expect("the broker starts");
-        Broker {
-            endpoint: Endpoint::local(TargetKind::Pubsub, server.local_addr(), "/ws").unwrap(),
-            server: Some(server),
-        }
-    }
-}
-
-impl Broker {
-    /// The broker as the only node.
-    fn nodes(&self) -> Nodes {
-        Nodes::single(self.endpoint.clone())
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown_handle().shutdown();
-            server.wait();
-        }
-    }
-}
-
-fn run_options() -> RunOptions {
-    RunOptions {
-        threads: 2,
-        grace: 10.0,
-        setup_timeout: 20.0,
-        topic_prefix: "it".into(),
-        quiet: true,
-    }
-}
-
-/// Nothing lost, duplicated, reordered or refused.
-fn assert_clean(report: &Report) {
-    assert_eq!(
-        report.failures(),
-        Vec::<String>::new(),
-        "{}",
-        report.table()
-    );
-    assert!(report.published > 0, "{}", report.table());
-    assert!(report.expected > 0, "{}", report.table());
-    assert_eq!(report.delivered, report.expected, "{}", report.table());
-    assert_eq!(report.lost, 0, "{}", report.table());
-    assert_eq!(report.duplicates, 0, "{}", report.table());
-    assert_eq!(report.out_of_order, 0, "{}", report.table());
-    assert_eq!(report.gaps, 0, "{}", report.table());
-    assert_eq!(report.malformed, 0, "{}", report.table());
-    assert_eq!(report.disconnects, 0, "{}", report.table());
-    assert_eq!(report.errors, 0, "{}", report.table());
-}
 
 #[test]
 fn closed_loop_fanout_delivers_every_message_to_every_subscriber() {
-    let broker = Broker::start(&[]);
+    let broker = Broker::start(&[], None);
     let options = FanoutOptions {
         publishers: 2,
         topics: 3,
@@ -133,7 +58,7 @@ fn closed_loop_fanout_delivers_every_message_to_every_subscriber() {
 
 #[test]
 fn open_loop_fanout_keeps_the_schedule_and_loses_nothing() {
-    let broker = Broker::start(&[]);
+    let broker = Broker::start(&[], None);
     let options = FanoutOptions {
         publishers: 1,
         topics: 2,
@@ -164,7 +89,7 @@ fn a_subscriber_that_stops_reading_is_cut_and_the_others_lose_nothing() {
     // A deep queue, so that a healthy subscriber survives a long stall of
     // this (possibly busy) machine; large messages, so that the slow one
     // still overflows it, and the kernel's socket buffers, within the run.
-    let broker = Broker::start(&[("SUBSCRIBER_QUEUE_SIZE", "1000")]);
+    let broker = Broker::start(&[("SUBSCRIBER_QUEUE_SIZE", "1000")], None);
     let options = SlowOptions {
         publishers: 1,
         topics: 1,
@@ -193,7 +118,7 @@ fn a_subscriber_that_stops_reading_is_cut_and_the_others_lose_nothing() {
 fn subscribers_that_drop_and_resume_see_every_seq_exactly_once() {
     // A ring far larger than a run of this length can fill, so that every
     // resume recovers even if this machine stalls for a while.
-    let broker = Broker::start(&[("RING_BUFFER_SIZE", "10000")]);
+    let broker = Broker::start(&[("RING_BUFFER_SIZE", "10000")], None);
     let options = ResumeOptions {
         publishers: 2,
         topics: 2,
@@ -233,7 +158,7 @@ fn subscribers_that_drop_and_resume_see_every_seq_exactly_once() {
 
 #[test]
 fn idle_connections_are_opened_and_held() {
-    let broker = Broker::start(&[]);
+    let broker = Broker::start(&[], None);
     let options = ConnsOptions {
         connections: 50,
         topics: 5,
@@ -259,7 +184,7 @@ fn loadtest(args: &[&str]) -> Output {
 #[test]
 fn the_binary_fails_a_run_that_falls_short_and_says_why() {
     // Room for two connections: at least two of the four are refused.
-    let broker = Broker::start(&[("MAX_CONNECTIONS", "2")]);
+    let broker = Broker::start(&[("MAX_CONNECTIONS", "2")], None);
     let url = format!("ws://{}/ws", broker.endpoint.addr);
     let out = loadtest(&[
         "conns",

@@ -6,13 +6,19 @@
 //! (closed loop). Nothing on the receive path allocates once buffers have
 //! grown to their working size.
 //!
+//! A `wss://` connection's bytes go through its `rustls::ClientConnection`
+//! (see [`crate::tls`]): one branch on the read and write paths, the plain
+//! one unchanged. (rustls's buffered API copies each decrypted record
+//! into a `Vec` of its own: over TLS the receive path allocates there.)
+//!
 //! Threads share only [`Shared`]: counters and subscriber progress written
 //! once per loop turn (never per message), the per-topic count of live
 //! subscribers, and wakers.
 //!
 //! In `resume`, subscribers also drop their connection on a seeded
 //! schedule and open a new one without blocking the loop: a non-blocking
-//! TCP connect, the upgrade, then a subscribe with `since_seq` and `epoch`
+//! TCP connect, over TLS a handshake driven by the loop, the upgrade, then
+//! a subscribe with `since_seq` and `epoch`
 //! (see [`crate::resume`]); their order is checked by the topic's `seq`.
 //!
 //! This file owns a thread's entry ([`run_thread`]), what the run asks of
