@@ -18,7 +18,7 @@ use crate::scenario::{
     self, ConnsOptions, FanoutOptions, HandshakeOptions, ResumeOptions, SlowOptions,
 };
 use crate::spawn::{self, ServerTls, Spawned, SpawnedServer};
-use crate::tls;
+use crate::tls::{self, TlsVersion};
 use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand};
@@ -120,6 +120,10 @@ pub struct ServerOptions {
     /// the harness presents one it generated.
     #[arg(long, requires = "tls")]
     pub mtls: bool,
+    /// Offer only this TLS version (default: 1.3 and 1.2, the server
+    /// chooses).
+    #[arg(long, value_enum, value_name = "1.2|1.3")]
+    pub tls_version: Option<TlsVersion>,
     /// Start the server on a free loopback port, and stop it at the end.
     #[arg(long, group = "servers", group = "spawning")]
     pub spawn: bool,
@@ -281,16 +285,19 @@ pub fn execute(cli: &Cli) -> Result<Report> {
 /// servers.
 fn client_tls(server: &ServerOptions, pki: Option<&Pki>) -> Result<Option<Arc<ClientConfig>>> {
     if let Some(pki) = pki {
-        return tls::client_config(&pki.ca, pki.client_identity()).map(Some);
+        return tls::client_config(&pki.ca, pki.client_identity(), server.tls_version).map(Some);
     }
     let Some(ca) = &server.ca_file else {
+        if server.tls_version.is_some() {
+            bail!("--tls-version applies to TLS: wss:// URLs with --ca-file, or --spawn --tls");
+        }
         return Ok(None);
     };
     let identity = server
         .client_cert
         .as_deref()
         .zip(server.client_key.as_deref());
-    tls::client_config(ca, identity).map(Some)
+    tls::client_config(ca, identity, server.tls_version).map(Some)
 }
 
 /// Refuses, before anything is started, servers that cannot be tested as
@@ -383,10 +390,11 @@ fn spawn_servers(
         }
     };
     eprintln!(
-        "spawned {} (pid {}) on {}",
+        "spawned {} (pid {}) on {}{}",
         server.target,
         spawned.pid(),
-        spawned.addr
+        spawned.addr,
+        if tls.is_some() { " (TLS)" } else { "" }
     );
     Ok(Some(Spawned {
         servers: vec![spawned],
@@ -476,8 +484,19 @@ mod tests {
         assert!(!options.tls);
         let options = server(&["--spawn", "--tls", "--mtls"]);
         assert!(options.tls && options.mtls);
-        let options = server(&["--spawn-cluster", "2", "--tls"]);
+        let options = server(&["--spawn-cluster", "2", "--tls", "--tls-version", "1.2"]);
         assert!(options.tls && !options.mtls);
+        assert_eq!(options.tls_version, Some(TlsVersion::Tls12));
+        let error = Cli::try_parse_from([
+            "loadtest",
+            "fanout",
+            "--spawn",
+            "--tls",
+            "--tls-version",
+            "1.1",
+        ])
+        .expect_err("refused");
+        assert_eq!(error.kind(), ErrorKind::InvalidValue, "{error}");
         let cli = Cli::try_parse_from([
             "loadtest",
             "handshakes",
@@ -570,6 +589,13 @@ mod tests {
         let error = execute(&cli).expect_err("refused");
         assert!(
             error.to_string().contains("--resume resumes TLS sessions"),
+            "{error:#}"
+        );
+        let cli = Cli::try_parse_from(["loadtest", "fanout", "--spawn", "--tls-version", "1.3"])
+            .expect("parses");
+        let error = execute(&cli).expect_err("refused");
+        assert!(
+            error.to_string().contains("--tls-version applies to TLS"),
             "{error:#}"
         );
     }

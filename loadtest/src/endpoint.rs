@@ -196,7 +196,7 @@ mod tests {
 
     fn config() -> Arc<ClientConfig> {
         let pki = crate::certs::Pki::generate(false).unwrap();
-        crate::tls::client_config(&pki.ca, None).unwrap()
+        crate::tls::client_config(&pki.ca, None, None).unwrap()
     }
 
     #[test]

@@ -287,6 +287,7 @@ impl HandshakeThread<'_> {
                     .connect_time
                     .saturating_record(time.as_nanos() as u64);
                 if let Some(tls) = slot.tls.as_deref_mut() {
+                    self.tally.record_tls_session(tls);
                     if tls.handshake_kind() == Some(HandshakeKind::Resumed) {
                         self.tally.resumed_handshakes += 1;
                     }

@@ -131,6 +131,9 @@ pub struct Report {
     pub connect_per_sec: f64,
     /// Time to connect, upgrade and subscribe, per connection.
     pub connect_us: Percentiles,
+    /// TLS connections set up, by what they negotiated (`TLSv1_3
+    /// TLS13_AES_256_GCM_SHA384 X25519`); empty over plain TCP.
+    pub tls_sessions: BTreeMap<String, u64>,
     pub disconnects: u64,
     pub disconnect_reasons: BTreeMap<String, u64>,
     pub errors: u64,
@@ -200,6 +203,7 @@ impl Report {
             connect_failure_samples: tally.connect_failure_samples.clone(),
             connect_per_sec: tally.connected as f64 / outcome.connect_secs.max(f64::MIN_POSITIVE),
             connect_us: Percentiles::of(&tally.connect_time),
+            tls_sessions: tally.tls_sessions.clone(),
             disconnects: tally.disconnect_count(),
             disconnect_reasons: tally.disconnects.clone(),
             errors: tally.error_count(),
@@ -383,6 +387,11 @@ impl Report {
                 ),
             ),
             ("connect µs", percentiles(&self.connect_us)),
+        ]);
+        if !self.tls_sessions.is_empty() {
+            rows.push(("TLS", join(&self.tls_sessions)));
+        }
+        rows.extend([
             (
                 "disconnects",
                 with_breakdown(self.disconnects, &self.disconnect_reasons),

@@ -1,10 +1,12 @@
 //! What one event-loop thread counted and measured over a run, merged
 //! across threads at the end: latency histograms, delivery and order
 //! counts, connection set-up results, disconnects and errors by kind,
-//! (`resume`) drops and resumes, and (`handshakes`) resumed TLS sessions.
+//! what TLS connections negotiated, (`resume`) drops and resumes, and
+//! (`handshakes`) resumed TLS sessions.
 
 use crate::resume::ResumeTally;
 use hdrhistogram::Histogram;
+use rustls::ClientConnection;
 use std::collections::BTreeMap;
 
 /// Highest value a histogram records (60 s in ns); larger values saturate.
@@ -53,6 +55,9 @@ pub struct Tally {
     pub resume: ResumeTally,
     /// `handshakes`: TLS handshakes that resumed a session.
     pub resumed_handshakes: u64,
+    /// TLS connections set up, by what they negotiated: version, cipher
+    /// suite and key exchange group.
+    pub tls_sessions: BTreeMap<String, u64>,
 }
 
 impl Default for Tally {
@@ -77,6 +82,7 @@ impl Default for Tally {
             unwritten_bytes: 0,
             resume: ResumeTally::default(),
             resumed_handshakes: 0,
+            tls_sessions: BTreeMap::new(),
         }
     }
 }
@@ -101,6 +107,26 @@ impl Tally {
         if self.connect_failure_samples.len() < FAILURE_SAMPLES {
             self.connect_failure_samples.push(format!("{error:#}"));
         }
+    }
+
+    /// Counts a TLS connection set up, by what it negotiated (a resumed
+    /// TLS 1.2 session has no key exchange).
+    pub fn record_tls_session(&mut self, tls: &ClientConnection) {
+        let version = tls
+            .protocol_version()
+            .map_or("no version".to_string(), |v| format!("{v:?}"));
+        let suite = tls
+            .negotiated_cipher_suite()
+            .map_or("no cipher suite".to_string(), |s| {
+                format!("{:?}", s.suite())
+            });
+        let group = tls
+            .negotiated_key_exchange_group()
+            .map_or("no key exchange".to_string(), |g| format!("{:?}", g.name()));
+        *self
+            .tls_sessions
+            .entry(format!("{version} {suite} {group}"))
+            .or_default() += 1;
     }
 
     pub fn error_count(&self) -> u64 {
@@ -141,5 +167,8 @@ impl Tally {
         self.unwritten_bytes += other.unwritten_bytes;
         self.resume.merge(other.resume);
         self.resumed_handshakes += other.resumed_handshakes;
+        for (session, n) in other.tls_sessions {
+            *self.tls_sessions.entry(session).or_default() += n;
+        }
     }
 }

@@ -25,16 +25,19 @@
 //! buffers the upgrade request written before the handshake ends, and sends
 //! it once it has).
 //!
-//! Every configuration offers TLS 1.3 and 1.2 and ALPN `http/1.1`, as the
-//! broker serves them, and resumes no session: each connection pays a full
-//! handshake, the worst case and the same for every server. Only
-//! `handshakes --resume` turns resumption on ([`with_resumption`]).
+//! Every configuration offers TLS 1.3 and 1.2 (or the one `--tls-version`
+//! names) and ALPN `http/1.1`, as the broker serves them, and resumes no
+//! session: each connection pays a full handshake, the worst case and the
+//! same for every server. Only `handshakes --resume` turns resumption on
+//! ([`with_resumption`]).
 
 use anyhow::{anyhow, Context, Result};
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, StreamOwned, SupportedProtocolVersion,
+};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -68,10 +71,37 @@ impl TlsTarget {
     }
 }
 
+/// A TLS version the client may be limited to (`--tls-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsVersion {
+    #[value(name = "1.2")]
+    Tls12,
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+impl TlsVersion {
+    /// The versions offered: this one, or with `None`, both.
+    fn offered(version: Option<TlsVersion>) -> &'static [&'static SupportedProtocolVersion] {
+        const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+        const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        match version {
+            None => rustls::ALL_VERSIONS,
+            Some(TlsVersion::Tls12) => TLS12,
+            Some(TlsVersion::Tls13) => TLS13,
+        }
+    }
+}
+
 /// The client configuration: trust `ca` (PEM, one or more certificates),
 /// and with `identity` (a PEM certificate chain and its PEM key), present
-/// that certificate to servers that ask for one (mutual TLS).
-pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>> {
+/// that certificate to servers that ask for one (mutual TLS); offer TLS
+/// 1.3 and 1.2, or only `version`.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    version: Option<TlsVersion>,
+) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(ca)? {
         roots
@@ -83,8 +113,8 @@ pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Arc<
         .build()
         .context("the certificate verifier")?;
     let builder = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(rustls::ALL_VERSIONS)
-        .context("TLS 1.2 and 1.3")?
+        .with_protocol_versions(TlsVersion::offered(version))
+        .context("the TLS versions")?
         .with_webpki_verifier(verifier);
     let mut config = match identity {
         None => builder.with_no_client_auth(),
@@ -318,7 +348,7 @@ mod tests {
     /// record is read whole, `drained` only when the socket is empty.
     fn exchange(host: &str) {
         let pki = Pki::generate(false).unwrap();
-        let config = client_config(&pki.ca, None).unwrap();
+        let config = client_config(&pki.ca, None, None).unwrap();
         let target = TlsTarget::new(config, host).unwrap();
         let (mut client_socket, server_socket) = UnixStream::pair().unwrap();
         let server_config = server_config(&pki);
@@ -367,7 +397,8 @@ mod tests {
     #[test]
     fn a_server_signed_by_another_ca_is_refused() {
         let (ours, theirs) = (Pki::generate(false).unwrap(), Pki::generate(false).unwrap());
-        let target = TlsTarget::new(client_config(&ours.ca, None).unwrap(), "127.0.0.1").unwrap();
+        let target =
+            TlsTarget::new(client_config(&ours.ca, None, None).unwrap(), "127.0.0.1").unwrap();
         let (mut client_socket, server_socket) = UnixStream::pair().unwrap();
         let server_config = server_config(&theirs);
         let server = std::thread::spawn(move || {
@@ -402,23 +433,23 @@ mod tests {
     fn unusable_files_are_refused_naming_the_file() {
         let pki = Pki::generate(true).unwrap();
         // A key is not a certificate.
-        let error = client_config(&pki.server_key, None).unwrap_err();
+        let error = client_config(&pki.server_key, None, None).unwrap_err();
         assert!(
             format!("{error:#}").contains("no PEM certificate"),
             "{error:#}"
         );
         let missing = pki.ca.with_file_name("missing.pem");
-        let error = client_config(&missing, None).unwrap_err();
+        let error = client_config(&missing, None, None).unwrap_err();
         assert!(format!("{error:#}").contains("missing.pem"), "{error:#}");
         let (cert, key) = pki.client.clone().unwrap();
-        client_config(&pki.ca, Some((&cert, &key))).expect("a client identity");
-        let error = client_config(&pki.ca, Some((&cert, &cert))).unwrap_err();
+        client_config(&pki.ca, Some((&cert, &key)), None).expect("a client identity");
+        let error = client_config(&pki.ca, Some((&cert, &cert)), None).unwrap_err();
         assert!(format!("{error:#}").contains("no private key"), "{error:#}");
     }
 
     #[test]
     fn server_names_are_dns_names_or_ip_addresses() {
-        let config = client_config(&Pki::generate(false).unwrap().ca, None).unwrap();
+        let config = client_config(&Pki::generate(false).unwrap().ca, None, None).unwrap();
         let name = |host| TlsTarget::new(Arc::clone(&config), host).unwrap().name;
         assert!(matches!(name("127.0.0.1"), ServerName::IpAddress(_)));
         assert!(matches!(name("[::1]"), ServerName::IpAddress(_)));

@@ -43,6 +43,18 @@ fn fanout_over_wss_delivers_every_message_to_every_subscriber() {
     assert_clean(&report);
     assert_eq!(report.expected, report.published * 3, "{}", report.table());
     assert_eq!(report.connections, 2 + 2 * 3);
+    // Every connection negotiated TLS 1.3 (the broker's choice when
+    // offered both), and says so.
+    let sessions: u64 = report.tls_sessions.values().sum();
+    assert_eq!(sessions, report.connections, "{}", report.table());
+    assert!(
+        report
+            .tls_sessions
+            .keys()
+            .all(|k| k.starts_with("TLSv1_3 ")),
+        "{}",
+        report.table()
+    );
 }
 
 #[test]
@@ -125,7 +137,7 @@ fn a_broker_that_requires_client_certificates_takes_the_harness_and_refuses_othe
         .expect("the run completes");
     assert_clean(&report);
 
-    let anonymous = loadtest::tls::client_config(&pki.ca, None).unwrap();
+    let anonymous = loadtest::tls::client_config(&pki.ca, None, None).unwrap();
     let endpoint = Endpoint::local(TargetKind::Pubsub, broker.endpoint.addr, "/ws")
         .unwrap()
         .with_tls(&anonymous)

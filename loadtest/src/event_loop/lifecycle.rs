@@ -68,6 +68,9 @@ impl LoopThread {
             nats,
             subscribe_ack,
         } = opened;
+        if let Some(tls) = &tls {
+            self.tally.record_tls_session(tls);
+        }
         let resume_stream = match (spec, &self.resume) {
             (ConnSpec::Subscriber { id, .. }, Some(plan)) => Some(
                 ResumeStream::new(&subscribe_ack.unwrap_or_default(), plan, id as u64)

@@ -43,7 +43,8 @@ impl Broker {
         let server = pubsub::Server::start(config).expect("the broker starts");
         let mut endpoint = Endpoint::local(TargetKind::Pubsub, server.local_addr(), "/ws").unwrap();
         if let Some(pki) = tls {
-            let config = loadtest::tls::client_config(&pki.ca, pki.client_identity()).unwrap();
+            let config =
+                loadtest::tls::client_config(&pki.ca, pki.client_identity(), None).unwrap();
             endpoint = endpoint.with_tls(&config).unwrap();
         }
         Broker {
