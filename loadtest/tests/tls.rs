@@ -78,7 +78,15 @@ fn resuming_subscribers_reconnect_over_tls_and_see_every_seq_once() {
     assert_clean(&report);
     let resume = report.resume.as_ref().expect("resume reports its figures");
     assert!(resume.reconnects >= 4, "{}", report.table());
-    assert_eq!(resume.recovered, resume.reconnects, "{}", report.table());
+    // Every resume recovered, but for one per subscriber that may still
+    // be handshaking when the run ends: a drop after the last message
+    // leaves nothing to wait for.
+    assert_eq!(resume.not_recovered, 0, "{}", report.table());
+    assert!(
+        resume.recovered + 4 >= resume.reconnects,
+        "{}",
+        report.table()
+    );
     assert_eq!(resume.subscribers_complete, 4, "{}", report.table());
 }
 
