@@ -191,9 +191,7 @@ impl Conn {
         }
         Ok(())
     }
-}
 
-impl Conn {
     /// Replaces any pending output by a close frame with `code` (over TLS,
     /// followed by close_notify) and writes what the socket takes: a clean
     /// close, best effort.
