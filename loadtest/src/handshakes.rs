@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 /// How long a TLS 1.3 connection of `--resume` waits for its session
 /// ticket before it closes all the same.
-pub const TICKET_WAIT: Duration = Duration::from_millis(200);
+const TICKET_WAIT: Duration = Duration::from_millis(200);
 /// The loop wakes at least this often, for deadlines and ticket waits.
 const POLL_WAIT: Duration = Duration::from_millis(5);
 
