@@ -459,3 +459,239 @@ impl TlsAcceptor {
         &self.files
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsFiles;
+    use rustls::pki_types::ServerName;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    /// One direction of an in-memory connection.
+    type Pipe = Rc<RefCell<VecDeque<u8>>>;
+
+    /// The broker's end: reads what the client wrote, writes for it to
+    /// read, taking at most `room` bytes before it would block.
+    struct MemorySocket {
+        from_client: Pipe,
+        to_client: Pipe,
+        room: Rc<RefCell<usize>>,
+    }
+
+    impl Read for MemorySocket {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let mut input = self.from_client.borrow_mut();
+            if input.is_empty() {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(input.len());
+            for (slot, byte) in buf.iter_mut().zip(input.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for MemorySocket {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut room = self.room.borrow_mut();
+            let n = buf.len().min(*room);
+            if n == 0 {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            *room -= n;
+            self.to_client.borrow_mut().extend(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Transport for MemorySocket {
+        fn shutdown_write(&mut self) {}
+    }
+
+    /// A TLS stream of the broker's and a rustls client, joined in memory.
+    struct Pair {
+        server: Stream<MemorySocket>,
+        client: ClientConnection,
+        from_client: Pipe,
+        to_client: Pipe,
+        room: Rc<RefCell<usize>>,
+        /// Plaintext the client has received.
+        received: Vec<u8>,
+    }
+
+    fn pair() -> Pair {
+        let ca = rcgen::CertifiedIssuer::self_signed(
+            {
+                let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                params
+            },
+            rcgen::KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "pubsub-stream-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let files = TlsFiles {
+            cert_file: cert_file.to_str().unwrap().to_string(),
+            key_file: key_file.to_str().unwrap().to_string(),
+            client_ca_file: None,
+        };
+        let acceptor = TlsAcceptor::new(&ServerTls {
+            initial: files.load(None).unwrap(),
+            files,
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let client_config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let client = ClientConnection::new(
+            Arc::new(client_config),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let (from_client, to_client) = (Pipe::default(), Pipe::default());
+        let room = Rc::new(RefCell::new(usize::MAX));
+        let socket = MemorySocket {
+            from_client: Rc::clone(&from_client),
+            to_client: Rc::clone(&to_client),
+            room: Rc::clone(&room),
+        };
+        Pair {
+            server: acceptor.accept(socket).unwrap(),
+            client,
+            from_client,
+            to_client,
+            room,
+            received: Vec::new(),
+        }
+    }
+
+    impl Pair {
+        /// Moves bytes both ways until neither side has more to say; the
+        /// broker reads as its connection does, until it would block.
+        /// Returns the plaintext the broker read.
+        fn exchange(&mut self) -> Vec<u8> {
+            let mut read = Vec::new();
+            for _ in 0..20 {
+                while self.client.wants_write() {
+                    let mut bytes = Vec::new();
+                    self.client.write_tls(&mut bytes).unwrap();
+                    self.from_client.borrow_mut().extend(bytes);
+                }
+                let mut buf = [0u8; 4096];
+                loop {
+                    match self.server.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => read.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("broker read: {e}"),
+                    }
+                }
+                let tls: Vec<u8> = self.to_client.borrow_mut().drain(..).collect();
+                if tls.is_empty() && !self.client.wants_write() {
+                    break;
+                }
+                let mut tls = &tls[..];
+                while !tls.is_empty() {
+                    self.client.read_tls(&mut tls).unwrap();
+                    self.client.process_new_packets().unwrap();
+                    let _ = self.client.reader().read_to_end(&mut self.received);
+                }
+            }
+            read
+        }
+
+        fn tls(&self) -> &TlsStream<MemorySocket> {
+            match &self.server {
+                Stream::Tls(tls) => tls,
+                Stream::Plain(_) => unreachable!("accepted with TLS"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_idle_tls_stream_holds_no_buffer() {
+        let mut pair = pair();
+        pair.exchange();
+        assert!(!pair.client.is_handshaking());
+        pair.client.writer().write_all(&[b'x'; 50_000]).unwrap();
+        assert_eq!(pair.exchange(), vec![b'x'; 50_000]);
+        pair.server.write_all(&[b'y'; 70_000]).unwrap();
+        pair.server.flush().unwrap();
+        pair.exchange();
+        assert_eq!(std::mem::take(&mut pair.received), vec![b'y'; 70_000]);
+        let tls = pair.tls();
+        assert_eq!(
+            (
+                tls.incoming.capacity(),
+                tls.plaintext.capacity(),
+                tls.outgoing.capacity()
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn records_the_socket_did_not_take_hold_back_more_plaintext_and_go_out_with_flush() {
+        let mut pair = pair();
+        pair.exchange();
+        *pair.room.borrow_mut() = 1000;
+        let first = pair.server.write(&[b'a'; 30_000]).unwrap();
+        assert_eq!(first, 30_000, "taken whole, encrypted, partly sent");
+        let second = pair.server.write(b"more").unwrap_err();
+        assert_eq!(second.kind(), ErrorKind::WouldBlock);
+        assert_eq!(
+            pair.server.flush().unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        *pair.room.borrow_mut() = usize::MAX;
+        pair.server.flush().unwrap();
+        pair.server.write_all(b"more").unwrap();
+        pair.exchange();
+        let mut expected = vec![b'a'; 30_000];
+        expected.extend_from_slice(b"more");
+        assert_eq!(std::mem::take(&mut pair.received), expected);
+    }
+
+    #[test]
+    fn close_notify_ends_the_peers_reading_cleanly() {
+        let mut pair = pair();
+        pair.exchange();
+        pair.server.write_all(b"bye").unwrap();
+        pair.server.shutdown_write();
+        pair.exchange();
+        assert_eq!(pair.received, b"bye");
+        let mut after = Vec::new();
+        let end = pair.client.reader().read_to_end(&mut after);
+        assert_eq!(
+            end.unwrap(),
+            0,
+            "close_notify: a clean end, not UnexpectedEof"
+        );
+    }
+}
