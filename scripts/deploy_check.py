@@ -17,7 +17,8 @@ installed; scripts/deploy-check does that). Every address is on loopback.
               settings that the tested files use.
   syscalls    every system call in an strace log of the broker is one that
               the unit's SystemCallFilter allows (groups expanded by
-              `systemd-analyze syscall-filter`).
+              `systemd-analyze syscall-filter`), and none makes memory
+              writable and executable (MemoryDenyWriteExecute).
 
 Exit status 0 when the check passes, 1 with the reasons when it does not.
 """
@@ -610,20 +611,34 @@ def syscalls(args):
     if not lines:
         fail([f"{args.unit} has no SystemCallFilter"])
     permitted = allowed - denied
-    made = set()
+    made, writable_exec = set(), []
     with open(args.strace) as f:
         for line in f:
-            match = re.match(r"(?:\d+\s+)?([a-z_0-9]+)\(", line)
-            if match:
-                made.add(match.group(1))
+            match = re.match(r"(?:\d+\s+)?([a-z_0-9]+)\((.*)", line)
+            if not match:
+                continue
+            made.add(match.group(1))
+            # What MemoryDenyWriteExecute=yes refuses: memory both writable
+            # and executable, or made executable afterwards.
+            call, rest = match.groups()
+            if (call in ("mprotect", "pkey_mprotect") and "PROT_EXEC" in rest) or (
+                    call == "mmap" and "PROT_EXEC" in rest and "PROT_WRITE" in rest) or call == "shmat":
+                writable_exec.append(line.strip())
     if len(made) < 20:
         fail([f"{args.strace} shows only {sorted(made)}: was the broker traced?"])
+    reasons = []
     refused = sorted(made - permitted)
     if refused:
-        fail([f"the broker calls {', '.join(refused)}, which the SystemCallFilter of {args.unit} does not "
-              f"allow: systemd would kill it (SIGSYS)"])
+        reasons.append(f"the broker calls {', '.join(refused)}, which the SystemCallFilter of {args.unit} does "
+                       f"not allow: systemd would kill it (SIGSYS)")
+    with open(args.unit) as f:
+        deny_write_execute = any(line.strip() == "MemoryDenyWriteExecute=yes" for line in f)
+    if deny_write_execute and writable_exec:
+        reasons.append(f"MemoryDenyWriteExecute=yes would refuse {writable_exec[:3]}")
+    if reasons:
+        fail(reasons)
     print(f"  ok: the broker made {len(made)} distinct system calls, all among the {len(permitted)} the filter "
-          f"allows")
+          f"allows" + ("; no writable and executable memory" if deny_write_execute else ""))
 
 
 def main():
