@@ -15,6 +15,12 @@ installed; scripts/deploy-check does that). Every address is on loopback.
               --expect-alert, that alert becomes pending or firing.
   compose     deploy/compose.yaml names the services, files, ports and
               settings that the tested files use.
+  settings    the files agree with deploy/pubsub.env: every setting in it
+              is one the broker knows (`pubsub --help`, including the
+              commented ones), the proxies' WebSocket timeouts are above
+              HEARTBEAT_INTERVAL_SECS, the unit's TimeoutStopSec and the
+              PubSubDown alert's `for` above SHUTDOWN_TIMEOUT_SECS, the
+              connections alert's limit is MAX_CONNECTIONS.
   syscalls    every system call in an strace log of the broker is one that
               the unit's SystemCallFilter allows (groups expanded by
               `systemd-analyze syscall-filter`), and none makes memory
@@ -571,6 +577,74 @@ def compose(args):
           f"{', '.join(nodes.values())}; haproxy mounts haproxy.cfg and listens on {args.proxy_port}")
 
 
+# ---------------------------------------------------------------- settings
+
+
+def seconds(text):
+    """Seconds of a duration written 30, 30s, 2m or 1h."""
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)?", text.strip())
+    if not match:
+        fail([f"not a duration: {text!r}"])
+    return int(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+
+
+def settings(args):
+    import subprocess
+    import yaml
+
+    deploy = args.deploy
+    with open(os.path.join(deploy, "pubsub.env")) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    env, named, reasons = {}, [], []  # named: set or commented out
+    for line in lines:
+        match = re.fullmatch(r"(#?)([A-Z_]+)=(\S+)", line)
+        if match:
+            named.append(match.group(2))
+            if not match.group(1):
+                env[match.group(2)] = match.group(3)
+        elif not line.startswith("#"):
+            reasons.append(f"pubsub.env: {line!r} is not KEY=value (no quotes, no spaces, no empty value)")
+    help_text = subprocess.run([args.broker, "--help"], capture_output=True, text=True, check=True).stdout
+    settings_known = set(re.findall(r"^  ([A-Z][A-Z_]+) ", help_text, re.M))
+    for name in named:
+        if name not in settings_known:
+            reasons.append(f"pubsub.env names {name}, which the broker does not know (pubsub --help)")
+    defaults = {name: value for name, value in re.findall(r"^  ([A-Z][A-Z_]+) +default (\S+)", help_text, re.M)}
+
+    def setting(name):
+        return int(env.get(name, defaults[name]))
+
+    heartbeat, drain, limit = setting("HEARTBEAT_INTERVAL_SECS"), setting("SHUTDOWN_TIMEOUT_SECS"), \
+        setting("MAX_CONNECTIONS")
+    with open(os.path.join(deploy, "haproxy.cfg")) as f:
+        tunnel = re.findall(r"^\s*timeout tunnel (\S+)", f.read(), re.M)
+    if len(tunnel) != 1 or seconds(tunnel[0]) <= heartbeat:
+        reasons.append(f"haproxy.cfg: timeout tunnel {tunnel} not above HEARTBEAT_INTERVAL_SECS ({heartbeat} s)")
+    with open(os.path.join(deploy, "nginx.conf")) as f:
+        nginx = f.read()
+    for directive in ("proxy_read_timeout", "proxy_send_timeout"):
+        values = re.findall(rf"^\s*{directive} (\S+);", nginx, re.M)
+        if len(values) != 1 or seconds(values[0]) <= heartbeat:
+            reasons.append(f"nginx.conf: {directive} {values} not above HEARTBEAT_INTERVAL_SECS ({heartbeat} s)")
+    with open(os.path.join(deploy, "pubsub.service")) as f:
+        stop = re.findall(r"^TimeoutStopSec=(\S+)$", f.read(), re.M)
+    if len(stop) != 1 or seconds(stop[0]) <= drain:
+        reasons.append(f"pubsub.service: TimeoutStopSec {stop} not above SHUTDOWN_TIMEOUT_SECS ({drain} s)")
+    with open(os.path.join(deploy, "alerts.yml")) as f:
+        rules = {r["alert"]: r for g in yaml.safe_load(f)["groups"] for r in g["rules"]}
+    if seconds(rules["PubSubDown"].get("for", "0s")) <= drain:
+        reasons.append(f"alerts.yml: PubSubDown's `for` is not above SHUTDOWN_TIMEOUT_SECS ({drain} s): "
+                       f"every drain would fire it")
+    near = re.search(r">\s*0\.8\s*\*\s*(\d+)", rules["PubSubConnectionsNearLimit"]["expr"])
+    if not near or int(near.group(1)) != limit:
+        reasons.append(f"alerts.yml: PubSubConnectionsNearLimit does not compare with MAX_CONNECTIONS ({limit})")
+    if reasons:
+        fail(reasons)
+    print(f"  ok: pubsub.env's {len(env)} settings are the broker's; tunnel and read timeouts above the "
+          f"{heartbeat} s heartbeat; TimeoutStopSec and PubSubDown above the {drain} s drain; "
+          f"the connections alert at 80% of {limit}")
+
+
 # ---------------------------------------------------------------- syscalls
 
 
@@ -673,12 +747,15 @@ def main():
     p.add_argument("--nodes", required=True, help="SERVICE:PORT,... of the nodes")
     p.add_argument("--redis-port", required=True)
     p.add_argument("--proxy-port", required=True)
+    p = commands.add_parser("settings")
+    p.add_argument("--deploy", required=True, help="the deploy/ directory")
+    p.add_argument("--broker", required=True, help="the pubsub binary, for --help")
     p = commands.add_parser("syscalls")
     p.add_argument("--unit", required=True)
     p.add_argument("--strace", required=True, help="the output of strace -f -o")
     args = parser.parse_args()
     commands = {"failover": failover, "dashboard": dashboard, "prometheus": prometheus, "compose": compose,
-                "syscalls": syscalls}
+                "settings": settings, "syscalls": syscalls}
     commands[args.command](args)
 
 
