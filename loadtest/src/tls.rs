@@ -108,7 +108,7 @@ pub fn client_config(
             .add(cert)
             .with_context(|| format!("{}: not a CA certificate", ca.display()))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(browser_order(rustls::crypto::ring::default_provider()));
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .context("the certificate verifier")?;
@@ -130,6 +130,26 @@ pub fn client_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
+}
+
+/// `provider` offering its cipher suites in the order browsers do: AES-128-GCM
+/// first (ring's default puts AES-256-GCM first). A server that takes the
+/// client's first choice, as rustls does, then does the same work for the
+/// harness as for a browser, and as NATS (Go), which prefers AES-128-GCM.
+fn browser_order(mut provider: rustls::crypto::CryptoProvider) -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite::{
+        TLS13_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    };
+    provider.cipher_suites.sort_by_key(|suite| {
+        !matches!(
+            suite.suite(),
+            TLS13_AES_128_GCM_SHA256
+                | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    provider
 }
 
 /// `config`, resuming sessions: TLS 1.3 tickets and TLS 1.2 session IDs
