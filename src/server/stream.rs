@@ -23,7 +23,12 @@
 //! A read returns plaintext rustls already holds before it touches the
 //! socket, and says `WouldBlock` only when the socket did: "read until it
 //! would block", which edge-triggered readiness requires, drains rustls
-//! too. Interest stays registered readable and writable, edge-triggered,
+//! too. Once our `close_notify` is sent (`shutdown_write`, when the
+//! connection is done and only drops what the peer still sends), records
+//! are read from the socket as they are and never given to rustls: one it
+//! refused would make it queue a fatal alert after its `close_notify`,
+//! which trips a `debug_assert!` inside rustls (rustls/rustls#959), a
+//! panic of the worker in debug builds that any peer could cause. Interest stays registered readable and writable, edge-triggered,
 //! as for plain sockets: whatever rustls wants next, the event that lets it
 //! happen arrives, and no `reregister` is spent on following `wants_read`
 //! and `wants_write`.
@@ -69,6 +74,9 @@ pub struct TlsStream<S> {
     /// Nothing more goes to the peer: it sent what is not TLS, and gets
     /// no answer, not even the alert rustls would send (see `read`).
     silenced: bool,
+    /// Our `close_notify` is sent: what the peer sends is read from the
+    /// socket and dropped, not given to rustls (see the module doc).
+    closed: bool,
 }
 
 impl<S> Stream<S> {
@@ -93,6 +101,9 @@ impl<S: Read + Write> TlsStream<S> {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
+            }
+            if self.closed {
+                return self.socket.read(buf);
             }
             self.tls.read_tls(&mut self.socket)?;
             if let Err(e) = self.tls.process_new_packets() {
@@ -169,6 +180,7 @@ impl<S: Transport> Transport for Stream<S> {
     fn shutdown_write(&mut self) {
         if let Stream::Tls(tls) = self {
             tls.tls.send_close_notify();
+            tls.closed = true;
             let _ = tls.send_records();
         }
         self.socket_mut().shutdown_write();
@@ -210,6 +222,7 @@ impl TlsAcceptor {
             tls,
             answered: false,
             silenced: false,
+            closed: false,
         })))
     }
 
