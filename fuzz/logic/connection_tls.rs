@@ -103,9 +103,11 @@ pub fn run(data: &[u8]) -> usize {
     let mut plain = (header & 0x82 == 0).then(Twin::new);
     let mut peer = TlsPeer::new(header);
     if header & 0x80 != 0 {
-        peer.client
-            .write_tls(&mut std::io::sink())
-            .expect("a sink takes every byte");
+        while peer.client.wants_write() {
+            peer.client
+                .write_tls(&mut std::io::sink())
+                .expect("a sink takes every byte");
+        }
     }
     peer.pump(&mut tls, &mut plain);
     let mut program = Program::new(program);
@@ -175,6 +177,9 @@ pub fn run(data: &[u8]) -> usize {
     // closes within two seconds.
     peer.hold = false;
     tls.set_write_room(None);
+    if let Some(twin) = &mut plain {
+        twin.driver.set_write_room(None);
+    }
     peer.pump(&mut tls, &mut plain);
     if !tls.is_closed() {
         peer.end_stream();

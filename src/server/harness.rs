@@ -438,7 +438,7 @@ mod fuzz_regressions {
         let agreed = replay("connection_tls", connection_tls::run);
         assert!(
             agreed.iter().filter(|&&n| n > 0).count() >= 10,
-            "at least the seeds sent in plaintext's steps agree with their plain twin: {agreed:?}"
+            "fewer than ten inputs stayed comparable with their plain twin and agreed on replies: {agreed:?}"
         );
     }
 }
