@@ -23,15 +23,19 @@
 //! A read returns plaintext rustls already holds before it touches the
 //! socket, and says `WouldBlock` only when the socket did: "read until it
 //! would block", which edge-triggered readiness requires, drains rustls
-//! too. Once our `close_notify` is sent (`shutdown_write`, when the
-//! connection is done and only drops what the peer still sends), records
-//! are read from the socket as they are and never given to rustls: one it
-//! refused would make it queue a fatal alert after its `close_notify`,
-//! which trips a `debug_assert!` inside rustls (rustls/rustls#959), a
-//! panic of the worker in debug builds that any peer could cause. Interest stays registered readable and writable, edge-triggered,
+//! too. Interest stays registered readable and writable, edge-triggered,
 //! as for plain sockets: whatever rustls wants next, the event that lets it
 //! happen arrives, and no `reregister` is spent on following `wants_read`
 //! and `wants_write`.
+//!
+//! Once our `close_notify` is sent (`shutdown_write`, when the connection
+//! is done and only drops what the peer still sends), records are read
+//! from the socket as they are and never given to rustls: one it refused
+//! would make it queue a fatal alert after its `close_notify`, which trips
+//! a `debug_assert!` inside rustls (rustls/rustls#959), a panic of the
+//! worker in debug builds that any peer could cause. So the peer's own
+//! `close_notify`, if it comes after ours, is dropped unread too: the end
+//! of its TCP stream (or the close grace) ends the linger.
 
 use crate::config::{ConfigError, ServerTls, TlsFiles};
 use mio::net::TcpStream;
