@@ -60,7 +60,7 @@ def pub(topic="t", payload=1, mid="m"):
 
 PING = text({"type": "ping", "request_id": "r"})
 
-# Connection programs: see fuzz/logic/connection.rs for the opcodes.
+# Connection programs: see fuzz/logic/connection_program.rs for the opcodes.
 ALL = b"\xf1"  # send the rest at once
 
 
@@ -84,6 +84,33 @@ def in_pieces(data, size):
 
 
 UNLIMITED, EOF, TURN, SHUTDOWN = b"\xf4", b"\xf5", b"\xf6", b"\xf7"
+
+# connection_tls: a header byte, then a connection program with the TLS
+# opcodes of fuzz/logic/connection_tls.rs.
+TLS13, TLS12, H2, NO_HELLO = 0x00, 0x01, 0x02, 0x80
+HOLD, RELEASE, CLOSE_NOTIFY, KEY_UPDATE = b"\xf8", b"\xfa", b"\xfd", b"\xfe"
+
+
+def records_of(n):
+    """Header bits: the client's records carry at most 16 * n + 16 bytes."""
+    return n << 2
+
+
+def deliver(n):
+    """The broker reads the next n (1 to 256) bytes waiting on the wire."""
+    return b"\xf9" + bytes([n - 1])
+
+
+def garbage(data):
+    """`data` (1 to 256 bytes) onto the wire as it is."""
+    return b"\xfb" + bytes([len(data) - 1]) + data
+
+
+def read_size(n):
+    return b"\xfc" + bytes([n])
+
+
+SESSION = ALL + UPGRADE + sub(rid="s") + pub() + PING
 
 # An HS256 token (not signed with any secret the fuzzed broker knows: its
 # checks refuse it, which is what the seeds exercise).
@@ -179,6 +206,80 @@ SEEDS = {
         + text({"type": "unsubscribe", "topic": "t", "client_id": "c"})
         + sub("nope")
         + pub("nope"),
+    },
+    "connection_tls": {
+        "session-tls13": bytes([TLS13]) + SESSION,
+        "session-tls12": bytes([TLS12]) + SESSION,
+        "small-records": bytes([TLS13 | records_of(1)]) + SESSION,
+        "small-records-tls12": bytes([TLS12 | records_of(3)])
+        + send(b"GET /topics HTTP/1.1\r\n\r\n" + post(b"/topics", b'{"name":"v"}'))
+        + send(UPGRADE + sub("v", last_n=2)),
+        "held-records-in-pieces": bytes([TLS13 | records_of(2)])
+        + send(UPGRADE)
+        + HOLD
+        + send(sub() + pub() + PING)
+        + b"".join(deliver(n) for n in (1, 4, 5, 17, 30, 64, 100, 200, 256))
+        + RELEASE
+        + TURN,
+        "hello-in-pieces": bytes([TLS13])
+        + HOLD
+        + b"".join(deliver(n) for n in (3, 2, 40, 100))
+        + RELEASE
+        + send(UPGRADE + PING),
+        "hello-in-pieces-tls12": bytes([TLS12])
+        + HOLD
+        + deliver(5)
+        + deliver(60)
+        + RELEASE
+        + send(UPGRADE + sub() + pub()),
+        "short-reads": bytes([TLS13]) + read_size(3) + SESSION,
+        "short-reads-tls12": bytes([TLS12]) + read_size(7) + send(UPGRADE) + send(sub() + pub() + PING),
+        "blocked-writes": bytes([TLS13])
+        + send(UPGRADE)
+        + room(0)
+        + send(sub() + pub() + pub() + PING)
+        + room(40)
+        + send(pub() + pub() + pub())
+        + UNLIMITED
+        + TURN,
+        "blocked-handshake": bytes([TLS13])
+        + HOLD
+        + room(100)
+        + RELEASE
+        + room(30)
+        + send(UPGRADE)
+        + UNLIMITED
+        + send(PING),
+        "slow-consumer": bytes([TLS13])
+        + send(UPGRADE + sub())
+        + room(0)
+        + send(b"".join(pub(payload=i) for i in range(8)))
+        + UNLIMITED,
+        "key-update": bytes([TLS13])
+        + send(UPGRADE + sub())
+        + KEY_UPDATE
+        + send(pub())
+        + KEY_UPDATE
+        + KEY_UPDATE
+        + send(PING),
+        "key-updates-past-the-limit": bytes([TLS13]) + send(UPGRADE) + KEY_UPDATE * 33 + send(PING),
+        "close-notify": bytes([TLS13]) + send(UPGRADE + sub()) + CLOSE_NOTIFY + TURN,
+        "close-notify-mid-request": bytes([TLS12]) + send(b"GET /topi") + CLOSE_NOTIFY,
+        "eof-mid-record": bytes([TLS13]) + send(UPGRADE) + HOLD + send(PING) + deliver(9) + EOF,
+        "handshake-timeout": bytes([TLS13]) + HOLD + advance(44),
+        "handshake-timeout-half-hello": bytes([TLS12]) + HOLD + deliver(50) + advance(44),
+        "heartbeats": bytes([TLS13]) + send(UPGRADE) + advance(121) + send(PING) + advance(255) + advance(255),
+        "drain": bytes([TLS13])
+        + send(UPGRADE + sub() + pub())
+        + SHUTDOWN
+        + send(pub() + PING)
+        + advance(8)
+        + advance(255),
+        "alpn-h2": bytes([H2]) + SESSION,
+        "plain-http-on-tls": bytes([NO_HELLO]) + garbage(b"GET /topics HTTP/1.1\r\n\r\n"),
+        "garbage-after-handshake": bytes([TLS13]) + send(UPGRADE) + garbage(b"\x17\x03\x03\x00\x05hello") + send(PING),
+        "garbage-in-handshake-tls12": bytes([TLS12]) + HOLD + deliver(20) + garbage(b"\x16\x03\x01\x00\x01\x00") + RELEASE,
+        "alert-from-client": bytes([TLS13]) + send(UPGRADE) + garbage(b"\x15\x03\x03\x00\x02\x02\x28"),
     },
 }
 

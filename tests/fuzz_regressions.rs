@@ -1,8 +1,9 @@
 //! Replays the inputs saved under `fuzz/regressions/<target>/` (crashes the
 //! fuzzer found, once fixed, and a few corpus entries) through the bodies of
-//! the pure fuzz targets, which live in `fuzz/logic/`. The `connection`
-//! target's inputs are replayed by the `fuzz_regressions` module of
-//! src/server/harness.rs. See fuzz/README.md.
+//! the pure fuzz targets, which live in `fuzz/logic/`. The inputs of the
+//! `connection` and `connection_tls` targets, which drive the library's
+//! test-only `server::harness`, are replayed by the `fuzz_regressions`
+//! module of src/server/harness.rs. See fuzz/README.md.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,7 @@
 #![no_main]
 
+#[path = "../logic/connection_program.rs"]
+mod connection_program;
 #[path = "../logic/connection.rs"]
 mod logic;
 

@@ -1,17 +1,21 @@
 //! One connection driven by hand, without sockets: the worker's own loop
 //! turn ([`Worker::turn`]: accepts, reads, posts and outcomes, timers, the
 //! drain, flushes, reaping) over an in-memory transport, with time moved
-//! by the caller. For fuzzing (`fuzz/`) and for tests that replay the
-//! inputs the fuzzer found; not built into the broker.
+//! by the caller. The connection gets a [`Stream`] over that transport, as
+//! in the broker: plain, or TLS through the broker's own `TlsStream` when
+//! the configuration has `tls` (the caller then speaks TLS: what it sends
+//! and reads are TLS records). For fuzzing (`fuzz/`) and for tests that
+//! replay the inputs the fuzzer found; not built into the broker.
 
 use super::connection::Connection;
 use super::shared::Shared;
-use super::stream::Transport;
+use super::stream::{Stream, TlsAcceptor, Transport};
 use super::worker::{Ready, Sockets, Worker};
 use crate::broker::delivery::WorkerMailbox;
 use crate::config::Config;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +31,8 @@ pub struct MemoryTransport {
     write_shut: bool,
     /// How many bytes the next writes may take before blocking.
     write_room: Option<usize>,
+    /// The most one read returns (None: all the input there is).
+    read_size: Option<NonZeroUsize>,
 }
 
 impl Read for MemoryTransport {
@@ -39,7 +45,8 @@ impl Read for MemoryTransport {
                 Err(ErrorKind::WouldBlock.into())
             };
         }
-        let n = left.len().min(buf.len());
+        let most = self.read_size.map_or(usize::MAX, NonZeroUsize::get);
+        let n = left.len().min(buf.len()).min(most);
         buf[..n].copy_from_slice(&left[..n]);
         self.read_pos += n;
         Ok(n)
@@ -78,29 +85,42 @@ impl Transport for MemoryTransport {
 /// One connection waiting to be accepted, then none.
 struct OneConnection {
     waiting: Option<MemoryTransport>,
+    /// TLS over the connection, when the broker serves it.
+    tls: Option<Arc<TlsAcceptor>>,
+    /// What the connection wrote, once it has been reaped: the worker
+    /// deregisters a connection just before freeing it, after its last
+    /// words (the bytes of the turn that ended it, TLS's `close_notify`).
+    reaped_output: Vec<u8>,
 }
 
 impl Sockets for OneConnection {
-    type Socket = MemoryTransport;
+    type Socket = Stream<MemoryTransport>;
 
-    fn accept(&mut self) -> io::Result<(MemoryTransport, SocketAddr)> {
+    fn accept(&mut self) -> io::Result<(Stream<MemoryTransport>, SocketAddr)> {
         let peer = "127.0.0.1:9".parse().expect("a valid address");
         let socket = self.waiting.take().ok_or(ErrorKind::WouldBlock)?;
-        Ok((socket, peer))
+        let stream = match &self.tls {
+            Some(tls) => tls.accept(socket)?,
+            None => Stream::Plain(socket),
+        };
+        Ok((stream, peer))
     }
 
-    fn register(&mut self, _: &mut MemoryTransport, _: usize) -> io::Result<()> {
+    fn register(&mut self, _: &mut Stream<MemoryTransport>, _: usize) -> io::Result<()> {
         Ok(())
     }
 
-    fn deregister(&mut self, _: &mut MemoryTransport) {}
+    fn deregister(&mut self, stream: &mut Stream<MemoryTransport>) {
+        self.reaped_output = std::mem::take(&mut stream.socket_mut().output);
+    }
 
     fn stop_listening(&mut self) {
         self.waiting = None;
     }
 }
 
-/// A broker of one worker with one connection on it.
+/// A broker of one worker with one connection on it: over TLS if
+/// `config.tls` is set.
 pub struct ConnectionDriver {
     worker: Worker<OneConnection>,
     /// The worker's clock, moved by `advance`.
@@ -116,6 +136,8 @@ impl ConnectionDriver {
         );
         let sockets = OneConnection {
             waiting: Some(MemoryTransport::default()),
+            tls: shared.tls.clone(),
+            reaped_output: Vec::new(),
         };
         let mut driver = ConnectionDriver {
             worker: Worker::new(0, sockets, shared),
@@ -133,16 +155,16 @@ impl ConnectionDriver {
 
     /// The peer sends `bytes`; then a loop turn.
     pub fn send(&mut self, bytes: &[u8]) {
-        if let Some(conn) = self.connection() {
-            conn.socket_mut().input.extend_from_slice(bytes);
+        if let Some(transport) = self.transport() {
+            transport.input.extend_from_slice(bytes);
         }
         self.turn_readable();
     }
 
     /// The peer closes its side; then a loop turn.
     pub fn send_end_of_stream(&mut self) {
-        if let Some(conn) = self.connection() {
-            conn.socket_mut().end_of_input = true;
+        if let Some(transport) = self.transport() {
+            transport.end_of_input = true;
         }
         self.turn_readable();
     }
@@ -151,14 +173,22 @@ impl ConnectionDriver {
     /// writes block (None: unlimited); then a loop turn in which the
     /// socket is writable.
     pub fn set_write_room(&mut self, bytes: Option<usize>) {
-        if let Some(conn) = self.connection() {
-            conn.socket_mut().write_room = bytes;
+        if let Some(transport) = self.transport() {
+            transport.write_room = bytes;
         }
         if let Some(slot) = self.slot {
             self.turn(Ready::Connection {
                 slot,
                 readable: false,
             });
+        }
+    }
+
+    /// From now on one read of the socket returns at most `bytes` (None:
+    /// whatever input there is). No loop turn.
+    pub fn set_read_size(&mut self, bytes: Option<NonZeroUsize>) {
+        if let Some(transport) = self.transport() {
+            transport.read_size = bytes;
         }
     }
 
@@ -199,21 +229,30 @@ impl ConnectionDriver {
         }
     }
 
-    fn connection(&mut self) -> Option<&mut Connection<MemoryTransport>> {
+    fn connection(&mut self) -> Option<&mut Connection<Stream<MemoryTransport>>> {
         self.worker.connection_mut(self.slot?)
     }
 
-    /// Everything the connection has written so far.
+    /// The transport under the connection's stream, until it is reaped.
+    fn transport(&mut self) -> Option<&mut MemoryTransport> {
+        Some(self.connection()?.socket_mut().socket_mut())
+    }
+
+    /// Everything the connection has written so far (TLS records over
+    /// TLS), its last turn's bytes included once it has been reaped.
     pub fn output(&mut self) -> &[u8] {
-        self.connection().map_or(&[], |c| &c.socket_mut().output)
+        match self.slot {
+            Some(slot) => self
+                .worker
+                .connection_mut(slot)
+                .map_or(&[], |c| &c.socket_mut().socket_mut().output),
+            None => &self.worker.sockets().reaped_output,
+        }
     }
 
     /// Bytes the peer sent that the connection has not read yet.
     pub fn unread_input(&mut self) -> usize {
-        self.connection().map_or(0, |c| {
-            let t = c.socket_mut();
-            t.input.len() - t.read_pos
-        })
+        self.transport().map_or(0, |t| t.input.len() - t.read_pos)
     }
 
     /// True once the connection was reaped.
@@ -334,31 +373,72 @@ mod tests {
     }
 }
 
-/// Replays the inputs saved under `fuzz/regressions/connection/` through the
-/// body of the `connection` fuzz target (`fuzz/logic/connection.rs`, shared
-/// word for word). See fuzz/README.md.
+/// Replays the inputs saved under `fuzz/regressions/connection/` and
+/// `fuzz/regressions/connection_tls/` through the bodies of the
+/// `connection` and `connection_tls` fuzz targets (`fuzz/logic/`, shared
+/// word for word, each a module here as in its target, beside the
+/// `connection_program` they share). See fuzz/README.md.
 #[cfg(test)]
 mod fuzz_regressions {
-    use crate as pubsub;
+    mod connection_program {
+        use crate as pubsub;
 
-    include!(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fuzz/logic/connection.rs"
-    ));
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/logic/connection_program.rs"
+        ));
+    }
 
-    #[test]
-    fn connection_inputs() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/connection");
+    mod connection {
+        use crate as pubsub;
+
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/logic/connection.rs"
+        ));
+    }
+
+    mod connection_tls {
+        use crate as pubsub;
+
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/logic/connection_tls.rs"
+        ));
+    }
+
+    /// Runs `body` on every file of `fuzz/regressions/<target>/`, naming
+    /// each; returns what each run returned.
+    fn replay<T>(target: &str, body: fn(&[u8]) -> T) -> Vec<T> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions")
+            .join(target);
         let mut files: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .map(|entry| entry.expect("a directory entry").path())
             .collect();
         files.sort();
         assert!(!files.is_empty(), "no inputs in {}", dir.display());
-        for file in files {
-            eprintln!("replaying {}", file.display());
-            run(&std::fs::read(&file).expect("a readable input"));
-        }
+        files
+            .iter()
+            .map(|file| {
+                eprintln!("replaying {}", file.display());
+                body(&std::fs::read(file).expect("a readable input"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connection_inputs() {
+        replay("connection", connection::run);
+    }
+
+    #[test]
+    fn connection_tls_inputs() {
+        let agreed = replay("connection_tls", connection_tls::run);
+        assert!(
+            agreed.iter().filter(|&&n| n > 0).count() >= 10,
+            "fewer than ten inputs stayed comparable with their plain twin and agreed on replies: {agreed:?}"
+        );
     }
 }

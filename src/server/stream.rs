@@ -30,6 +30,16 @@
 //! Interest stays registered readable and writable, edge-triggered, as for
 //! plain sockets: whatever rustls wants next, the event that lets it happen
 //! arrives, and no `reregister` is spent on following what it wants.
+//!
+//! Once our `close_notify` is made (the connection is done and only drops
+//! what the peer still sends), TLS bytes are read from the socket as they
+//! are and never given to rustls: a record it refused would make it queue
+//! a fatal alert after its `close_notify`, which trips a `debug_assert!`
+//! inside rustls (rustls/rustls#959), a panic of the worker in debug builds
+//! that any peer could cause (found by the `connection_tls` fuzz target).
+//! So the peer's own `close_notify`, if it comes after ours, is dropped
+//! unread too: the end of its TCP stream (or the close grace) ends the
+//! linger.
 
 use crate::config::{ConfigError, ServerTls, TlsFiles};
 use mio::net::TcpStream;
@@ -90,7 +100,8 @@ pub struct TlsStream<S> {
     sent: usize,
     /// The socket reached end of stream, or the peer's `close_notify` came.
     input_ended: bool,
-    /// Our `close_notify` is made.
+    /// Our `close_notify` is made: what the peer sends is read from the
+    /// socket and dropped, not given to rustls (see the module doc).
     closed: bool,
     /// Some TLS record has been sent: the peer speaks TLS.
     answered: bool,
@@ -161,6 +172,9 @@ impl<S: Read + Write> TlsStream<S> {
             }
             if self.input_ended {
                 return Ok(0);
+            }
+            if self.closed {
+                return self.socket.read(buf);
             }
             self.drive(Want::Read)?;
             if !self.plaintext.is_empty() || self.input_ended {

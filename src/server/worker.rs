@@ -260,6 +260,12 @@ impl<S: Sockets> Worker<S> {
         &self.ctx
     }
 
+    /// Where its connections come from, for the harness.
+    #[cfg(any(test, fuzzing))]
+    pub fn sockets(&self) -> &S {
+        &self.sockets
+    }
+
     /// Accepts and reads what is ready; true if anything was.
     fn handle_ready(&mut self, ready: impl IntoIterator<Item = Ready>) -> bool {
         let mut busy = false;

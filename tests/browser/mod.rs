@@ -7,10 +7,12 @@
 //! fail, saying what to install: they never pass without a browser. Each
 //! browser gets a fresh profile directory and is started with its
 //! background networking off (nothing but the broker on 127.0.0.1 is
-//! reached); it is killed by its pid when the `Browser` is dropped.
+//! reached); it is killed by its pid when the `Browser` is dropped. A test
+//! may add flags of its own (`Browser::start_with`: to trust its TLS
+//! certificate, say).
 //!
-//! Shared by two test files (`console.rs`, `console_tokens.rs`), each of
-//! which uses a part of it.
+//! Shared by three test files (`console.rs`, `console_tokens.rs`,
+//! `console_tls.rs`), each of which uses a part of it.
 #![allow(dead_code)]
 
 pub mod page;
@@ -48,6 +50,11 @@ impl Browser {
     /// Starts a headless Chromium with a 1366×860 window and opens a blank
     /// page, with the Page, Runtime and Log domains enabled.
     pub fn start() -> Browser {
+        Browser::start_with(&[])
+    }
+
+    /// `start`, with these command-line flags besides the usual ones.
+    pub fn start_with(flags: &[String]) -> Browser {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let program = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
         static PROFILES: AtomicU32 = AtomicU32::new(0);
@@ -75,6 +82,7 @@ impl Browser {
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
+            .args(flags)
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,7 +1,8 @@
 //! The console page as its tests drive it: open it, wait for its
 //! connection, find a topic's row, click, type, submit, read the log, and
-//! check that no script threw. Shared by `tests/console.rs` and
-//! `tests/console_tokens.rs`, each of which uses a part.
+//! check that no script threw. Shared by `tests/console.rs`,
+//! `tests/console_tokens.rs` and `tests/console_tls.rs`, each of which uses
+//! a part.
 #![allow(dead_code)]
 
 use super::{js, Browser};
