@@ -13,13 +13,11 @@ mod common;
 
 use browser::page::*;
 use browser::Browser;
+use common::tls::{all_versions, https, TestCa};
 use common::*;
-use rcgen::PublicKeyData;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::ClientConfig;
 use serde_json::{json, Value};
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -34,8 +32,8 @@ struct TlsBroker {
 }
 
 impl TlsBroker {
-    /// A CA, a certificate for 127.0.0.1 signed by it and its key, in a
-    /// directory of the test's own; a broker started with the two files.
+    /// A certificate for 127.0.0.1 from the test's own CA, in a directory
+    /// of the test's own; a broker started with its files.
     fn start() -> TlsBroker {
         static DIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -44,34 +42,13 @@ impl TlsBroker {
             DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "pubsub console test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
-        std::fs::write(&cert_file, cert.pem()).unwrap();
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let ca = TestCa::new("pubsub console test");
+        let identity = ca.issue(&["127.0.0.1"], "pubsub console test server");
+        let (cert_file, key_file) = identity.write(&dir, "server");
         let broker = TestBroker::with(&[
             ("TLS_CERT_FILE", cert_file.to_str().unwrap()),
             ("TLS_KEY_FILE", key_file.to_str().unwrap()),
         ]);
-
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         // Chromium trusts the certificate whose public key has this SHA-256
         // (base64 of its SubjectPublicKeyInfo), and no other: every other
         // check stays, and any other certificate is refused as usual. Not
@@ -79,19 +56,14 @@ impl TlsBroker {
         // from anyone, so that the page would load whatever the broker
         // served (a wrong certificate, or none of ours at all). The flag
         // needs a `--user-data-dir`, which `Browser` always gives.
-        let sha256 = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
-            .tls13()
-            .unwrap()
-            .common
-            .hash_provider
-            .hash(&key.subject_public_key_info());
+        let sha256 = ring_sha256(&identity.spki);
         let trust_flag = format!(
             "--ignore-certificate-errors-spki-list={}",
-            data_encoding::BASE64.encode(sha256.as_ref())
+            data_encoding::BASE64.encode(&sha256)
         );
         TlsBroker {
             broker,
-            client: Arc::new(client),
+            client: ca.client(&all_versions(), None),
             trust_flag,
             dir,
         }
@@ -112,15 +84,7 @@ impl TlsBroker {
     /// One request over TLS, on a connection of its own, trusting the
     /// test's CA alone; the status and the JSON body.
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let tcp = TcpStream::connect(self.addr()).unwrap();
-        tcp.set_read_timeout(Some(WAIT)).unwrap();
-        let name = ServerName::IpAddress(self.addr().ip().into());
-        let tls = ClientConnection::new(Arc::clone(&self.client), name).unwrap();
-        let mut stream = StreamOwned::new(tls, tcp);
-        stream
-            .write_all(request_text(method, path, body).as_bytes())
-            .unwrap();
-        let response = read_response(&mut BufReader::new(stream));
+        let response = https(self.addr(), &self.client, method, path, body);
         (response.status, response.json())
     }
 
@@ -241,4 +205,11 @@ fn pubsub_js_from_an_https_page_subscribes_and_receives_over_wss() {
         json!({"n": 2})
     );
     assert_no_exceptions(&mut page);
+}
+
+/// SHA-256, from the crypto the broker uses.
+fn ring_sha256(bytes: &[u8]) -> Vec<u8> {
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let hash = suite.tls13().unwrap().common.hash_provider.hash(bytes);
+    hash.as_ref().to_vec()
 }

@@ -29,6 +29,9 @@ pub struct Identity {
     pub key_pem: String,
     pub chain: Vec<CertificateDer<'static>>,
     pub key_der: Vec<u8>,
+    /// The certificate's SubjectPublicKeyInfo (DER), which a browser can be
+    /// told to trust.
+    pub spki: Vec<u8>,
 }
 
 impl Identity {
@@ -94,6 +97,7 @@ impl TestCa {
             key_pem: key.serialize_pem(),
             chain: vec![cert.der().clone(), self.intermediate.der().clone()],
             key_der: key.serialize_der(),
+            spki: rcgen::PublicKeyData::subject_public_key_info(&key),
         }
     }
 
