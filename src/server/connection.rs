@@ -380,8 +380,10 @@ impl<S: Transport> Connection<S> {
                     // our last bytes, then end of stream; what it still
                     // sends is dropped, not left unread to reset the
                     // connection.
+                    if !self.socket.shutdown_write() {
+                        return;
+                    }
                     closing.write_shut = true;
-                    self.socket.shutdown_write();
                     self.drop_input(ctx);
                 }
                 if self.life.closing_mut().is_some_and(|c| c.peer_eof) {

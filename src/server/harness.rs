@@ -77,8 +77,9 @@ impl Write for MemoryTransport {
 }
 
 impl Transport for MemoryTransport {
-    fn shutdown_write(&mut self) {
+    fn shutdown_write(&mut self) -> bool {
         self.write_shut = true;
+        true
     }
 }
 

@@ -55,8 +55,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 /// machine runs without sockets.
 pub trait Transport: Read + Write {
     /// Ends our half of the stream: the peer reads end of stream after our
-    /// last byte.
-    fn shutdown_write(&mut self);
+    /// last byte. False while the stream's own last bytes (TLS's
+    /// `close_notify`) wait for the socket: called again on the next flush.
+    fn shutdown_write(&mut self) -> bool;
 
     /// The connection is about to be freed: a last word if the stream has
     /// one (TLS's `close_notify`), written if the socket takes it at once.
@@ -64,8 +65,9 @@ pub trait Transport: Read + Write {
 }
 
 impl Transport for TcpStream {
-    fn shutdown_write(&mut self) {
+    fn shutdown_write(&mut self) -> bool {
         let _ = self.shutdown(Shutdown::Write);
+        true
     }
 }
 
@@ -358,9 +360,10 @@ impl<S: Read + Write> TlsStream<S> {
     /// Our `close_notify`, to a peer we have spoken TLS with once the
     /// handshake is done; written if the socket takes it at once.
     fn close(&mut self) {
-        if self.answered && self.drive(Want::Close).is_ok() {
-            let _ = self.send_records();
+        if self.answered && !self.closed {
+            let _ = self.drive(Want::Close);
         }
+        let _ = self.send_records();
     }
 }
 
@@ -419,11 +422,16 @@ impl<S: Transport> Write for Stream<S> {
 }
 
 impl<S: Transport> Transport for Stream<S> {
-    /// TLS first says `close_notify`: a few bytes into a socket that has
-    /// just taken everything before them.
-    fn shutdown_write(&mut self) {
+    /// TLS first says `close_notify`, and the socket's write side stays
+    /// open until the socket has taken it.
+    fn shutdown_write(&mut self) -> bool {
         self.close();
-        self.socket_mut().shutdown_write();
+        if let Stream::Tls(tls) = self {
+            if tls.sent < tls.outgoing.len() {
+                return false;
+            }
+        }
+        self.socket_mut().shutdown_write()
     }
 
     /// TLS says `close_notify` to a peer it has spoken TLS with; one that
@@ -527,7 +535,9 @@ mod tests {
     }
 
     impl Transport for MemorySocket {
-        fn shutdown_write(&mut self) {}
+        fn shutdown_write(&mut self) -> bool {
+            true
+        }
     }
 
     /// A TLS stream of the broker's and a rustls client, joined in memory.
