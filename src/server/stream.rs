@@ -703,6 +703,21 @@ mod tests {
     }
 
     #[test]
+    fn a_close_notify_the_socket_did_not_take_holds_the_write_side_open() {
+        let mut pair = pair();
+        pair.exchange();
+        *pair.room.borrow_mut() = 0;
+        assert!(!pair.server.shutdown_write(), "close_notify still waits");
+        assert!(!pair.server.shutdown_write(), "and is not made twice");
+        *pair.room.borrow_mut() = usize::MAX;
+        assert!(pair.server.shutdown_write());
+        pair.exchange();
+        let mut after = Vec::new();
+        let end = pair.client.reader().read_to_end(&mut after);
+        assert_eq!(end.unwrap(), 0, "close_notify arrived");
+    }
+
+    #[test]
     fn close_notify_ends_the_peers_reading_cleanly() {
         let mut pair = pair();
         pair.exchange();
