@@ -330,3 +330,26 @@ fn tcp_connect(addr: SocketAddr, options: SocketOptions, deadline: Instant) -> R
     socket.set_tcp_nodelay(true)?;
     Ok(socket.into())
 }
+
+/// A non-blocking connection to `endpoint` begun (its TCP connect under
+/// way) and registered with `registry` as `token`, readable and writable;
+/// with a TLS client when the endpoint is `wss://`, whose handshake then
+/// happens in the event loop.
+pub fn start_in_loop(
+    endpoint: &Endpoint,
+    registry: &mio::Registry,
+    token: mio::Token,
+) -> std::io::Result<(mio::net::TcpStream, Option<ClientConnection>)> {
+    let tls = endpoint
+        .tls
+        .as_ref()
+        .map(|tls| tls.connection())
+        .transpose()?;
+    let mut stream = mio::net::TcpStream::connect(endpoint.addr)?;
+    registry.register(
+        &mut stream,
+        token,
+        mio::Interest::READABLE | mio::Interest::WRITABLE,
+    )?;
+    Ok((stream, tls))
+}

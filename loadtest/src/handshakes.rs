@@ -24,7 +24,7 @@ use crate::sysstat::{rss_kib, CpuSample, Subject};
 use crate::tally::Tally;
 use crate::tls;
 use anyhow::{anyhow, Result};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use rustls::{ClientConnection, HandshakeKind, ProtocolVersion};
 use std::io::{self, ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
@@ -222,22 +222,10 @@ impl HandshakeThread<'_> {
             self.opened += 1;
             let node = (k % plan.endpoints.len() as u64) as usize;
             let endpoint = &plan.endpoints[node];
-            let opened = endpoint
-                .tls
-                .as_ref()
-                .map(|tls| tls.connection().map(Box::new))
-                .transpose()
-                .and_then(|tls| {
-                    let mut stream = mio::net::TcpStream::connect(endpoint.addr)?;
-                    self.poll.registry().register(
-                        &mut stream,
-                        Token(index),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    Ok((stream, tls))
-                });
+            let opened = connect::start_in_loop(endpoint, self.poll.registry(), Token(index));
             match opened {
                 Ok((stream, tls)) => {
+                    let tls = tls.map(Box::new);
                     self.slots[index] = Some(Slot {
                         stream,
                         tls,

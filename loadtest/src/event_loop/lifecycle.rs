@@ -159,20 +159,7 @@ impl LoopThread {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         // Over TLS, a new session: its handshake runs on this loop as
         // the upgrade request is written (see `write_connection`).
-        let tls = endpoint
-            .tls
-            .as_ref()
-            .map(|tls| tls.connection())
-            .transpose();
-        let connected = tls.and_then(|tls| {
-            let mut stream = mio::net::TcpStream::connect(endpoint.addr)?;
-            self.poll.registry().register(
-                &mut stream,
-                Token(index),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok((stream, tls))
-        });
+        let connected = connect::start_in_loop(endpoint, self.poll.registry(), Token(index));
         match connected {
             Ok((stream, tls)) => {
                 // The old socket is closed here.
