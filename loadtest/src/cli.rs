@@ -550,15 +550,7 @@ mod tests {
                 "k.pem",
             ],
         ] {
-            let args = std::iter::once("loadtest").chain(args.iter().copied());
-            let error = Cli::try_parse_from(args).expect_err("refused");
-            assert!(
-                matches!(
-                    error.kind(),
-                    ErrorKind::ArgumentConflict | ErrorKind::MissingRequiredArgument
-                ),
-                "{error}"
-            );
+            refused_by_clap(args);
         }
     }
 
@@ -663,6 +655,19 @@ mod tests {
         check_servers(&options).expect("a cluster of three");
     }
 
+    /// `args` (after `loadtest`) conflict, or lack an argument another needs.
+    fn refused_by_clap(args: &[&str]) {
+        let args = std::iter::once("loadtest").chain(args.iter().copied());
+        let error = Cli::try_parse_from(args).expect_err("refused");
+        assert!(
+            matches!(
+                error.kind(),
+                ErrorKind::ArgumentConflict | ErrorKind::MissingRequiredArgument
+            ),
+            "{error}"
+        );
+    }
+
     #[test]
     fn servers_given_two_ways_are_refused() {
         for args in [
@@ -677,15 +682,7 @@ mod tests {
             &["fanout", "--url", "ws://127.0.0.1:1/ws", "--spawn"],
             &["fanout", "--server-pid", "1", "--spawn-cluster", "2"],
         ] {
-            let args = std::iter::once("loadtest").chain(args.iter().copied());
-            let error = Cli::try_parse_from(args).expect_err("refused");
-            assert!(
-                matches!(
-                    error.kind(),
-                    ErrorKind::ArgumentConflict | ErrorKind::MissingRequiredArgument
-                ),
-                "{error}"
-            );
+            refused_by_clap(args);
         }
         refusal(&["fanout", "--spawn-cluster", "0"]);
     }
