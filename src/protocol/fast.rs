@@ -112,10 +112,12 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.text.as_bytes().get(self.at).copied()
     }
 
+    #[inline(always)]
     fn next(&mut self) -> Option<u8> {
         let byte = self.peek()?;
         self.at += 1;
@@ -123,6 +125,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Past JSON whitespace: space, tab, line feed, carriage return.
+    #[inline(always)]
     fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.at += 1;
@@ -130,17 +133,20 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next byte that is not whitespace, taken.
+    #[inline(always)]
     fn token(&mut self) -> Option<u8> {
         self.skip_whitespace();
         self.next()
     }
 
+    #[inline(always)]
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.token()? == byte).then_some(())
     }
 
     /// An object's key and its colon: the key as written, if it has no
     /// escape.
+    #[inline(always)]
     fn key(&mut self) -> Option<&'a str> {
         let key = self.plain_string()?;
         self.expect(b':')?;
@@ -148,6 +154,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A string that has no escape: its text between the quotes.
+    #[inline(always)]
     fn plain_string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
@@ -174,15 +181,12 @@ impl<'a> Cursor<'a> {
     /// After a string's opening quote: past its closing quote. Whether it
     /// had an escape; `None` for a raw control character, a bad escape or
     /// no closing quote.
+    #[inline(always)]
     fn rest_of_string(&mut self) -> Option<bool> {
         let bytes = self.text.as_bytes();
         let mut escaped = false;
         loop {
-            let ordinary = bytes
-                .get(self.at..)?
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-            self.at += ordinary;
+            self.at += special_byte(bytes.get(self.at..)?)?;
             match self.next()? {
                 b'"' => return Some(escaped),
                 b'\\' => {
@@ -196,6 +200,7 @@ impl<'a> Cursor<'a> {
 
     /// After a backslash: one escape. `\uXXXX` needs four hex digits, of
     /// any value (serde_json's `RawValue` takes a lone surrogate).
+    #[inline(always)]
     fn escape(&mut self) -> Option<()> {
         match self.next()? {
             b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(()),
@@ -209,6 +214,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The rest of `true`, `false` or `null`, after its first letter.
+    #[inline(always)]
     fn literal(&mut self, rest: &[u8]) -> Option<()> {
         let end = self.at + rest.len();
         (self.text.as_bytes().get(self.at..end)? == rest).then(|| self.at = end)
@@ -217,6 +223,7 @@ impl<'a> Cursor<'a> {
     /// After a number's first byte (`-` or a digit): the rest of it, by
     /// RFC 8259's grammar. What follows it is the caller's to check (a
     /// digit after a leading `0` is not a `,`, `]` or `}`).
+    #[inline(always)]
     fn number(&mut self, first: u8) -> Option<()> {
         let lead = match first {
             b'-' => self.next()?,
@@ -243,10 +250,12 @@ impl<'a> Cursor<'a> {
         Some(())
     }
 
+    #[inline(always)]
     fn digit(&mut self) -> Option<()> {
         self.next()?.is_ascii_digit().then_some(())
     }
 
+    #[inline(always)]
     fn digits(&mut self) {
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.at += 1;
@@ -353,11 +362,46 @@ impl<'a> Cursor<'a> {
 
     /// A key inside a value, where any key goes (escapes too), and its
     /// colon.
+    #[inline(always)]
     fn key_with_escapes(&mut self) -> Option<()> {
         self.expect(b'"')?;
         self.rest_of_string()?;
         self.expect(b':')
     }
+}
+
+/// Where the first byte that ends a string's plain run is in `bytes`: a
+/// quote, a backslash or a control character. Eight bytes at a time, as
+/// serde_json does: the high bit of a byte is set where the byte is zero
+/// (after an exclusive or with a quote or a backslash) or below 0x20. A
+/// borrow from a flagged byte can flag the bytes above it too, but never
+/// one below the first, so the lowest flag (little-endian: the first byte)
+/// is the answer.
+#[inline(always)]
+fn special_byte(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH_BITS: u64 = ONES << 7;
+    let zero_bytes = |word: u64| word.wrapping_sub(ONES) & !word;
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().expect("a chunk of 8 bytes"));
+        let flags = zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+            | (word.wrapping_sub(ONES * 0x20) & !word);
+        let flags = flags & HIGH_BITS;
+        if flags != 0 {
+            return Some(offset + flags.trailing_zeros() as usize / 8);
+        }
+        offset += 8;
+    }
+    let rest = words.remainder();
+    Some(
+        offset
+            + rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?,
+    )
 }
 
 #[cfg(test)]

@@ -281,3 +281,30 @@ fn checks_every_value_as_serde_checks_a_raw_value() {
         assert!(fast(&frame).is_some(), "not taken: {frame}");
     }
 }
+
+#[test]
+fn finds_the_first_byte_that_ends_a_plain_run_wherever_it_is() {
+    let special = [b'"', b'\\', 0x00, 0x1f];
+    let ordinary = [b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xff];
+    for len in 0..=20 {
+        for filler in ordinary {
+            assert_eq!(
+                special_byte(&vec![filler; len]),
+                None,
+                "{len} × {filler:#x}"
+            );
+            for at in 0..len {
+                for first in special {
+                    let mut bytes = vec![filler; len];
+                    bytes[at] = first;
+                    assert_eq!(special_byte(&bytes), Some(at), "{bytes:x?}");
+                    // What follows the first cannot hide it.
+                    for later in (at + 1..len).step_by(3) {
+                        bytes[later] = b'"';
+                        assert_eq!(special_byte(&bytes), Some(at), "{bytes:x?}");
+                    }
+                }
+            }
+        }
+    }
+}
