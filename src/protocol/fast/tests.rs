@@ -308,3 +308,41 @@ fn finds_the_first_byte_that_ends_a_plain_run_wherever_it_is() {
         }
     }
 }
+
+/// The names serde's derived code gives a deserializer for `T`'s fields.
+fn serde_field_names<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{value::Error, Error as _, Visitor};
+    struct FieldNames<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("names read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut names: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut names));
+    names
+}
+
+/// A known field given twice is refused by serde; the fast path must know
+/// every one of them, or it would take a frame serde refuses.
+#[test]
+fn knows_every_field_serde_knows() {
+    use crate::protocol::{RawClientFrame, RawMessage};
+    assert_eq!(serde_field_names::<RawClientFrame<'_>>(), FRAME_FIELDS);
+    assert_eq!(serde_field_names::<RawMessage<'_>>(), ["id", "payload"]);
+}
