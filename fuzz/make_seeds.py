@@ -154,6 +154,16 @@ SEEDS = {
         "unknown-type": b'{"type":"dance","topic":7,"request_id":null}',
         "auth": b'{"type":"auth","token":"%s","request_id":"a1"}' % TOKEN.encode(),
         "auth-not-a-string": b'{"type":"auth","token":{"x":1}}',
+        # The publish fast path (src/protocol/fast.rs): what it takes, and
+        # what it leaves to serde.
+        "publish-fast-any-order": b'{"request_id":null,"x":[1,{"y":-0.5e-3}],"client_id":"c","message":{"payload":{"a":1,"a":"\\udc00"},"id":"\\ud800","k":true},"topic":"t","type":"publish"}',
+        "publish-fast-deepest": b'{"type":"publish","topic":"t","message":{"id":"m","payload":%s}}'
+        % (b"[" * 126 + b"]" * 126),
+        "publish-too-deep-for-fast": b'{"type":"publish","topic":"t","message":{"id":"m","payload":%s}}'
+        % (b"[" * 127 + b"]" * 127),
+        "publish-escaped-key": b'{"type":"publish","top\\u0069c":"t","message":{"id":"m","payload":1}}',
+        "publish-duplicate-id": b'{"type":"publish","topic":"t","message":{"id":"m","id":"n","payload":1}}',
+        "publish-leading-zero": b'{"type":"publish","topic":"t","message":{"id":"m","payload":01}}',
     },
     "ws_handshake": {
         "rfc-example": UPGRADE,

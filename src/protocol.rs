@@ -8,11 +8,21 @@
 //! messages that go to many connections (events, deletion notices) are
 //! encoded here once; the broker frames them once, so that fan-out copies a
 //! pointer and never the message.
+//!
+//! A publish, the frame every message costs, is decoded and answered
+//! without serde: [`fast`] reads the common publish frame in one pass,
+//! borrowing its fields (serde's path decides everything else, and words
+//! every error), [`encode_publish_ack`] writes its ack by hand, and an
+//! [`Event`] is spliced from a topic's prebuilt head, the publisher's
+//! message as it came, and its `seq` and `ts`.
+
+pub mod fast;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::cell::RefCell;
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The error codes sent in WebSocket `error` messages (over REST the same
@@ -51,33 +61,59 @@ impl ErrorCode {
     }
 }
 
-/// A valid client frame.
-#[derive(Debug)]
+/// A valid client frame. Its `topic` and `request_id` are borrowed from
+/// the frame where the publish fast path read them ([`fast`]).
+#[derive(Debug, PartialEq, Eq)]
 pub enum ClientRequest<'a> {
     Subscribe {
-        topic: String,
+        topic: Cow<'a, str>,
         client_id: String,
         start: Start,
-        request_id: Option<String>,
+        request_id: Option<Cow<'a, str>>,
     },
     Unsubscribe {
-        topic: String,
+        topic: Cow<'a, str>,
         client_id: String,
-        request_id: Option<String>,
+        request_id: Option<Cow<'a, str>>,
     },
     Publish {
-        topic: String,
-        message: &'a RawValue,
-        request_id: Option<String>,
+        topic: Cow<'a, str>,
+        message: RawJson<'a>,
+        request_id: Option<Cow<'a, str>>,
     },
     Ping {
-        request_id: Option<String>,
+        request_id: Option<Cow<'a, str>>,
     },
     /// A token, first or fresh (see `auth`).
     Auth {
         token: String,
-        request_id: Option<String>,
+        request_id: Option<Cow<'a, str>>,
     },
+}
+
+/// JSON text as a client wrote it, valid by construction: the text of a
+/// `RawValue`, or of a `message` the publish fast path checked. A publish
+/// hands it to the broker, which copies it into its event byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawJson<'a>(&'a str);
+
+impl<'a> RawJson<'a> {
+    pub fn get(self) -> &'a str {
+        self.0
+    }
+
+    /// An owned copy, for a message that outlives its frame (cluster mode
+    /// hands it to the backplane). serde_json makes a `RawValue` only by
+    /// checking its text, which costs a pass over it: off the hot path.
+    pub fn to_raw_value(self) -> Box<RawValue> {
+        RawValue::from_string(self.0.to_owned()).expect("a RawJson is valid JSON")
+    }
+}
+
+impl<'a> From<&'a RawValue> for RawJson<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        RawJson(raw.get())
+    }
 }
 
 /// Where a subscription starts, before live events.
@@ -285,8 +321,24 @@ pub fn validate_message(message: &RawValue, what: &str, field: &str) -> Result<(
     Ok(())
 }
 
-/// Decodes and validates one client text frame.
+/// Decodes and validates one client text frame: a publish through the fast
+/// path when it is sure ([`fast::publish`]), every other frame through
+/// serde ([`parse_client_frame_by_serde`]), with the same result.
 pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidRequest> {
+    match fast::publish(text) {
+        Some(publish) => Ok(ClientRequest::Publish {
+            topic: Cow::Borrowed(publish.topic),
+            message: RawJson(publish.message),
+            request_id: publish.request_id.map(Cow::Borrowed),
+        }),
+        None => parse_client_frame_by_serde(text),
+    }
+}
+
+/// Decodes and validates one client text frame through serde: what
+/// [`parse_client_frame`] does with every frame the fast path is not sure
+/// of, and the reference it is tested against.
+pub fn parse_client_frame_by_serde(text: &str) -> Result<ClientRequest<'_>, InvalidRequest> {
     let invalid = |message: String| InvalidRequest {
         request_id: None,
         topic: None,
@@ -310,15 +362,15 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidReques
     };
     match kind.as_str() {
         "subscribe" => Ok(ClientRequest::Subscribe {
-            topic: need_topic()?,
+            topic: Cow::Owned(need_topic()?),
             client_id: required_string(raw.client_id, "client_id").map_err(fail)?,
             start: parse_start(&raw).map_err(fail)?,
-            request_id,
+            request_id: request_id.map(Cow::Owned),
         }),
         "unsubscribe" => Ok(ClientRequest::Unsubscribe {
-            topic: need_topic()?,
+            topic: Cow::Owned(need_topic()?),
             client_id: required_string(raw.client_id, "client_id").map_err(fail)?,
-            request_id,
+            request_id: request_id.map(Cow::Owned),
         }),
         "publish" => {
             let topic = need_topic()?;
@@ -326,15 +378,17 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest<'_>, InvalidReques
                 present(raw.message).ok_or_else(|| fail("missing field 'message'".into()))?;
             validate_message(message, "field 'message'", "message.").map_err(fail)?;
             Ok(ClientRequest::Publish {
-                topic,
-                message,
-                request_id,
+                topic: Cow::Owned(topic),
+                message: message.into(),
+                request_id: request_id.map(Cow::Owned),
             })
         }
-        "ping" => Ok(ClientRequest::Ping { request_id }),
+        "ping" => Ok(ClientRequest::Ping {
+            request_id: request_id.map(Cow::Owned),
+        }),
         "auth" => Ok(ClientRequest::Auth {
             token: required_string(raw.token, "token").map_err(fail)?,
-            request_id,
+            request_id: request_id.map(Cow::Owned),
         }),
         other => Err(fail(format!(
             "unknown type '{other}'; expected subscribe, unsubscribe, publish, ping or auth"
@@ -365,7 +419,21 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 thread_local! {
     /// The millisecond (since the Unix epoch) this thread formatted last,
     /// and its text.
-    static LAST_TIMESTAMP: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    static LAST_STAMP: Cell<(u64, Stamp)> = const { Cell::new((u64::MAX, Stamp([0; STAMP_LEN]))) };
+}
+
+/// The length of an RFC 3339 timestamp with milliseconds of a year with
+/// four digits, as every year [`stamp`] can name has.
+const STAMP_LEN: usize = "2025-08-25T10:00:00.123Z".len();
+
+/// A millisecond as RFC 3339 text, on the stack: see [`stamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp([u8; STAMP_LEN]);
+
+impl Stamp {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a stamp is ASCII")
+    }
 }
 
 /// The last millisecond RFC 3339 can name (the end of year 9999).
@@ -377,18 +445,27 @@ const LAST_NAMEABLE_MILLI: u64 = 253_402_300_800_000 - 1;
 ///
 /// Every publish stamps its event and its ack, and formatting a date costs
 /// as much as encoding the rest of a small event; a busy thread stamps many
-/// in the same millisecond, so it formats each millisecond once.
-pub fn timestamp(at: SystemTime) -> String {
+/// in the same millisecond, so it formats each millisecond once, and the
+/// text is copied, never allocated.
+pub fn stamp(at: SystemTime) -> Stamp {
     let millis = millis_since_epoch(at);
-    LAST_TIMESTAMP.with_borrow_mut(|(last, text)| {
-        if *last != millis {
-            text.clear();
+    LAST_STAMP.with(|last| match last.get() {
+        (formatted, stamp) if formatted == millis => stamp,
+        _ => {
+            let mut text = [0; STAMP_LEN];
             let at = UNIX_EPOCH + Duration::from_millis(millis);
-            let _ = write!(text, "{}", humantime::format_rfc3339_millis(at));
-            *last = millis;
+            write!(&mut text[..], "{}", humantime::format_rfc3339_millis(at))
+                .expect("a year of four digits fits");
+            let stamp = Stamp(text);
+            last.set((millis, stamp));
+            stamp
         }
-        text.clone()
     })
+}
+
+/// [`stamp`] as a `String`.
+pub fn timestamp(at: SystemTime) -> String {
+    stamp(at).as_str().to_owned()
 }
 
 /// Milliseconds since the Unix epoch, within what RFC 3339 can name.
@@ -409,8 +486,9 @@ struct ErrorBody<'a> {
     message: &'a str,
 }
 
-/// Every server message but `event`, which [`encode_event`] writes by hand
-/// to pass the publisher's `message` through untouched.
+/// Every server message but `event`, spliced by hand to pass the
+/// publisher's `message` through untouched ([`Event`]), and the ack of a
+/// publish, written by hand ([`encode_publish_ack`]).
 #[derive(Serialize)]
 struct ServerMessage<'a> {
     #[serde(rename = "type")]
@@ -421,8 +499,6 @@ struct ServerMessage<'a> {
     topic: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     epoch: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -447,7 +523,6 @@ impl<'a> ServerMessage<'a> {
             request_id: None,
             topic: None,
             status: None,
-            seq: None,
             epoch: None,
             last_seq: None,
             recovered: None,
@@ -464,7 +539,8 @@ impl<'a> ServerMessage<'a> {
     }
 }
 
-/// What an ack says beyond `status: ok`.
+/// What an ack says beyond `status: ok` (a publish's: see
+/// [`encode_publish_ack`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acked<'a> {
     /// An unsubscribe.
@@ -476,8 +552,6 @@ pub enum Acked<'a> {
         last_seq: u64,
         recovered: Option<bool>,
     },
-    /// A publish, and the `seq` it was given.
-    Published { seq: u64 },
 }
 
 pub fn encode_ack(
@@ -503,7 +577,6 @@ pub fn encode_ack(
             ack.last_seq = Some(last_seq);
             ack.recovered = recovered;
         }
-        Acked::Published { seq } => ack.seq = Some(seq),
     }
     ack.to_json()
 }
@@ -578,20 +651,136 @@ pub fn encode_reset(topic: &str, epoch: &str, last_seq: u64, at: SystemTime) -> 
     .to_json()
 }
 
-/// The JSON text of an event stamped `ts` (see [`timestamp`]). `message`
-/// is the publisher's raw JSON, copied byte for byte.
-pub fn encode_event(topic: &str, message: &RawValue, seq: u64, ts: &str) -> String {
-    let mut out = String::with_capacity(64 + topic.len() + message.get().len());
-    out.push_str(r#"{"type":"event","topic":"#);
-    out.push_str(&serde_json::to_string(topic).expect("strings always serialise"));
-    out.push_str(r#","message":"#);
-    out.push_str(message.get());
-    out.push_str(r#","seq":"#);
-    out.push_str(&seq.to_string());
-    out.push_str(r#","ts":""#);
-    out.push_str(ts);
-    out.push_str("\"}");
-    out
+/// The ack of a publish, `{"type":"ack","request_id":"r1","topic":"orders",
+/// "status":"ok","seq":42,"ts":"..."}` (`request_id` omitted when absent),
+/// appended to `out`: byte for byte what serde writes for the other acks,
+/// written by hand because every publish gets one (nothing is allocated).
+pub fn encode_publish_ack(
+    out: &mut Vec<u8>,
+    request_id: Option<&str>,
+    topic: &str,
+    seq: u64,
+    at: SystemTime,
+) {
+    out.extend_from_slice(br#"{"type":"ack""#);
+    if let Some(request_id) = request_id {
+        out.extend_from_slice(br#","request_id":"#);
+        push_json_string(out, request_id);
+    }
+    out.extend_from_slice(br#","topic":"#);
+    push_json_string(out, topic);
+    out.extend_from_slice(br#","status":"ok","seq":"#);
+    out.extend_from_slice(Decimal::new(seq).as_bytes());
+    out.extend_from_slice(br#","ts":""#);
+    out.extend_from_slice(stamp(at).as_str().as_bytes());
+    out.extend_from_slice(br#""}"#);
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes it: `"` and `\`
+/// behind a backslash, backspace, form feed, line feed, carriage return and
+/// tab by their letter, every other control character as `\u00xx`
+/// (lowercase hex), everything else as it is.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut plain_from = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let letter = match byte {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain_from..at]);
+        out.extend_from_slice(&[b'\\', letter]);
+        if letter == b'u' {
+            out.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]);
+        }
+        plain_from = at + 1;
+    }
+    out.extend_from_slice(&bytes[plain_from..]);
+    out.push(b'"');
+}
+
+/// A `u64` in decimal, on the stack.
+struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    fn new(mut n: u64) -> Self {
+        let mut digits = [0; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Decimal { digits, start }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
+/// What every event of `topic` begins with, up to its `message`:
+/// `{"type":"event","topic":"orders","message":`. A topic builds it once.
+pub fn event_head(topic: &str) -> Box<str> {
+    let topic = serde_json::to_string(topic).expect("strings always serialise");
+    format!(r#"{{"type":"event","topic":{topic},"message":"#).into_boxed_str()
+}
+
+/// One event's JSON text, as the pieces it is spliced from, so that it is
+/// written once, straight into its frame: the topic's [`event_head`], the
+/// publisher's `message` byte for byte, then its `seq` and `ts` (see
+/// [`stamp`]): `{"type":"event","topic":"orders","message":{...},"seq":42,
+/// "ts":"..."}`.
+pub struct Event<'a> {
+    head: &'a str,
+    message: RawJson<'a>,
+    seq: Decimal,
+    ts: &'a str,
+}
+
+impl<'a> Event<'a> {
+    pub fn new(head: &'a str, message: RawJson<'a>, seq: u64, ts: &'a str) -> Self {
+        Event {
+            head,
+            message,
+            seq: Decimal::new(seq),
+            ts,
+        }
+    }
+
+    /// The event's text in pieces, in order: put end to end, they are
+    /// the whole.
+    pub fn parts(&self) -> [&[u8]; 7] {
+        [
+            self.head.as_bytes(),
+            self.message.get().as_bytes(),
+            br#","seq":"#,
+            self.seq.as_bytes(),
+            br#","ts":""#,
+            self.ts.as_bytes(),
+            br#""}"#,
+        ]
+    }
 }
 
 #[cfg(test)]

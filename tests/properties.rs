@@ -18,7 +18,9 @@ use pubsub::http::gate::Gate;
 use pubsub::http::handler::{Action, RestContext};
 use pubsub::http::routes::{handle, settle};
 use pubsub::http::{parse_request, Parsed, MAX_BODY_BYTES};
-use pubsub::protocol::{parse_client_frame, validate_topic_name, ClientRequest};
+use pubsub::protocol::{
+    fast, parse_client_frame, parse_client_frame_by_serde, validate_topic_name, ClientRequest,
+};
 use pubsub::ws::frame::SharedFrame;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -134,7 +136,7 @@ proptest! {
         let broker = Broker::new(ring);
         let topic = broker.create_topic("t").unwrap();
         for seq in 1..=prior {
-            prop_assert_eq!(topic.publish(&message(seq)), Ok(seq));
+            prop_assert_eq!(topic.publish(message(seq).as_ref().into()), Ok(seq));
         }
         let mailbox = WorkerMailbox::unpolled();
         let q = queue(1000, &mailbox);
@@ -149,7 +151,7 @@ proptest! {
         let mut published = prior;
         for _ in 0..live {
             published += 1;
-            topic.publish(&message(published)).unwrap();
+            topic.publish(message(published).as_ref().into()).unwrap();
         }
         // A second subscribe on the same connection replays again but does
         // not join twice; the events still queued come back with it, to be
@@ -163,7 +165,7 @@ proptest! {
             let replay: Vec<u64> = subscribed.replay.iter().map(seq_of).collect();
             prop_assert_eq!(replay, held(n, published));
             published += 1;
-            topic.publish(&message(published)).unwrap();
+            topic.publish(message(published).as_ref().into()).unwrap();
         }
         live_seqs.extend(std::iter::from_fn(|| q.pop()).map(|f| seq_of(&f)));
         prop_assert_eq!(live_seqs, (prior + 1..=published).collect::<Vec<u64>>());
@@ -502,11 +504,11 @@ fn check_frame(text: &str) -> Result<(), TestCaseError> {
                 | ClientRequest::Unsubscribe {
                     topic, client_id, ..
                 } => {
-                    prop_assert_eq!(&value["topic"], topic.as_str());
+                    prop_assert_eq!(&value["topic"], &**topic);
                     prop_assert_eq!(&value["client_id"], client_id.as_str());
                 }
                 ClientRequest::Publish { topic, message, .. } => {
-                    prop_assert_eq!(&value["topic"], topic.as_str());
+                    prop_assert_eq!(&value["topic"], &**topic);
                     let inner: Value = serde_json::from_str(message.get()).unwrap();
                     prop_assert!(
                         inner["id"].as_str().is_some_and(|id| !id.is_empty()),
@@ -790,5 +792,350 @@ proptest! {
             "{}",
             value
         );
+    }
+}
+
+// ---- the publish fast path against serde's ---------------------------------------------
+
+/// JSON whitespace between tokens, mostly none.
+fn gap() -> impl Strategy<Value = String> {
+    prop_oneof![3 => Just(String::new()), 1 => "[ \t\n\r]{1,3}"]
+}
+
+/// A JSON string as written: plain, escaped as serde escapes, or with
+/// escapes of every kind (lone surrogates too), non-ASCII.
+fn string_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        2 => "[a-z0-9 _.-]{1,4}",
+        1 => "[\u{80}-\u{10ffff}]",
+        1 => prop::sample::select(vec![
+            "\\\"", "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t", "\\u00e9", "\\u0000",
+            "\\uD83D\\uDE00", "\\ud800", "\\udfff", "\u{7f}",
+        ])
+        .prop_map(String::from),
+    ];
+    prop_oneof![
+        4 => "[a-z0-9 _.-]{0,8}".prop_map(|s| format!("\"{s}\"")),
+        2 => any::<String>().prop_map(|s| json!(s).to_string()),
+        2 => vec(piece, 0..4).prop_map(|pieces| format!("\"{}\"", pieces.concat())),
+    ]
+}
+
+/// A JSON number as written, in RFC 8259's forms.
+fn number_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => any::<i64>().prop_map(|n| n.to_string()),
+        1 => any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f).to_string()),
+        1 => prop::sample::select(vec![
+            "0", "-0", "0.0", "1e5", "1E+5", "-1e-5", "1.5e308", "1e999", "-1e-999",
+            "123456789012345678901234567890", "0.000001", "10E0",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+/// What is not a JSON value, though it looks like one: numbers out of
+/// RFC 8259's forms, literals misspelt, strings with a bad escape or a raw
+/// control character.
+fn bad_value_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "01",
+            "-01",
+            "1.",
+            ".5",
+            "-",
+            "+1",
+            "1e",
+            "1e+",
+            "1.e5",
+            "0x10",
+            "NaN",
+            "Infinity",
+            "1_000",
+            "--1",
+            "tru",
+            "nul",
+            "True",
+            "nulll",
+            "'s'",
+            "[1}",
+            "{\"a\":1]",
+            "[}",
+            "{]",
+        ])
+        .prop_map(String::from),
+        (
+            "[a-z]{0,3}",
+            prop::sample::select(vec![
+                "\\u12", "\\u12g4", "\\x", "\\a", "\\0", "\\'", "\\e", "\\U0041", "\\", "\u{1}",
+                "\t", "\u{1f}", "\""
+            ]),
+        )
+            .prop_map(|(s, bad)| format!("\"{s}{bad}\"")),
+    ]
+}
+
+/// `value` inside `depth` arrays and objects, in turn.
+fn nest(depth: usize, value: String) -> String {
+    (0..depth).fold(value, |inner, level| {
+        if level % 2 == 0 {
+            format!("[{inner}]")
+        } else {
+            format!("{{\"k\":{inner}}}")
+        }
+    })
+}
+
+/// Any JSON value as written, now and then subtly bad: odd numbers and
+/// strings, literals cut short, trailing commas; with keys given twice,
+/// and nesting around the depth where the fast path stops.
+fn value_text() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        20 => string_text(),
+        20 => number_text(),
+        10 => prop::sample::select(vec!["true", "false", "null"]).prop_map(String::from),
+        2 => bad_value_text(),
+        3 => (120usize..132, prop_oneof![Just("1".to_string()), Just("[]".to_string())])
+            .prop_map(|(depth, inner)| nest(depth, inner)),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            (
+                vec((inner.clone(), gap()), 0..4),
+                prop::bool::weighted(0.005)
+            )
+                .prop_map(|(items, trailing)| {
+                    let items: Vec<String> =
+                        items.into_iter().map(|(v, g)| format!("{g}{v}")).collect();
+                    format!("[{}{}]", items.join(","), if trailing { "," } else { "" })
+                }),
+            (
+                vec(
+                    (prop_oneof![6 => "\"[a-c]\"", 1 => string_text()], inner),
+                    0..4
+                ),
+                gap()
+            )
+                .prop_map(|(members, g)| {
+                    let members: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}{g}:{g}{v}"))
+                        .collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+        ]
+    })
+}
+
+/// Members written as `"key":value`, separated by commas, with the `gaps`
+/// around them in turn.
+fn object_text(members: Vec<(String, String)>, gaps: Vec<String>) -> String {
+    let gap = |i: usize| gaps.get(i % gaps.len().max(1)).cloned().unwrap_or_default();
+    let body: Vec<String> = members
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| {
+            format!(
+                "{}{key}{}:{}{value}{}",
+                gap(i),
+                gap(i + 1),
+                gap(i + 2),
+                gap(i + 3)
+            )
+        })
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+/// `(key, value)` members in a random order.
+fn shuffled(
+    members: impl Strategy<Value = Vec<(String, String)>>,
+) -> impl Strategy<Value = String> {
+    (members, vec(gap(), 1..5))
+        .prop_flat_map(|(members, gaps)| (Just(members).prop_shuffle(), Just(gaps)))
+        .prop_map(|(members, gaps)| object_text(members, gaps))
+}
+
+/// A publish's `message`: `id` and `payload` mostly right, now and then
+/// not (missing, empty, of another type); members given twice or spelled
+/// with escapes, unknown ones, in any order; or not an object.
+fn message_text() -> impl Strategy<Value = String> {
+    let id = prop_oneof![
+        8 => "[a-z0-9-]{1,8}".prop_map(|s| format!("\"{s}\"")),
+        3 => string_text(),
+        1 => value_text(),
+        1 => bad_value_text(),
+    ];
+    let member = prop_oneof![
+        6 => ("\"[a-z]{1,3}\"", value_text()),
+        1 => (Just("\"id\"".to_string()), id.clone()),
+        1 => (Just("\"payload\"".to_string()), value_text()),
+        1 => (
+            prop::sample::select(vec!["\"\\u0069d\"", "\"p\\u0061yload\"", "\"\\ud800\"", "\"\\u0078\""])
+                .prop_map(String::from),
+            value_text()
+        ),
+    ];
+    let members = (
+        prop::option::weighted(0.95, id),
+        prop::option::weighted(0.95, value_text()),
+        prop_oneof![3 => Just(Vec::new()), 1 => vec(member, 1..3)],
+    )
+        .prop_map(|(id, payload, mut members)| {
+            members.extend(id.map(|id| ("\"id\"".to_string(), id)));
+            members.extend(payload.map(|p| ("\"payload\"".to_string(), p)));
+            members
+        });
+    prop_oneof![15 => shuffled(members), 1 => value_text()]
+}
+
+/// Publish frames, mostly well formed, often subtly not: each field right
+/// or wrong (escapes, other types, null, missing), fields given twice or
+/// spelled with escapes, unknown fields, in any order with any whitespace;
+/// and now and then a byte order mark or other whitespace than JSON's
+/// before, something after, a trailing comma, a character put in, or cut
+/// short.
+fn publish_frame_text() -> impl Strategy<Value = String> {
+    let kind = prop_oneof![
+        20 => Just("\"publish\"".to_string()),
+        1 => prop::sample::select(vec!["\"publ\\u0069sh\"", "\"ping\"", "\"Publish\"", "null", "5"])
+            .prop_map(String::from),
+    ];
+    let plain_or = |plain: &'static str| {
+        prop_oneof![
+            10 => plain.prop_map(|s| format!("\"{s}\"")),
+            3 => string_text(),
+            1 => Just("null".to_string()),
+            1 => value_text(),
+            1 => bad_value_text(),
+        ]
+    };
+    let extra = (
+        prop::sample::select(vec![
+            "\"type\"",
+            "\"topic\"",
+            "\"message\"",
+            "\"request_id\"",
+            "\"client_id\"",
+            "\"last_n\"",
+            "\"since_seq\"",
+            "\"epoch\"",
+            "\"token\"",
+            "\"t\\u006fpic\"",
+            "\"x\"",
+            "\"\"",
+            "\"x\"",
+        ])
+        .prop_map(String::from),
+        value_text(),
+    );
+    let members = (
+        prop::option::weighted(0.97, kind),
+        prop::option::weighted(0.97, plain_or("[a-z.]{0,8}")),
+        prop::option::weighted(0.97, message_text()),
+        prop::option::of(plain_or("[a-z0-9-]{0,8}")),
+        prop_oneof![3 => Just(Vec::new()), 1 => vec(extra, 1..3)],
+    )
+        .prop_map(|(kind, topic, message, request_id, mut members)| {
+            let fields = [
+                ("type", kind),
+                ("topic", topic),
+                ("message", message),
+                ("request_id", request_id),
+            ];
+            for (key, value) in fields {
+                members.extend(value.map(|v| (format!("\"{key}\""), v)));
+            }
+            members
+        });
+    let odd = prop::sample::select(vec![
+        "\u{feff}", "\u{a0}", "\u{b}", "\u{c}", "\u{0}", "x", "}", ",",
+    ]);
+    (
+        shuffled(members),
+        0u8..40,
+        any::<prop::sample::Index>(),
+        odd,
+        any::<char>(),
+    )
+        .prop_map(|(text, how, at, odd, c)| {
+            let mut at = at.index(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            match how {
+                0 => format!("{odd}{text}"),
+                1 => format!("{text}{odd}"),
+                2 => format!("{}{odd}{}", &text[..at], &text[at..]),
+                3 => format!("{}{c}{}", &text[..at], &text[at..]),
+                4 => text[..at].to_string(),
+                5 => text.replacen('}', ",}", 1),
+                _ => text,
+            }
+        })
+}
+
+/// A well-formed publish frame the fast path must take: plain strings for
+/// its fields, a message whose payload is any JSON value (as serde writes
+/// it, escapes included), unknown fields, any order, any JSON whitespace.
+fn plain_publish_frame_text() -> impl Strategy<Value = String> {
+    let ws = || "[ \t\n\r]{0,2}";
+    (
+        "[a-z.]{0,8}",
+        "[a-z0-9-]{1,8}",
+        json_value(),
+        prop::option::of("[a-z0-9-]{0,8}"),
+        vec(("[a-z]{1,4}", json_value()), 0..3),
+        vec(ws(), 4),
+    )
+        .prop_flat_map(|(topic, id, payload, request_id, extra, gaps)| {
+            let message = object_text(
+                vec![
+                    ("\"id\"".into(), format!("\"{id}\"")),
+                    ("\"payload\"".into(), payload.to_string()),
+                ],
+                gaps.clone(),
+            );
+            let mut members = vec![
+                ("\"type\"".to_string(), "\"publish\"".to_string()),
+                ("\"topic\"".to_string(), format!("\"{topic}\"")),
+                ("\"message\"".to_string(), message),
+            ];
+            members.extend(request_id.map(|r| ("\"request_id\"".to_string(), format!("\"{r}\""))));
+            // Unknown keys only: a known one could be given twice.
+            members.extend(
+                extra
+                    .into_iter()
+                    .map(|(k, v)| (format!("\"x_{k}\""), v.to_string())),
+            );
+            (Just(members).prop_shuffle(), Just(gaps))
+        })
+        .prop_map(|(members, gaps)| object_text(members, gaps))
+}
+
+proptest! {
+    #![proptest_config(config(2048))]
+
+    /// The fast path says yes only where serde does, with the same fields:
+    /// with serde behind it, a frame gets exactly serde's answer, error
+    /// messages and echoed fields included.
+    #[test]
+    fn the_fast_path_and_serde_answer_every_publish_frame_alike(text in publish_frame_text()) {
+        prop_assert_eq!(parse_client_frame(&text), parse_client_frame_by_serde(&text), "{}", text);
+    }
+
+    #[test]
+    fn the_fast_path_and_serde_answer_every_near_miss_frame_alike(text in client_frame()) {
+        prop_assert_eq!(parse_client_frame(&text), parse_client_frame_by_serde(&text), "{}", text);
+    }
+
+    /// Not vacuous: a plain publish frame is the fast path's.
+    #[test]
+    fn a_plain_publish_frame_takes_the_fast_path(text in plain_publish_frame_text()) {
+        let taken = fast::publish(&text);
+        prop_assert!(taken.is_some(), "{}", text);
+        let serde = parse_client_frame_by_serde(&text);
+        prop_assert_eq!(parse_client_frame(&text), serde, "{}", text);
     }
 }

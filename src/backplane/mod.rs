@@ -42,7 +42,7 @@ use crate::broker::carry_out::publish_to;
 use crate::broker::change::{Change, Outcome};
 use crate::broker::{Broker, Topic};
 use crate::config::Config;
-use serde_json::value::RawValue;
+use crate::protocol::RawJson;
 use std::sync::Arc;
 
 /// The backend this node runs with, chosen once at start.
@@ -81,7 +81,7 @@ impl Backplane {
         &self,
         broker: &Broker,
         topic: &str,
-        message: &RawValue,
+        message: RawJson<'_>,
         local_topic: impl FnOnce() -> Option<&'t Topic>,
         reply_to: ReplyTo<'_>,
     ) -> Option<Outcome> {
@@ -90,7 +90,7 @@ impl Backplane {
         }
         let change = Change::Publish {
             topic: topic.to_owned(),
-            message: message.to_owned(),
+            message: message.to_raw_value(),
         };
         self.backend.carry_out(broker, &change, reply_to)
     }

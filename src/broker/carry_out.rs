@@ -3,7 +3,7 @@
 
 use super::change::{Change, Outcome};
 use super::{Broker, CreateError, Topic};
-use serde_json::value::RawValue;
+use crate::protocol::RawJson;
 
 impl Broker {
     /// Carries out `change` on this broker alone.
@@ -18,7 +18,9 @@ impl Broker {
                 true => Outcome::Deleted,
                 false => Outcome::NoTopic,
             },
-            Change::Publish { topic, message } => publish_to(self.topic(topic).as_deref(), message),
+            Change::Publish { topic, message } => {
+                publish_to(self.topic(topic).as_deref(), (&**message).into())
+            }
             Change::ReadLastSeq { topic } => self
                 .topic(topic)
                 .map_or(Outcome::NoTopic, |t| Outcome::LastSeq(t.next_seq() - 1)),
@@ -31,7 +33,7 @@ impl Broker {
 }
 
 /// Publishes `message` to `topic`, if there is one, as an outcome.
-pub fn publish_to(topic: Option<&Topic>, message: &RawValue) -> Outcome {
+pub fn publish_to(topic: Option<&Topic>, message: RawJson<'_>) -> Outcome {
     match topic {
         Some(topic) => topic
             .publish(message)

@@ -19,8 +19,10 @@ pub use epoch::new_epoch;
 pub mod ring;
 pub mod users;
 
-use crate::protocol::{encode_event, encode_info, encode_reset, timestamp, validate_topic_name};
-use crate::ws::frame::{shared_text_frame, text_payload, SharedFrame};
+use crate::protocol::{
+    encode_info, encode_reset, event_head, stamp, validate_topic_name, Event, RawJson,
+};
+use crate::ws::frame::{shared_text_frame, shared_text_frame_of, text_payload, SharedFrame};
 use delivery::{Delivery, SubscriberQueue};
 use ring::ReplayRing;
 use serde_json::value::RawValue;
@@ -35,6 +37,8 @@ pub struct TopicGone;
 
 pub struct Topic {
     name: String,
+    /// What each of its events begins with, up to the message.
+    event_head: Box<str>,
     deleted: AtomicBool,
     state: Mutex<TopicState>,
 }
@@ -136,6 +140,7 @@ pub struct History {
 impl Topic {
     fn new(name: String, ring_capacity: usize, epoch: String) -> Self {
         Topic {
+            event_head: event_head(&name),
             name,
             deleted: AtomicBool::new(false),
             state: Mutex::new(TopicState {
@@ -173,8 +178,8 @@ impl Topic {
     pub fn delivered_as(&self, seq: u64, message: &RawValue, ts: &str) -> Option<bool> {
         let state = self.lock();
         let (held, frame) = state.ring.after(seq.checked_sub(1)?, 1).next()?;
-        (held == seq)
-            .then(|| text_payload(frame) == encode_event(&self.name, message, seq, ts).as_bytes())
+        let event = Event::new(&self.event_head, message.into(), seq, ts);
+        (held == seq).then(|| text_payload(frame) == event.parts().concat())
     }
 
     /// True once the topic was deleted; a connection that still lists it
@@ -192,7 +197,7 @@ impl Topic {
     /// Assigns the next `seq`, keeps the event for replay and queues it to
     /// every subscriber. Returns the `seq`. Subscribers whose queue
     /// overflows are marked slow and leave the topic.
-    pub fn publish(&self, message: &RawValue) -> Result<u64, TopicGone> {
+    pub fn publish(&self, message: RawJson<'_>) -> Result<u64, TopicGone> {
         let mut state = self.lock();
         if self.is_deleted() {
             return Err(TopicGone);
@@ -200,10 +205,10 @@ impl Topic {
         let state = &mut *state;
         let seq = state.next_seq;
         state.deliver(
-            &self.name,
+            &self.event_head,
             seq,
             message,
-            &timestamp(SystemTime::now()),
+            stamp(SystemTime::now()).as_str(),
             Arrival::Live,
         );
         Ok(seq)
@@ -242,7 +247,7 @@ impl Topic {
                 expected: state.next_seq,
             });
         }
-        state.deliver(&self.name, seq, message, ts, arrival);
+        state.deliver(&self.event_head, seq, message.into(), ts, arrival);
         Ok(Applied::Delivered)
     }
 
@@ -284,9 +289,17 @@ impl Topic {
 }
 
 impl TopicState {
-    /// Numbers, encodes once, keeps and fans out one message. Subscribers
-    /// whose queue overflows are marked slow and leave the topic.
-    fn deliver(&mut self, topic: &str, seq: u64, message: &RawValue, ts: &str, arrival: Arrival) {
+    /// Numbers, encodes once (into its frame, from the topic's `event_head`),
+    /// keeps and fans out one message. Subscribers whose queue overflows are
+    /// marked slow and leave the topic.
+    fn deliver(
+        &mut self,
+        event_head: &str,
+        seq: u64,
+        message: RawJson<'_>,
+        ts: &str,
+        arrival: Arrival,
+    ) {
         self.next_seq = seq + 1;
         let mut i = 0;
         while i < self.waiting.len() {
@@ -297,7 +310,7 @@ impl TopicState {
                 i += 1;
             }
         }
-        let frame = shared_text_frame(&encode_event(topic, message, seq, ts));
+        let frame = shared_text_frame_of(&Event::new(event_head, message, seq, ts).parts());
         let state = self;
         let (mut queued, mut overflowed) = (0, 0);
         let offer = match arrival {

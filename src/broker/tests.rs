@@ -40,7 +40,7 @@ fn publish_fans_out_in_order_with_consecutive_seq() {
     topic.subscribe(&b, Replay::LastN(0), false).unwrap();
     topic.subscribe(&b, Replay::LastN(0), true).unwrap();
     for id in ["m1", "m2", "m3"] {
-        topic.publish(&message(id)).unwrap();
+        topic.publish(message(id).as_ref().into()).unwrap();
     }
     for q in [&a, &b] {
         let events = drain(q);
@@ -73,7 +73,7 @@ fn events_stay_in_their_topic() {
     );
     let q = subscriber(1, 10);
     t1.subscribe(&q, Replay::LastN(0), false).unwrap();
-    t2.publish(&message("x")).unwrap();
+    t2.publish(message("x").as_ref().into()).unwrap();
     assert!(q.is_empty());
 }
 
@@ -82,7 +82,9 @@ fn replay_then_live_has_no_gap_and_no_duplicate() {
     let broker = Broker::new(5);
     let topic = broker.create_topic("t").unwrap();
     for i in 0..8 {
-        topic.publish(&message(&format!("m{i}"))).unwrap();
+        topic
+            .publish(message(&format!("m{i}")).as_ref().into())
+            .unwrap();
     }
     let q = subscriber(1, 100);
     let replay: Vec<Value> = topic
@@ -92,7 +94,7 @@ fn replay_then_live_has_no_gap_and_no_duplicate() {
         .iter()
         .map(decode)
         .collect();
-    topic.publish(&message("live")).unwrap();
+    topic.publish(message("live").as_ref().into()).unwrap();
     let live = drain(&q);
     let seqs: Vec<u64> = replay
         .iter()
@@ -117,7 +119,9 @@ fn resume_replays_everything_after_since_seq_or_nothing() {
     let broker = Broker::new(5);
     let topic = broker.create_topic("t").unwrap();
     for i in 0..8 {
-        topic.publish(&message(&format!("m{i}"))).unwrap();
+        topic
+            .publish(message(&format!("m{i}")).as_ref().into())
+            .unwrap();
     }
     let epoch = topic.epoch().to_string();
     let resume = |slot, seq, epoch: &str| {
@@ -173,7 +177,9 @@ fn replay_is_atomic_with_concurrent_publishers() {
         let topic = Arc::clone(&topic);
         std::thread::spawn(move || {
             for i in 0..5_000 {
-                topic.publish(&message(&i.to_string())).unwrap();
+                topic
+                    .publish(message(&i.to_string()).as_ref().into())
+                    .unwrap();
             }
         })
     };
@@ -208,7 +214,9 @@ fn overflow_drops_the_slow_subscriber_only() {
     topic.subscribe(&slow, Replay::LastN(0), false).unwrap();
     topic.subscribe(&healthy, Replay::LastN(0), false).unwrap();
     for i in 0..3 {
-        topic.publish(&message(&i.to_string())).unwrap();
+        topic
+            .publish(message(&i.to_string()).as_ref().into())
+            .unwrap();
     }
     assert!(slow.is_slow());
     assert!(!healthy.is_slow());
@@ -230,7 +238,7 @@ fn deletion_notifies_after_queued_events_and_refuses_more() {
     let topic = broker.create_topic("t").unwrap();
     let q = subscriber(1, 10);
     topic.subscribe(&q, Replay::LastN(0), false).unwrap();
-    topic.publish(&message("m")).unwrap();
+    topic.publish(message("m").as_ref().into()).unwrap();
     assert!(broker.delete_topic("t"));
     assert!(!broker.delete_topic("t"));
     let got = drain(&q);
@@ -241,7 +249,10 @@ fn deletion_notifies_after_queued_events_and_refuses_more() {
         serde_json::json!({"type":"info","topic":"t","msg":"topic_deleted","ts":got[1]["ts"]})
     );
     assert!(topic.is_deleted());
-    assert_eq!(topic.publish(&message("late")), Err(TopicGone));
+    assert_eq!(
+        topic.publish(message("late").as_ref().into()),
+        Err(TopicGone)
+    );
     assert!(matches!(
         topic.subscribe(&q, Replay::LastN(0), false),
         Err(TopicGone)
@@ -249,7 +260,7 @@ fn deletion_notifies_after_queued_events_and_refuses_more() {
     assert!(broker.topic("t").is_none());
     let again = broker.create_topic("t").unwrap();
     assert_eq!(
-        again.publish(&message("new")),
+        again.publish(message("new").as_ref().into()),
         Ok(1),
         "a new topic starts at seq 1"
     );

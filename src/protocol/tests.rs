@@ -135,7 +135,9 @@ fn acks_carry_what_the_request_got() {
     let plain = ack(Acked::Done);
     assert_eq!(plain["status"], "ok");
     assert!(plain.get("seq").is_none() && plain.get("epoch").is_none());
-    let published = ack(Acked::Published { seq: 43 });
+    let mut published = Vec::new();
+    encode_publish_ack(&mut published, Some("r"), "t", 43, UNIX_EPOCH);
+    let published: Value = serde_json::from_slice(&published).unwrap();
     assert_eq!(published["seq"], 43);
     let subscribed = ack(Acked::Subscribed {
         epoch: "E",
@@ -437,11 +439,120 @@ fn server_messages_omit_absent_fields() {
     );
 }
 
+/// Acks of a publish as serde wrote them before they were written by hand
+/// (`encode_ack` of the day, at 2025-08-25T10:00:00.123Z).
+#[test]
+fn a_publish_ack_is_what_serde_wrote() {
+    let at = UNIX_EPOCH + Duration::from_millis(1_756_116_000_123);
+    let written = [
+        (
+            Some("a\"b"),
+            "back\\slash",
+            u64::MAX,
+            "{\"type\":\"ack\",\"request_id\":\"a\\\"b\",\"topic\":\"back\\\\slash\",\"status\":\"ok\",\"seq\":18446744073709551615,\"ts\":\"2025-08-25T10:00:00.123Z\"}",
+        ),
+        (
+            Some("\0\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f}"),
+            "é中😀\u{2028}",
+            42,
+            "{\"type\":\"ack\",\"request_id\":\"\\u0000\\u0001\\b\\t\\n\\u000b\\f\\r\\u001f\u{7f}\",\"topic\":\"é中😀\u{2028}\",\"status\":\"ok\",\"seq\":42,\"ts\":\"2025-08-25T10:00:00.123Z\"}",
+        ),
+        (
+            None,
+            "/slash/",
+            0,
+            "{\"type\":\"ack\",\"topic\":\"/slash/\",\"status\":\"ok\",\"seq\":0,\"ts\":\"2025-08-25T10:00:00.123Z\"}",
+        ),
+        (
+            Some(""),
+            "",
+            42,
+            "{\"type\":\"ack\",\"request_id\":\"\",\"topic\":\"\",\"status\":\"ok\",\"seq\":42,\"ts\":\"2025-08-25T10:00:00.123Z\"}",
+        ),
+    ];
+    for (request_id, topic, seq, serde_wrote) in written {
+        let mut out = b"before".to_vec();
+        encode_publish_ack(&mut out, request_id, topic, seq, at);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("before{serde_wrote}")
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, failure_persistence: None, ..Default::default() })]
+
+    /// Every string escaped as serde_json escapes it: quotes, backslashes,
+    /// every control character, non-ASCII.
+    #[test]
+    fn a_publish_ack_is_what_serde_writes(
+        request_id in proptest::option::of(tricky_string()),
+        topic in tricky_string(),
+        seq: u64,
+        millis in 0u64..253_402_300_800_000,
+    ) {
+        let at = UNIX_EPOCH + Duration::from_millis(millis);
+        let mut out = Vec::new();
+        encode_publish_ack(&mut out, request_id.as_deref(), &topic, seq, at);
+        proptest::prop_assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_publish_ack(request_id.as_deref(), &topic, seq, at)
+        );
+    }
+}
+
+/// Strings made of what JSON escapes and what it does not.
+fn tricky_string() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        any::<String>(),
+        proptest::collection::vec(
+            prop_oneof![
+                proptest::char::range('\0', '\u{7f}'),
+                proptest::sample::select(vec![
+                    '"', '\\', '/', 'é', '中', '😀', '\u{2028}', '\u{fffd}'
+                ]),
+            ],
+            0..24,
+        )
+        .prop_map(|chars| chars.into_iter().collect()),
+    ]
+}
+
+/// A publish's ack as serde writes it: the fields of the `ServerMessage`
+/// acks were written from, in its order.
+fn serde_publish_ack(request_id: Option<&str>, topic: &str, seq: u64, at: SystemTime) -> String {
+    #[derive(Serialize)]
+    struct PublishAck<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a str>,
+        topic: &'a str,
+        status: &'static str,
+        seq: u64,
+        ts: String,
+    }
+    serde_json::to_string(&PublishAck {
+        kind: "ack",
+        request_id,
+        topic,
+        status: "ok",
+        seq,
+        ts: timestamp(at),
+    })
+    .unwrap()
+}
+
 #[test]
 fn events_pass_the_message_through_byte_for_byte() {
     let raw =
         RawValue::from_string(r#"{"id":"m1","payload":{"b":1.000,"a":"\u00e9"}}"#.into()).unwrap();
-    let text = encode_event("ord\"ers", &raw, 42, &timestamp(UNIX_EPOCH));
+    let ts = timestamp(UNIX_EPOCH);
+    let head = event_head("ord\"ers");
+    let event = Event::new(&head, raw.as_ref().into(), 42, &ts);
+    let text = String::from_utf8(event.parts().concat()).unwrap();
     assert!(
         text.contains(r#""message":{"id":"m1","payload":{"b":1.000,"a":"\u00e9"}}"#),
         "{text}"

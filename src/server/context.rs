@@ -14,7 +14,7 @@ use crate::broker::delivery::{ConnectionKey, WorkerMailbox};
 use crate::http::gate::Gate;
 use crate::http::handler::RestContext;
 use crate::metrics::WorkerMetrics;
-use serde_json::value::RawValue;
+use crate::protocol::RawJson;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,7 +80,7 @@ impl WorkerCtx {
     pub fn publish(
         &mut self,
         topic: &str,
-        message: &RawValue,
+        message: RawJson<'_>,
         reply_to: ConnectionKey,
     ) -> Option<Outcome> {
         let shared = &*self.shared;

@@ -69,7 +69,7 @@ mod tests {
         let got = cache.get(&broker, "t").unwrap();
         assert!(Arc::ptr_eq(got, &second));
         let message = RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap();
-        assert_eq!(got.publish(&message), Ok(1));
+        assert_eq!(got.publish(message.as_ref().into()), Ok(1));
     }
 
     #[test]

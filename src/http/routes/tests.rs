@@ -204,7 +204,12 @@ fn health_and_stats_count_subscriptions_and_messages() {
     topic.subscribe(&q, Replay::LastN(0), false).unwrap();
     for _ in 0..3 {
         topic
-            .publish(&RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap())
+            .publish(
+                RawValue::from_string(r#"{"id":"m","payload":1}"#.into())
+                    .unwrap()
+                    .as_ref()
+                    .into(),
+            )
             .unwrap();
     }
     let (status, health) = w.request("GET", "/health", None);
@@ -377,7 +382,12 @@ fn stats_carry_per_topic_figures_and_totals() {
     let w = World::new();
     let topic = w.broker.create_topic("t").unwrap();
     topic
-        .publish(&RawValue::from_string(r#"{"id":"m","payload":1}"#.into()).unwrap())
+        .publish(
+            RawValue::from_string(r#"{"id":"m","payload":1}"#.into())
+                .unwrap()
+                .as_ref()
+                .into(),
+        )
         .unwrap();
     w.metrics[1].record_delivered(4);
     let (status, stats) = w.request("GET", "/stats", None);

@@ -216,7 +216,7 @@ impl Session {
                 let answer = match self.publish_refusal(ctx, topic) {
                     Some((code, why)) => Answer::Refused(code, why),
                     None => ctx
-                        .publish(topic, message, self.key)
+                        .publish(topic, *message, self.key)
                         .map_or(Answer::Due, Answer::Outcome),
                 };
                 // Answered at once unless replies awaited before it must go
@@ -231,7 +231,7 @@ impl Session {
                     }
                     answer => self.awaiting.push_back(Awaited {
                         request: AwaitedRequest::Publish {
-                            topic: topic.clone(),
+                            topic: topic.to_string(),
                         },
                         request_id: request_id.map(str::to_owned),
                         answer,

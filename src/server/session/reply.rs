@@ -4,10 +4,10 @@
 
 use crate::broker::change::Outcome;
 use crate::metrics::AuthFailure;
-use crate::protocol::{self, Acked, ErrorCode};
+use crate::protocol::{self, ErrorCode};
 use crate::server::context::WorkerCtx;
 use crate::server::output::Output;
-use crate::ws::frame::append_text_frame;
+use crate::ws::frame::{append_text_frame, append_text_frame_with};
 use std::time::SystemTime;
 
 pub(super) fn reply(out: &mut Output, text: &str) {
@@ -35,15 +35,12 @@ pub(super) fn reply_to_publish(
     outcome: Outcome,
 ) {
     match outcome {
-        Outcome::Published(seq) => reply(
-            out,
-            &protocol::encode_ack(
-                request_id,
-                topic,
-                Acked::Published { seq },
-                SystemTime::now(),
-            ),
-        ),
+        Outcome::Published(seq) => {
+            out.messages += 1;
+            append_text_frame_with(out.buffer(), |text| {
+                protocol::encode_publish_ack(text, request_id, topic, seq, SystemTime::now())
+            });
+        }
         Outcome::NoTopic => reply_topic_not_found(out, topic, request_id),
         Outcome::Unavailable(why) => {
             reply_error(out, ErrorCode::Unavailable, why, request_id, Some(topic))
